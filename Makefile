@@ -1,0 +1,68 @@
+# llmcanary: `make demo` runs the main job, `make test` passes the tests. Both set up
+# everything they need, idempotently: a virtual environment (.venv), the local control
+# plane binaries built from the Kubernetes Go modules, cached with Go's caches under
+# $(LLMCANARY_CACHE) so a second run reuses them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+export LLMCANARY_CACHE ?= $(HOME)/.cache/llmcanary
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP)  ## Create .venv with llmcanary and the dev tools
+
+.PHONY: cluster-bins
+cluster-bins:  ## Build (or reuse) etcd, kube-apiserver, ..., kwok and kubectl
+	bash devcluster/build.sh
+
+.PHONY: crds
+crds: venv  ## Regenerate crds/ from the API models
+	$(BIN)/llmcanary crd > crds/llmdeployments.yaml
+
+.PHONY: lint
+lint: venv  ## ruff, mypy --strict, import-linter contracts
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: unit
+unit: venv  ## Fast tests of the pure core
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: venv cluster-bins  ## The operator against the real local control plane
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint venv cluster-bins  ## Everything CI runs
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: venv cluster-bins  ## Local cluster + operator + the example, until it is Stable
+	$(BIN)/llmcanary demo
+
+.PHONY: down
+down: venv  ## Stop the local cluster
+	$(BIN)/llmcanary devcluster down
+
+.PHONY: clean
+clean:  ## Remove .venv and the local cluster state (keeps the binary cache)
+	-$(BIN)/llmcanary devcluster down --purge
+	rm -rf $(VENV) .devcluster .mypy_cache .ruff_cache .pytest_cache

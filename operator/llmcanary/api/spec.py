@@ -1,0 +1,490 @@
+"""The ``LLMDeployment`` spec: the single source of the CRD's spec schema.
+
+Field names are snake_case in Python and camelCase on the wire (aliases). Every
+constraint here is rendered into the CRD by :mod:`llmcanary.api.crd`, so the API server
+rejects bad input at ``kubectl apply`` with the same rules this model applies.
+Cross-field rules are CEL (``x-kubernetes-validations``) and are mirrored by
+``model_validator`` methods so offline tools (``llmcanary preflight``) agree with the
+server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
+
+from llmcanary.api.types import Duration, Quantity, parse_duration
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One CEL rule for ``x-kubernetes-validations``."""
+    out: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+# A list keyed by `name`: the API server rejects duplicate names and merges by name.
+LIST_BY_NAME: JsonDict = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --- model -----------------------------------------------------------------------------
+
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+
+
+class ModelSizing(ApiModel):
+    """What the GPU memory check needs to know about the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.layers), has(self.kvHeads), has(self.headDim),"
+                    " has(self.maxSequenceLength)].all(x, x) ||"
+                    " [has(self.layers), has(self.kvHeads), has(self.headDim),"
+                    " has(self.maxSequenceLength)].all(x, !x)",
+                    "layers, kvHeads, headDim and maxSequenceLength describe the KV cache"
+                    " together: set all four or none",
+                )
+            ]
+        }
+    )
+
+    parameters: float = Field(gt=0, description="Number of weights, e.g. 7e9.")
+    dtype: Dtype = Field(description="Datatype of the weights and the KV cache.")
+    layers: int | None = Field(default=None, ge=1, le=1024)
+    kv_heads: int | None = Field(default=None, ge=1, le=1024)
+    head_dim: int | None = Field(default=None, ge=1, le=4096)
+    max_sequence_length: int | None = Field(default=None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _kv_fields_together(self) -> Self:
+        kv = [self.layers, self.kv_heads, self.head_dim, self.max_sequence_length]
+        if any(v is None for v in kv) and any(v is not None for v in kv):
+            raise ValueError(
+                "layers, kvHeads, headDim and maxSequenceLength describe the KV cache"
+                " together: set all four or none"
+            )
+        return self
+
+
+REPOSITORY_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?|/.+)$"
+
+
+class ModelSpec(ApiModel):
+    """What is served."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="Triton model name (the directory in the model repository).",
+    )
+    repository: str = Field(
+        pattern=REPOSITORY_PATTERN,
+        max_length=1024,
+        description=(
+            "Where the model directory lives: pvc://CLAIM[/SUBPATH] for a PersistentVolumeClaim,"
+            " or an absolute path inside the Triton image."
+        ),
+    )
+    version: str = Field(
+        default="1",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Revision label users bump; part of the revision hash.",
+    )
+    sizing: ModelSizing | None = None
+
+
+# --- triton ----------------------------------------------------------------------------
+
+
+class QueuePolicy(ApiModel):
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    default_timeout_microseconds: int = Field(default=0, ge=0)
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded.")
+
+
+class DynamicBatching(ApiModel):
+    max_queue_delay_microseconds: int = Field(default=2000, ge=0, le=60_000_000)
+    preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=32)
+    preserve_ordering: bool = False
+    default_queue_policy: QueuePolicy | None = None
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> Self:
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise ValueError("preferredBatchSizes must all be at least 1")
+        return self
+
+
+class InstanceGroup(ApiModel):
+    kind: Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"] = "KIND_GPU"
+    count: int = Field(default=1, ge=1, le=64)
+
+
+class TritonSpec(ApiModel):
+    """How Triton serves the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.dynamicBatching) || self.maxBatchSize > 0",
+                    "dynamicBatching needs maxBatchSize > 0",
+                    ".maxBatchSize",
+                ),
+                cel(
+                    "!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes)"
+                    " || self.dynamicBatching.preferredBatchSizes.all(b, b >= 1 &&"
+                    " b <= self.maxBatchSize)",
+                    "every preferred batch size must be between 1 and maxBatchSize",
+                    ".dynamicBatching.preferredBatchSizes",
+                ),
+            ]
+        }
+    )
+
+    image: str = Field(
+        default="nvcr.io/nvidia/tritonserver:24.10-py3", min_length=1, max_length=512
+    )
+    backend: str = Field(
+        default="python",
+        pattern=r"^[a-z0-9_]+$",
+        max_length=64,
+        description="Triton backend of the model (python, tensorrtllm, onnxruntime, ...).",
+    )
+    max_batch_size: int = Field(default=8, ge=0, le=4096)
+    dynamic_batching: DynamicBatching | None = None
+    instance_group: InstanceGroup = Field(default_factory=InstanceGroup)
+    decoupled: bool = Field(
+        default=False, description="Streaming model: responses sent as tokens are generated."
+    )
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="Backend parameters rendered into config.pbtxt."
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=64, description="Extra tritonserver flags."
+    )
+
+    @model_validator(mode="after")
+    def _batching_fits(self) -> Self:
+        if self.dynamic_batching is not None:
+            if self.max_batch_size == 0:
+                raise ValueError("dynamicBatching needs maxBatchSize > 0")
+            if any(b > self.max_batch_size for b in self.dynamic_batching.preferred_batch_sizes):
+                raise ValueError("every preferred batch size must be between 1 and maxBatchSize")
+        return self
+
+
+# --- pod -------------------------------------------------------------------------------
+
+
+class Resources(ApiModel):
+    """Requests equal limits: Triton pods get Guaranteed QoS."""
+
+    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod.")
+    cpu: Quantity = "4"
+    memory: Quantity = "32Gi"
+
+
+class KeySelector(ApiModel):
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    optional: bool | None = None
+
+
+class ObjectFieldSelector(ApiModel):
+    field_path: str = Field(min_length=1)
+    api_version: str | None = None
+
+
+class ResourceFieldSelector(ApiModel):
+    resource: str = Field(min_length=1)
+    container_name: str | None = None
+    divisor: Quantity | None = None
+
+
+class EnvVarSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef),"
+                    " has(self.resourceFieldRef)].filter(x, x).size() == 1",
+                    "valueFrom takes exactly one of secretKeyRef, configMapKeyRef, fieldRef,"
+                    " resourceFieldRef",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+
+
+class EnvVar(ApiModel):
+    """A container environment variable, as in a Kubernetes EnvVar."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.value) && has(self.valueFrom))",
+                    "set value or valueFrom, not both",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+# --- traffic ---------------------------------------------------------------------------
+
+
+class ParentRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    section_name: str | None = Field(default=None, max_length=253)
+    group: str | None = None
+    kind: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class GatewayAPITraffic(ApiModel):
+    parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32)
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+
+
+class IstioTraffic(ApiModel):
+    hosts: list[str] = Field(min_length=1, max_length=16)
+    gateways: list[str] = Field(default_factory=list, max_length=16)
+
+
+class TrafficSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.router != 'istio' || has(self.istio)",
+                    "router istio needs traffic.istio.hosts",
+                    ".istio",
+                )
+            ]
+        }
+    )
+
+    router: Literal["gatewayAPI", "istio", "replicas"] = "gatewayAPI"
+    gateway_api: GatewayAPITraffic = Field(default_factory=GatewayAPITraffic, alias="gatewayAPI")
+    istio: IstioTraffic | None = None
+
+    @model_validator(mode="after")
+    def _router_config(self) -> Self:
+        if self.router == "istio" and self.istio is None:
+            raise ValueError("router istio needs traffic.istio.hosts")
+        return self
+
+
+# --- canary ----------------------------------------------------------------------------
+
+
+class PrometheusSource(ApiModel):
+    address: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        pattern=r"^https?://[^\s]+$",
+        max_length=512,
+    )
+
+
+class LatencyCriterion(ApiModel):
+    quantile: float = Field(default=0.95, gt=0, lt=1)
+    max_increase_percent: float = Field(default=20, ge=0, le=10_000)
+    max_milliseconds: float | None = Field(default=None, gt=0)
+
+
+class ErrorRateCriterion(ApiModel):
+    max_percent: float = Field(default=1, ge=0, le=100)
+
+
+class QueryTemplates(ApiModel):
+    """PromQL overrides; ``{arm}``, ``{namespace}``, ``{name}``, ``{revision}``, ``{window}``."""
+
+    latency: str | None = Field(default=None, max_length=4096)
+    requests: str | None = Field(default=None, max_length=4096)
+    errors: str | None = Field(default=None, max_length=4096)
+
+
+class AnalysisSpec(ApiModel):
+    interval: Duration = "1m"
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    metric: Literal["summary", "histogram"] = "summary"
+    latency: LatencyCriterion = Field(default_factory=LatencyCriterion)
+    error_rate: ErrorRateCriterion = Field(default_factory=ErrorRateCriterion)
+    min_samples: int = Field(default=200, ge=1)
+    failure_limit: int = Field(default=1, ge=1, le=100)
+    inconclusive_limit: int = Field(default=5, ge=1, le=1000)
+    queries: QueryTemplates = Field(default_factory=QueryTemplates)
+
+
+class CanarySpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.initialWeight <= self.maxWeight",
+                    "initialWeight must not exceed maxWeight",
+                    ".initialWeight",
+                ),
+                cel(
+                    "duration(self.stepInterval) >= duration(self.analysis.interval)",
+                    "stepInterval must be at least analysis.interval: every step is judged",
+                    ".stepInterval",
+                ),
+                cel(
+                    "duration(self.analysis.interval) > duration('0s')",
+                    "analysis.interval must be positive",
+                    ".analysis.interval",
+                ),
+            ]
+        }
+    )
+
+    initial_weight: int = Field(default=5, ge=1, le=100)
+    step_weight: int = Field(default=10, ge=1, le=100)
+    max_weight: int = Field(default=100, ge=1, le=100)
+    initial_step_interval: Duration = "15m"
+    step_interval: Duration = "30m"
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @model_validator(mode="after")
+    def _weights_and_intervals(self) -> Self:
+        if self.initial_weight > self.max_weight:
+            raise ValueError("initialWeight must not exceed maxWeight")
+        interval = parse_duration(self.analysis.interval)
+        if interval.total_seconds() <= 0:
+            raise ValueError("analysis.interval must be positive")
+        if parse_duration(self.step_interval) < interval:
+            raise ValueError(
+                "stepInterval must be at least analysis.interval: every step is judged"
+            )
+        return self
+
+
+# --- preflight -------------------------------------------------------------------------
+
+
+class EnvDiffCheck(ApiModel):
+    allowed_differences: list[str] = Field(
+        default_factory=lambda: ["image", "model.version", "env.MODEL_*"], max_length=64
+    )
+
+
+class GpuProbe(ApiModel):
+    enabled: bool = False
+    image: str | None = Field(default=None, max_length=512)
+
+
+class GpuMemoryCheck(ApiModel):
+    enabled: bool = True
+    headroom_percent: float = Field(default=10, ge=0, le=100)
+    probe: GpuProbe = Field(default_factory=GpuProbe)
+
+
+class Dependency(ApiModel):
+    name: str = Field(min_length=1, max_length=63)
+    url: str = Field(
+        pattern=r"^(https?://[^\s]+|tcp://[^\s/]+:[0-9]+)$",
+        max_length=1024,
+        description="http(s)://... or tcp://host:port",
+    )
+    timeout_milliseconds: int = Field(default=1000, ge=1, le=60_000)
+    expect_status: int = Field(default=200, ge=100, le=599)
+
+
+class PreflightSpec(ApiModel):
+    env_diff: EnvDiffCheck = Field(default_factory=EnvDiffCheck)
+    gpu_memory: GpuMemoryCheck = Field(default_factory=GpuMemoryCheck)
+    dependencies: list[Dependency] = Field(
+        default_factory=list, max_length=32, json_schema_extra=LIST_BY_NAME
+    )
+
+
+# --- the spec --------------------------------------------------------------------------
+
+
+class LLMDeploymentSpec(ApiModel):
+    model: ModelSpec
+    triton: TritonSpec = Field(default_factory=TritonSpec)
+    replicas: int = Field(default=1, ge=1, le=1000)
+    resources: Resources = Field(default_factory=Resources)
+    env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_BY_NAME)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    preflight: PreflightSpec = Field(default_factory=PreflightSpec)
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        for what, names in (
+            ("env", [e.name for e in self.env]),
+            ("preflight.dependencies", [d.name for d in self.preflight.dependencies]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: duplicate names {dupes}")
+        return self
+
+
+# Fields that change what runs in the pod: any change here is a new revision.
+POD_AFFECTING_FIELDS: tuple[str, ...] = (
+    "model",
+    "triton",
+    "resources",
+    "env",
+    "node_selector",
+    "tolerations",
+)
+
+
+def describe_errors(error: ValidationError, root: str = "spec") -> str:
+    """Validation errors as ``spec.a.b: message`` lines, in the wire's field names."""
+    return "; ".join(
+        ".".join(str(p) for p in (root, *item["loc"])) + f": {item['msg']}"
+        for item in error.errors(include_url=False)
+    )

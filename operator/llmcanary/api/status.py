@@ -1,0 +1,117 @@
+"""The ``LLMDeployment`` status: written only by :mod:`llmcanary.status`.
+
+All rollout state lives here, so a restarted operator continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from llmcanary.api.spec import ApiModel
+
+Phase = Literal[
+    "Initializing",
+    "Preflight",
+    "Progressing",
+    "Paused",
+    "Promoting",
+    "Stable",
+    "RolledBack",
+    "Failed",
+]
+
+ConditionType = Literal["Ready", "Progressing", "Degraded", "PreflightPassed"]
+
+
+class Condition(ApiModel):
+    """The standard ``metav1.Condition`` shape."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    )
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class ArmMeasurement(ApiModel):
+    p95_ms: float | None = None
+    error_rate: float | None = None
+    samples: int | None = None
+
+
+class AnalysisRecord(ApiModel):
+    time: str
+    verdict: Literal["pass", "fail", "inconclusive"]
+    reason: str = ""
+    stable: ArmMeasurement = Field(default_factory=ArmMeasurement)
+    canary: ArmMeasurement = Field(default_factory=ArmMeasurement)
+
+
+class EnvDifference(ApiModel):
+    key: str
+    stable: str | None = None
+    canary: str | None = None
+    allowed: bool = False
+
+
+class GpuFit(ApiModel):
+    required_gi_b: float | None = Field(default=None, alias="requiredGiB")
+    available_gi_b: float | None = Field(default=None, alias="availableGiB")
+    fits: bool | None = None
+    node_type: str | None = None
+    message: str = ""
+
+
+class DependencyResult(ApiModel):
+    name: str
+    ok: bool
+    latency_ms: float | None = None
+    status_code: int | None = None
+    message: str = ""
+
+
+class PreflightStatus(ApiModel):
+    revision: str | None = None
+    env_diff: list[EnvDifference] = Field(default_factory=list)
+    gpu_memory: GpuFit | None = None
+    dependencies: list[DependencyResult] = Field(default_factory=list)
+
+
+class HistoryEntry(ApiModel):
+    revision: str
+    outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+    started_at: str | None = None
+    finished_at: str | None = None
+    reason: str = ""
+
+
+class LLMDeploymentStatus(ApiModel):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    message: str | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    canary_weight: int | None = Field(default=None, ge=0, le=100)
+    current_step: int | None = Field(default=None, ge=0)
+    step_started_at: str | None = None
+    failed_checks: int | None = Field(default=None, ge=0)
+    inconclusive_checks: int | None = Field(default=None, ge=0)
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    router: str | None = None
+    p95: str | None = Field(default=None, description="P95 canary / stable, for kubectl get.")
+    last_analysis: AnalysisRecord | None = None
+    preflight: PreflightStatus | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=20)

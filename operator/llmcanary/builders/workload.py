@@ -1,0 +1,197 @@
+"""The Triton workload of one revision: its Deployment and its config ConfigMap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.builders.meta import (
+    CONFIG_MOUNT,
+    LABEL_REVISION,
+    Owner,
+    Track,
+    common_labels,
+    config_map_name,
+    deployment_name,
+    revision_labels,
+    revision_selector,
+)
+from llmcanary.builders.triton_config import render_config_pbtxt
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+MODEL_REPOSITORY = "/models"
+SOURCE_MOUNT = "/mnt/model-source"
+# An LLM can take many minutes to load its weights; the startup probe allows 30.
+STARTUP_BUDGET_SECONDS = 1800
+STARTUP_PERIOD_SECONDS = 10
+
+# Assemble /models/<model> from the read-only source and the rendered config: version
+# directories are linked, not copied, so staging costs no time whatever the model size.
+STAGE_SCRIPT = """\
+set -eu
+dst="$MODEL_REPOSITORY/$MODEL_NAME"
+mkdir -p "$dst"
+if [ ! -d "$MODEL_SOURCE" ]; then
+  echo "no model directory at $MODEL_SOURCE: check spec.model.repository and .name" >&2
+  exit 1
+fi
+for entry in "$MODEL_SOURCE"/*; do
+  base=$(basename "$entry")
+  [ "$base" = config.pbtxt ] && continue
+  ln -sfn "$entry" "$dst/$base"
+done
+cp "$CONFIG_DIR/config.pbtxt" "$dst/config.pbtxt"
+"""
+
+
+def build_config_map(owner: Owner, spec: LLMDeploymentSpec, revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": owner.metadata(
+            config_map_name(owner.name, revision),
+            common_labels(owner.name) | {LABEL_REVISION: revision},
+        ),
+        "data": {"config.pbtxt": render_config_pbtxt(spec.model, spec.triton)},
+    }
+
+
+def tritonserver_args(spec: LLMDeploymentSpec) -> list[str]:
+    return [
+        f"--model-repository={MODEL_REPOSITORY}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        # Per-request latency quantiles: what the canary analysis reads by default.
+        "--metrics-config=summary_latencies=true",
+        "--exit-on-error=true",
+        *spec.triton.args,
+    ]
+
+
+def _model_source(
+    spec: LLMDeploymentSpec,
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Where the init container finds the model directory, and the volume that holds it."""
+    repository = spec.model.repository
+    if repository.startswith("pvc://"):
+        claim, _, sub_path = repository.removeprefix("pvc://").partition("/")
+        mount: dict[str, Any] = {
+            "name": "model-source",
+            "mountPath": SOURCE_MOUNT,
+            "readOnly": True,
+        }
+        if sub_path:
+            mount["subPath"] = sub_path
+        volume = {
+            "name": "model-source",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        return f"{SOURCE_MOUNT}/{spec.model.name}", [volume], [mount]
+    # An absolute path inside the image (weights baked into a custom Triton image).
+    return f"{repository.rstrip('/')}/{spec.model.name}", [], []
+
+
+def _resources(spec: LLMDeploymentSpec) -> dict[str, Any]:
+    # Requests equal limits: Guaranteed QoS, so the model gets what it was sized for.
+    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpus:
+        amounts["nvidia.com/gpu"] = str(spec.resources.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
+    }
+
+
+def build_deployment(
+    owner: Owner, spec: LLMDeploymentSpec, revision: str, track: Track, replicas: int
+) -> dict[str, Any]:
+    """The Deployment ``NAME-REVISION`` running Triton for one revision."""
+    labels = revision_labels(owner.name, revision, track)
+    source, source_volumes, source_mounts = _model_source(spec)
+    env = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.env]
+    tolerations = [
+        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.tolerations
+    ]
+    staging = {"name": "models", "mountPath": MODEL_REPOSITORY}
+    config_mount = {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True}
+    small = {"cpu": "100m", "memory": "128Mi"}
+    pod_spec: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "initContainers": [
+            {
+                "name": "stage-model",
+                "image": spec.triton.image,
+                "command": ["/bin/sh", "-c", STAGE_SCRIPT],
+                "env": [
+                    {"name": "MODEL_NAME", "value": spec.model.name},
+                    {"name": "MODEL_SOURCE", "value": source},
+                    {"name": "MODEL_REPOSITORY", "value": MODEL_REPOSITORY},
+                    {"name": "CONFIG_DIR", "value": CONFIG_MOUNT},
+                ],
+                "resources": {"requests": dict(small), "limits": dict(small)},
+                "volumeMounts": [staging, config_mount, *source_mounts],
+            }
+        ],
+        "containers": [
+            {
+                "name": "triton",
+                "image": spec.triton.image,
+                "command": ["tritonserver"],
+                "args": tritonserver_args(spec),
+                "env": env,
+                "ports": [
+                    {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                ],
+                "resources": _resources(spec),
+                "startupProbe": _probe(
+                    "/v2/health/ready",
+                    STARTUP_PERIOD_SECONDS,
+                    STARTUP_BUDGET_SECONDS // STARTUP_PERIOD_SECONDS,
+                ),
+                "readinessProbe": _probe("/v2/health/ready", 5, 3),
+                "livenessProbe": _probe("/v2/health/live", 10, 6),
+                "volumeMounts": [
+                    staging,
+                    {"name": "dshm", "mountPath": "/dev/shm"},
+                    *source_mounts,
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "models", "emptyDir": {}},
+            # The Python backend talks to its stub through shared memory.
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            {
+                "name": "model-config",
+                "configMap": {"name": config_map_name(owner.name, revision)},
+            },
+            *source_volumes,
+        ],
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(deployment_name(owner.name, revision), labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": revision_selector(owner.name, revision)},
+            "progressDeadlineSeconds": STARTUP_BUDGET_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,20 @@
+"""The ``llmcanary`` command (also installed as the kubectl plugin ``kubectl-llmcanary``)."""
+
+from __future__ import annotations
+
+import click
+
+from llmcanary.cli.crd import crd
+from llmcanary.cli.devcluster import devcluster
+from llmcanary.cli.run import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="llmcanary")
+def main() -> None:
+    """Canary rollouts of LLMs served by NVIDIA Triton."""
+
+
+main.add_command(run)
+main.add_command(crd)
+main.add_command(devcluster)

@@ -1,0 +1,17 @@
+"""Operator settings, read once at start-up from LLMCANARY_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMCANARY_", extra="ignore")
+
+    kubeconfig: str | None = Field(
+        default=None, description="Kubeconfig to use outside a cluster (default: $KUBECONFIG)."
+    )
+    resync_seconds: float = Field(
+        default=60, gt=0, description="How often every LLMDeployment is reconciled anyway."
+    )

@@ -1,0 +1,135 @@
+"""A small typed facade over the Kubernetes dynamic client.
+
+Built once at start-up (never at import time) and kept in kopf's ``memo``. Objects go
+in and out as plain dicts, the same dicts the pure builders produce.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from llmcanary.kube.errors import Forbidden, MissingApi
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "llmcanary"
+
+_MISSING_API_HINTS = {
+    "HTTPRoute": "install the Gateway API CRDs (standard channel) or choose another"
+    " spec.traffic.router",
+    "VirtualService": "install Istio or choose another spec.traffic.router",
+}
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectKey:
+        meta = obj["metadata"]
+        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class Kube:
+    """Get, list, apply and status-patch any kind, with errors turned into advice."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self._dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, otherwise the kubeconfig."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            log.info("using in-cluster Kubernetes credentials")
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            log.info("using kubeconfig credentials", extra={"kubeconfig": kubeconfig})
+        return cls(client.ApiClient())
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            hint = _MISSING_API_HINTS.get(kind, "install the API that serves it")
+            raise MissingApi(api_version, kind, hint) from None
+
+    @staticmethod
+    def _call(verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
+        """Call the API; a 403 becomes advice naming the permission the operator lacks."""
+        try:
+            return fn(**kwargs)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise Forbidden(verb, kind, kwargs.get("namespace", "")) from exc
+            raise
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self._resource(api_version, kind)
+        try:
+            found = self._call("get", kind, resource.get, name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(found.to_dict())
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        found = self._call(
+            "list",
+            kind,
+            resource.get,
+            namespace=namespace,
+            label_selector=label_selector,
+        )
+        return [dict(item) for item in found.to_dict().get("items", [])]
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` as the operator's field manager."""
+        key = ObjectKey.of(obj)
+        resource = self._resource(key.api_version, key.kind)
+        applied = self._call(
+            "apply",
+            key.kind,
+            resource.server_side_apply,
+            body=obj,
+            name=key.name,
+            namespace=key.namespace,
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return dict(applied.to_dict())
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """JSON-merge-patch the status subresource."""
+        resource = self._resource(api_version, kind)
+        patched = self._call(
+            "patch",
+            f"{kind}/status",
+            resource.status.patch,
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+        return dict(patched.to_dict())

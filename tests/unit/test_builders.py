@@ -1,0 +1,198 @@
+from typing import Any
+
+from conftest import make_spec
+
+from llmcanary.builders import Owner
+from llmcanary.builders.route import build_httproute, route_weights
+from llmcanary.builders.services import build_service
+from llmcanary.builders.triton_config import render_config_pbtxt
+from llmcanary.builders.workload import build_config_map, build_deployment
+
+
+def container(deployment: dict[str, Any], name: str = "triton") -> dict[str, Any]:
+    spec = deployment["spec"]["template"]["spec"]
+    found: dict[str, Any] = next(
+        c for c in spec["containers"] + spec["initContainers"] if c["name"] == name
+    )
+    return found
+
+
+def test_config_pbtxt_text() -> None:
+    spec = make_spec(
+        triton={
+            "backend": "python",
+            "maxBatchSize": 8,
+            "dynamicBatching": {
+                "maxQueueDelayMicroseconds": 1500,
+                "preferredBatchSizes": [4, 8],
+                "defaultQueuePolicy": {"timeoutAction": "DELAY", "maxQueueSize": 32},
+            },
+            "instanceGroup": {"kind": "KIND_CPU", "count": 2},
+            "decoupled": True,
+            "parameters": {"max_tokens": "64"},
+        }
+    )
+    assert render_config_pbtxt(spec.model, spec.triton) == (
+        'name: "tiny-llm"\n'
+        'backend: "python"\n'
+        "max_batch_size: 8\n"
+        "dynamic_batching {\n"
+        "  preferred_batch_size: [ 4, 8 ]\n"
+        "  max_queue_delay_microseconds: 1500\n"
+        "  preserve_ordering: false\n"
+        "  default_queue_policy {\n"
+        "    timeout_action: DELAY\n"
+        "    default_timeout_microseconds: 0\n"
+        "    allow_timeout_override: false\n"
+        "    max_queue_size: 32\n"
+        "  }\n"
+        "}\n"
+        "instance_group [\n"
+        "  {\n"
+        "    count: 2\n"
+        "    kind: KIND_CPU\n"
+        "  }\n"
+        "]\n"
+        "model_transaction_policy {\n"
+        "  decoupled: true\n"
+        "}\n"
+        "parameters {\n"
+        '  key: "max_tokens"\n'
+        '  value: { string_value: "64" }\n'
+        "}\n"
+    )
+
+
+def test_config_pbtxt_without_batching_omits_the_block() -> None:
+    spec = make_spec(triton={"maxBatchSize": 0})
+    text = render_config_pbtxt(spec.model, spec.triton)
+    assert "dynamic_batching" not in text and "max_batch_size: 0" in text
+
+
+def test_config_map_holds_the_rendered_config(owner: Owner) -> None:
+    spec = make_spec()
+    cm = build_config_map(owner, spec, "abc123")
+    assert cm["metadata"]["name"] == "tiny-abc123-config"
+    assert cm["data"]["config.pbtxt"] == render_config_pbtxt(spec.model, spec.triton)
+
+
+def test_deployment_runs_triton_on_gpus_with_guaranteed_qos(owner: Owner) -> None:
+    dep = build_deployment(owner, make_spec(), "abc123", "stable", replicas=2)
+    assert dep["metadata"]["name"] == "tiny-abc123"
+    assert dep["spec"]["replicas"] == 2
+    triton = container(dep)
+    resources = triton["resources"]
+    assert resources["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    assert resources["requests"] == resources["limits"]
+    assert "--metrics-config=summary_latencies=true" in triton["args"]
+    assert "--model-repository=/models" in triton["args"]
+    assert {p["containerPort"] for p in triton["ports"]} == {8000, 8001, 8002}
+    assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # The startup probe waits long enough for a model to load its weights.
+    probe = triton["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 1800
+
+
+def test_deployment_mounts_shm_and_stages_the_model(owner: Owner) -> None:
+    dep = build_deployment(owner, make_spec(), "abc123", "stable", replicas=2)
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert volumes["model-config"]["configMap"]["name"] == "tiny-abc123-config"
+    assert volumes["model-source"]["persistentVolumeClaim"] == {
+        "claimName": "models",
+        "readOnly": True,
+    }
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container(dep)["volumeMounts"]
+    stage = container(dep, "stage-model")
+    env = {e["name"]: e["value"] for e in stage["env"]}
+    assert env["MODEL_SOURCE"] == "/mnt/model-source/tiny-llm"
+    source_mount = next(m for m in stage["volumeMounts"] if m["name"] == "model-source")
+    assert source_mount["subPath"] == "repo"
+    # Init containers need requests == limits too, or the pod is not Guaranteed.
+    assert stage["resources"]["requests"] == stage["resources"]["limits"]
+
+
+def test_deployment_labels_select_by_revision_not_track(owner: Owner) -> None:
+    dep = build_deployment(owner, make_spec(), "abc123", "canary", replicas=1)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["llmcanary.io/deployment"] == "tiny"
+    assert labels["llmcanary.io/revision"] == "abc123"
+    assert labels["llmcanary.io/track"] == "canary"
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "llmcanary.io/deployment": "tiny",
+        "llmcanary.io/revision": "abc123",
+    }
+
+
+def test_every_child_is_owned(owner: Owner) -> None:
+    spec = make_spec()
+    children = [
+        build_deployment(owner, spec, "r1", "stable", 1),
+        build_config_map(owner, spec, "r1"),
+        build_service(owner, "stable", "r1"),
+        build_service(owner, "canary", "r1"),
+        build_httproute(owner, spec.traffic.gateway_api, 0),
+    ]
+    for child in children:
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert ref == {
+            "apiVersion": "llmcanary.io/v1alpha1",
+            "kind": "LLMDeployment",
+            "name": "tiny",
+            "uid": "0000-uid",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert child["metadata"]["namespace"] == "ml"
+
+
+def test_env_and_scheduling_pass_through(owner: Owner) -> None:
+    spec = make_spec(
+        env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        nodeSelector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    dep = build_deployment(owner, spec, "r1", "stable", 1)
+    pod = dep["spec"]["template"]["spec"]
+    assert container(dep)["env"] == [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_image_path_repository_needs_no_volume(owner: Owner) -> None:
+    spec = make_spec(model={"name": "tiny-llm", "repository": "/opt/models/"})
+    dep = build_deployment(owner, spec, "r1", "stable", 1)
+    assert "model-source" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    env = {e["name"]: e["value"] for e in container(dep, "stage-model")["env"]}
+    assert env["MODEL_SOURCE"] == "/opt/models/tiny-llm"
+
+
+def test_services_select_a_revision(owner: Owner) -> None:
+    svc = build_service(owner, "canary", "r2")
+    assert svc["metadata"]["name"] == "tiny-canary"
+    assert svc["spec"]["selector"] == {
+        "llmcanary.io/deployment": "tiny",
+        "llmcanary.io/revision": "r2",
+    }
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002}
+
+
+def test_httproute_weights(owner: Owner) -> None:
+    spec = make_spec(
+        traffic={
+            "gatewayAPI": {"parentRefs": [{"name": "gw", "namespace": "gws"}], "hostnames": ["a.b"]}
+        }
+    )
+    route = build_httproute(owner, spec.traffic.gateway_api, 0)
+    assert route_weights(route) == {"tiny-stable": 100, "tiny-canary": 0}
+    assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "gws"}]
+    assert route["spec"]["hostnames"] == ["a.b"]
+    assert route_weights(build_httproute(owner, spec.traffic.gateway_api, 15)) == {
+        "tiny-stable": 85,
+        "tiny-canary": 15,
+    }

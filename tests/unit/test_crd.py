@@ -1,0 +1,111 @@
+"""The CRD and the pydantic models agree: one is generated from the other."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from llmcanary.api.crd import build_crd, render_crd_yaml
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.status import LLMDeploymentStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "llmdeployments.yaml"
+
+
+def _schema() -> dict[str, Any]:
+    version = build_crd()["spec"]["versions"][0]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_committed_crd_is_the_generated_one() -> None:
+    assert CRD_FILE.read_text() == render_crd_yaml(), "run `make crds` and commit the result"
+
+
+def _walk_schema(node: dict[str, Any], path: str = "") -> dict[str, dict[str, Any]]:
+    out = {path: node}
+    for key, child in (node.get("properties") or {}).items():
+        out.update(_walk_schema(child, f"{path}.{key}"))
+    if node.get("items", {}).get("type") == "object":
+        out.update(_walk_schema(node["items"], f"{path}[]"))
+    return out
+
+
+def _walk_model(model: type[BaseModel], path: str = "") -> set[str]:
+    out = {path}
+    for name, field in model.model_fields.items():
+        key = f"{path}.{field.alias or name}"
+        out.add(key)
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                item = f"{key}[]" if getattr(field.annotation, "__origin__", None) is list else key
+                out |= _walk_model(arg, item)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "root"), [(LLMDeploymentSpec, "spec"), (LLMDeploymentStatus, "status")]
+)
+def test_every_model_field_is_in_the_schema_and_back(model: type[BaseModel], root: str) -> None:
+    schema_paths = {
+        p.removeprefix(f".{root}") for p in _walk_schema(_schema()) if p.startswith(f".{root}")
+    }
+    assert _walk_model(model) == schema_paths
+
+
+def test_schema_defaults_equal_model_defaults() -> None:
+    """What the API server fills in for a minimal spec is what pydantic fills in."""
+
+    def apply_defaults(node: dict[str, Any], value: Any) -> Any:
+        if node.get("type") == "object" and isinstance(value, dict):
+            for key, child in (node.get("properties") or {}).items():
+                if key not in value and "default" in child:
+                    value[key] = child["default"]
+                if key in value:
+                    value[key] = apply_defaults(child, value[key])
+        return value
+
+    minimal = {"model": {"name": "m", "repository": "/models"}}
+    by_server = apply_defaults(_schema()["properties"]["spec"], dict(minimal))
+    by_model = LLMDeploymentSpec.model_validate(minimal).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert by_server == _without_empty_collections(by_model)
+
+
+def _without_empty_collections(value: Any) -> Any:
+    # Empty lists and maps are left out of the schema's defaults on purpose; objects
+    # (models) default to {} so that their own fields get defaulted.
+    if isinstance(value, dict):
+        return {
+            k: _without_empty_collections(v)
+            for k, v in value.items()
+            if v != [] and not (v == {} and k in {"nodeSelector", "parameters"})
+        }
+    return value
+
+
+def test_schema_is_structural() -> None:
+    """No $ref, no nullable unions, a type on every node except int-or-string."""
+    for path, node in _walk_schema(_schema()).items():
+        assert "$ref" not in node, path
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+        assert node.get("additionalProperties") is not False, path
+
+
+def test_printer_columns_answer_where_is_my_rollout() -> None:
+    columns = build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    default_columns = [c["name"] for c in columns if not c.get("priority")]
+    assert default_columns == ["Phase", "Stable", "Canary", "Weight", "P95", "Age"]
+
+
+def test_examples_validate_against_the_models() -> None:
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "LLMDeployment":
+                LLMDeploymentSpec.model_validate(doc["spec"])

@@ -1,0 +1,44 @@
+"""The package layout rules that keep the operator importable and light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_operator_source_root_is_not_a_package() -> None:
+    # A package named `operator` would shadow the standard library's module.
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_operator_import_path_stays_free_of_torch_and_triton() -> None:
+    code = (
+        "import sys, llmcanary.main, llmcanary.cli;"
+        "heavy = ('torch', 'tritonclient', 'pytriton', 'numpy');"
+        "bad = sorted(m for m in heavy if m in sys.modules);"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_importing_the_handlers_builds_no_clients() -> None:
+    # Clients belong to start-up: importing main must not read a kubeconfig.
+    code = (
+        "import kubernetes.config as c\n"
+        "def boom(*a, **k): raise SystemExit('kubeconfig loaded at import time')\n"
+        "c.load_kube_config = boom; c.load_incluster_config = boom\n"
+        "import llmcanary.main\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
+    )

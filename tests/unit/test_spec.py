@@ -1,0 +1,60 @@
+"""The models refuse what the CRD's CEL rules refuse, so offline checks agree with the server."""
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
+from llmcanary.api.types import parse_duration
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"model": {"name": "m", "repository": "/models"}}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"canary": {"initialWeight": 60, "maxWeight": 50}}, "initialWeight must not exceed"),
+        ({"canary": {"stepInterval": "30s"}}, "stepInterval must be at least"),
+        ({"triton": {"maxBatchSize": 0, "dynamicBatching": {}}}, "needs maxBatchSize > 0"),
+        (
+            {"triton": {"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}}},
+            "between 1 and maxBatchSize",
+        ),
+        ({"traffic": {"router": "istio"}}, "router istio needs"),
+        ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "duplicate"),
+        (
+            {
+                "model": {
+                    "name": "m",
+                    "repository": "/m",
+                    "sizing": {"parameters": 1, "dtype": "fp16", "layers": 2},
+                }
+            },
+            "set all four or none",
+        ),
+    ],
+)
+def test_cross_field_rules(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        LLMDeploymentSpec.model_validate(spec(**overrides))
+
+
+def test_quantities_accept_numbers_as_yaml_writes_them() -> None:
+    parsed = LLMDeploymentSpec.model_validate(spec(resources={"cpu": 8, "memory": "64Gi"}))
+    assert parsed.resources.cpu == "8"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h30m", 5400), ("500ms", 0.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_errors_name_the_field_path() -> None:
+    with pytest.raises(ValidationError) as caught:
+        LLMDeploymentSpec.model_validate(spec(canary={"stepInterval": "thirty minutes"}))
+    assert "spec.canary.stepInterval: String should match pattern" in describe_errors(caught.value)

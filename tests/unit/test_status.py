@@ -1,0 +1,87 @@
+from datetime import UTC, datetime, timedelta
+
+from conftest import make_spec
+
+from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.rollout.steady import Problem, WorkloadObservation, steady_status
+from llmcanary.status import condition, parse_status, set_condition, status_patch, status_to_wire
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    conds = set_condition([], "Ready", False, "ReplicasNotReady", "0/2", T0, 1)
+    later = set_condition(
+        conds, "Ready", False, "ReplicasNotReady", "1/2", T0 + timedelta(minutes=1), 1
+    )
+    assert later[0].last_transition_time == "2026-11-24T12:00:00Z"
+    assert later[0].message == "1/2"
+    flipped = set_condition(
+        later, "Ready", True, "ReplicasReady", "2/2", T0 + timedelta(minutes=2), 1
+    )
+    assert flipped[0].last_transition_time == "2026-11-24T12:02:00Z"
+
+
+def test_no_patch_when_nothing_changed() -> None:
+    status = LLMDeploymentStatus(phase="Stable", stable_revision="abc", canary_weight=0)
+    wire = status_to_wire(status)
+    assert status_patch(wire, status) is None
+    # Keys written by others (kopf, another controller) are not ours to compare or remove.
+    assert status_patch({**wire, "kopf": {"x": 1}}, status) is None
+
+
+def test_patch_removes_keys_that_went_away() -> None:
+    old = status_to_wire(LLMDeploymentStatus(phase="Stable", canary_revision="def"))
+    patch = status_patch(old, LLMDeploymentStatus(phase="Stable"))
+    assert patch == {"canaryRevision": None}
+
+
+def test_parse_status_ignores_foreign_keys() -> None:
+    assert parse_status({"phase": "Stable", "kopf": {}}).phase == "Stable"
+
+
+def ready(n: int, of: int = 2) -> WorkloadObservation:
+    return WorkloadObservation(revision="abc", desired=of, ready=n, updated=of)
+
+
+def test_initializing_until_all_replicas_ready_then_stable() -> None:
+    spec = make_spec(replicas=2)
+    s1 = steady_status(spec, 1, LLMDeploymentStatus(), "abc", ready(1), None, T0)
+    assert s1.phase == "Initializing"
+    assert s1.stable_revision == "abc"
+    assert s1.canary_weight == 0
+    assert condition(s1, "Ready").status == "False"  # type: ignore[union-attr]
+    s2 = steady_status(spec, 1, s1, "abc", ready(2), None, T0 + timedelta(seconds=30))
+    assert s2.phase == "Stable"
+    ready_cond = condition(s2, "Ready")
+    assert ready_cond is not None and ready_cond.status == "True"
+    assert ready_cond.message == "2/2 Triton replicas of revision abc are ready"
+    # Progressing stayed False throughout, so its transition time did not move.
+    assert condition(s2, "Progressing") == condition(s1, "Progressing")
+
+
+def test_same_inputs_same_status() -> None:
+    spec = make_spec(replicas=2)
+    s1 = steady_status(spec, 3, LLMDeploymentStatus(), "abc", ready(2), None, T0)
+    s2 = steady_status(spec, 3, s1, "abc", ready(2), None, T0 + timedelta(hours=1))
+    assert status_patch(status_to_wire(s1), s2) is None
+
+
+def test_problem_is_degraded_with_the_message() -> None:
+    spec = make_spec()
+    problem = Problem("ChildConflict", "Deployment 'x' already exists ...")
+    s = steady_status(spec, 1, LLMDeploymentStatus(), "abc", None, problem, T0)
+    degraded = condition(s, "Degraded")
+    assert degraded is not None and degraded.status == "True"
+    assert degraded.reason == "ChildConflict"
+    assert s.message == problem.message
+
+
+def test_new_revision_is_reported_not_applied() -> None:
+    spec = make_spec()
+    stable = LLMDeploymentStatus(phase="Stable", stable_revision="abc")
+    s = steady_status(spec, 2, stable, "def", ready(2), None, T0)
+    assert s.stable_revision == "abc"
+    assert s.canary_revision == "def"
+    progressing = condition(s, "Progressing")
+    assert progressing is not None and progressing.reason == "NewRevision"
