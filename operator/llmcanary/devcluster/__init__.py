@@ -1,0 +1,47 @@
+"""The local Kubernetes control plane of the project (DESIGN.md section 6).
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the
+Kubernetes Go modules (``devcluster/``), with KWOK playing the kubelet of simulated
+GPU nodes. Used by ``llmcanary devcluster ...``, ``make`` and the integration tests::
+
+    from llmcanary import devcluster
+
+    devcluster.ensure_built()
+    cluster = devcluster.up()
+    cluster.kubectl("get", "nodes")
+    devcluster.down()
+"""
+
+from llmcanary.devcluster.cluster import (
+    Cluster,
+    ClusterStatus,
+    DevClusterError,
+    NodeStatus,
+    down,
+    ensure_built,
+    env,
+    kubectl,
+    status,
+    up,
+)
+from llmcanary.devcluster.nodes import DEFAULT_GPU_NODES, GpuNode
+from llmcanary.devcluster.paths import COMPONENTS, Ports, Settings, find_repo_root
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_GPU_NODES",
+    "Cluster",
+    "ClusterStatus",
+    "DevClusterError",
+    "GpuNode",
+    "NodeStatus",
+    "Ports",
+    "Settings",
+    "down",
+    "ensure_built",
+    "env",
+    "find_repo_root",
+    "kubectl",
+    "status",
+    "up",
+]
