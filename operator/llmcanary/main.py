@@ -52,19 +52,22 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def llmdeployment_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if type != "DELETED" and not body.metadata.get("deletionTimestamp"):
-        memo.reconciler.reconcile(body)
+def llmdeployment_event(
+    type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if type != "DELETED" and namespace:
+        memo.reconciler.reconcile(namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.reconcile(body)
+def resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    if namespace:
+        memo.reconciler.reconcile(namespace, name)
 
 
 def child_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     if namespace:
-        memo.reconciler.reconcile_by_name(namespace, labels[LABEL_DEPLOYMENT])
+        memo.reconciler.reconcile(namespace, labels[LABEL_DEPLOYMENT])
 
 
 for _selector in CHILD_KINDS:

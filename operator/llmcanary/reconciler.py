@@ -71,14 +71,13 @@ class Reconciler:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
-    def reconcile(self, body: Mapping[str, Any]) -> Result:
-        """Reconcile one LLMDeployment as given by a watch event or the timer."""
-        meta = body["metadata"]
-        with self._lock(meta["namespace"], meta["name"]):
-            return self._reconcile(body)
+    def reconcile(self, namespace: str, name: str) -> Result | None:
+        """Reconcile one LLMDeployment, whatever triggered it.
 
-    def reconcile_by_name(self, namespace: str, name: str) -> Result | None:
-        """Reconcile after a child changed: read the owner fresh, it may have moved on."""
+        The object is read fresh under a per-object lock: a watch event's body can be
+        older than a status this operator has just written, and acting on it would
+        announce the same transition twice.
+        """
         with self._lock(namespace, name):
             body = self.kube.get(API_VERSION, KIND, namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):

@@ -108,7 +108,7 @@ def _nested_object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> N
     """Give every object field built by ``default_factory`` a default.
 
     The API server only applies nested defaults below an object that exists, so an
-    omitted ``canary:`` must default to ``{}`` for ``canary.initialWeight`` to become 5.
+    omitted ``canary:`` needs a default of its own for ``canary.initialWeight`` to be 5.
     """
     props = schema.get("properties", {})
     for name, field in model.model_fields.items():
@@ -119,7 +119,10 @@ def _nested_object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> N
         sub = _model_of(field)
         if sub is not None:
             if field.default_factory is not None:
-                prop["default"] = {}
+                # The whole default object, not {}: the API server checks a default
+                # against the CEL rules before defaulting inside it.
+                default = field.default_factory()  # type: ignore[call-arg]
+                prop["default"] = default.model_dump(mode="json", by_alias=True, exclude_none=True)
             _nested_object_defaults(sub, prop)
         elif field.default_factory is not None and "default" not in prop:
             value = field.default_factory()  # type: ignore[call-arg]

@@ -37,7 +37,8 @@ def parse_duration(text: str) -> timedelta:
 
 
 # Kubernetes resource.Quantity, as the apimachinery regexp accepts it.
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY_PATTERN = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -55,8 +56,10 @@ Quantity = Annotated[
     Field(pattern=QUANTITY_PATTERN),
     WithJsonSchema(
         {
+            # The one anyOf a structural schema allows; the pattern applies to strings only.
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
         },
         mode="validation",
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from llmcanary.cli.crd import crd
+from llmcanary.cli.demo import demo
 from llmcanary.cli.devcluster import devcluster
 from llmcanary.cli.run import run
 
@@ -18,3 +19,4 @@ def main() -> None:
 main.add_command(run)
 main.add_command(crd)
 main.add_command(devcluster)
+main.add_command(demo)

@@ -1,0 +1,191 @@
+"""The real API server rejects bad LLMDeployments at `kubectl apply`, naming the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import ROOT, Kubectl
+
+from llmcanary.api.spec import LLMDeploymentSpec
+
+pytestmark = pytest.mark.k8s
+
+
+def manifest(name: str = "bad", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "apiVersion": "llmcanary.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": {"name": "tiny-llm", "repository": "/models"}},
+    }
+    for key, value in spec.items():
+        base["spec"][key] = value
+    return base
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """A valid manifest with one field (dotted path under spec) replaced."""
+    doc = manifest()
+    node = doc["spec"]
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return doc
+
+
+_DELETE = object()
+
+# (what is wrong, manifest, the field path and words the error must contain)
+INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
+    (
+        "weight below range",
+        _with("canary.initialWeight", 0),
+        ["spec.canary.initialWeight", "greater than or equal to 1"],
+    ),
+    (
+        "weight above range",
+        _with("canary.stepWeight", 150),
+        ["spec.canary.stepWeight", "less than or equal to 100"],
+    ),
+    (
+        "initialWeight above maxWeight",
+        _with("canary", {"initialWeight": 60, "maxWeight": 50}),
+        ["spec.canary.initialWeight", "initialWeight must not exceed maxWeight"],
+    ),
+    (
+        "unknown router",
+        _with("traffic.router", "nginx"),
+        ["spec.traffic.router", 'Unsupported value: "nginx"'],
+    ),
+    ("negative replicas", _with("replicas", -1), ["spec.replicas", "greater than or equal to 1"]),
+    (
+        "bad duration",
+        _with("canary.stepInterval", "thirty minutes"),
+        ["spec.canary.stepInterval", "should match"],
+    ),
+    ("missing model name", _with("model.name", _DELETE), ["spec.model.name", "Required value"]),
+    (
+        "step shorter than the analysis interval",
+        _with("canary", {"stepInterval": "30s", "analysis": {"interval": "1m"}}),
+        ["spec.canary.stepInterval", "stepInterval must be at least analysis.interval"],
+    ),
+    (
+        "preferred batch above maxBatchSize",
+        _with("triton", {"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}}),
+        ["spec.triton.dynamicBatching.preferredBatchSizes", "between 1 and maxBatchSize"],
+    ),
+    (
+        "unknown dtype",
+        _with("model.sizing", {"parameters": 7e9, "dtype": "fp12"}),
+        ["spec.model.sizing.dtype", "Unsupported value"],
+    ),
+    (
+        "partial KV-cache sizing",
+        _with("model.sizing", {"parameters": 7e9, "dtype": "fp16", "layers": 32}),
+        ["spec.model.sizing", "set all four or none"],
+    ),
+    (
+        "error rate above 100%",
+        _with("canary.analysis.errorRate.maxPercent", 150),
+        ["spec.canary.analysis.errorRate.maxPercent"],
+    ),
+    (
+        "quantile outside (0,1)",
+        _with("canary.analysis.latency.quantile", 1.5),
+        ["spec.canary.analysis.latency.quantile"],
+    ),
+    (
+        "env value and valueFrom together",
+        _with(
+            "env",
+            [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        ),
+        ["spec.env[0]", "set value or valueFrom, not both"],
+    ),
+    (
+        "duplicate env names",
+        _with("env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+        ["spec.env[1]", "Duplicate value"],
+    ),
+    (
+        "unsupported repository",
+        _with("model.repository", "ftp://models"),
+        ["spec.model.repository", "should match"],
+    ),
+    (
+        "istio router without hosts",
+        _with("traffic.router", "istio"),
+        ["spec.traffic.istio", "router istio needs"],
+    ),
+    ("bad cpu quantity", _with("resources.cpu", "lots"), ["spec.resources.cpu"]),
+    (
+        "too many GPUs",
+        _with("resources.gpus", 17),
+        ["spec.resources.gpus", "less than or equal to 16"],
+    ),
+    ("unknown field", _with("replicaz", 2), ['unknown field "spec.replicaz"']),
+    ("name that cannot name a Service", manifest(name="Tiny.LLM"), ["metadata.name"]),
+    (
+        "name too long for its children",
+        manifest(name="x" * 53),
+        ["metadata.name must be at most 52"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "doc", "expected"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_spec_is_rejected_with_the_field(
+    kubectl: Kubectl, crd: None, namespace: str, what: str, doc: dict[str, Any], expected: list[str]
+) -> None:
+    done = kubectl.apply(doc, namespace, check=False)
+    assert done.returncode != 0, f"{what}: the API server accepted it"
+    for words in expected:
+        assert words in done.stderr, f"{what}: {words!r} not in {done.stderr!r}"
+    assert kubectl.list("llmd", namespace) == [], "nothing may be stored"
+
+
+def test_examples_apply_cleanly(kubectl: Kubectl, crd: None, namespace: str) -> None:
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        done = kubectl.run("apply", "--dry-run=server", "-n", namespace, "-f", str(path))
+        assert "created (server dry run)" in done.stdout
+
+
+def test_server_defaults_are_the_model_defaults(
+    kubectl: Kubectl, crd: None, namespace: str
+) -> None:
+    """The agreement proof end to end: the API server defaults a minimal spec exactly as
+    the pydantic model does."""
+    doc = manifest(name="minimal")
+    kubectl.apply(doc, namespace)
+    stored = kubectl.get("llmd", "minimal", namespace)
+    assert stored is not None
+    by_model = LLMDeploymentSpec.model_validate(copy.deepcopy(doc["spec"]))
+    assert LLMDeploymentSpec.model_validate(stored["spec"]) == by_model
+    # And every default the model has, the server filled in (empty collections aside).
+    expected = _drop_empty(by_model.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert _drop_empty(stored["spec"]) == expected
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _drop_empty(v)
+            for k, v in value.items()
+            if v != [] and not (v == {} and k in {"nodeSelector", "parameters"})
+        }
+    return value
+
+
+def test_printer_columns(kubectl: Kubectl, crd: None, namespace: str) -> None:
+    kubectl.apply(yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text()), namespace)
+    header = kubectl.run("get", "llmd", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "P95", "AGE"]
+    wide = kubectl.run("get", "llmd", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
+    assert wide[-3:] == ["STEP", "FAILEDCHECKS", "ROUTER"]
