@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import http.client
 import ipaddress
 import logging
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -355,6 +357,8 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             f"--authorization-kubeconfig={cfg['kube-controller-manager']}",
             f"--bind-address={h}",
             f"--secure-port={p.controller_manager}",
+            f"--tls-cert-file={pki.controller_manager_serving.cert}",
+            f"--tls-private-key-file={pki.controller_manager_serving.key}",
             "--leader-elect=false",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki.service_account_key}",
@@ -374,6 +378,8 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             f"--authorization-kubeconfig={cfg['kube-scheduler']}",
             f"--bind-address={h}",
             f"--secure-port={p.scheduler}",
+            f"--tls-cert-file={pki.scheduler_serving.cert}",
+            f"--tls-private-key-file={pki.scheduler_serving.key}",
             "--profiling=false",
         ],
         "kwok": [
@@ -531,6 +537,141 @@ def _healthy(settings: Settings) -> bool:
         return api.ready("/readyz")
 
 
+def _bring_up(
+    s: Settings, deadline: float, gpu_nodes: Sequence[GpuNode], started: list[str]
+) -> None:
+    """Start what is not running and wait until the cluster is usable; record what started."""
+    t0 = time.monotonic()
+    for d in (s.logs_dir, s.pids_dir, s.config_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    _check_ports(s)
+    pki = ensure_pki(s)
+    cfg = _write_configs(s, pki)
+    args = _component_args(s, pki, cfg)
+
+    def start(name: str) -> None:
+        if processes.running_pid(s, name) is None:
+            processes.start(s, name, args[name])
+            started.append(name)
+
+    # etcd and the API server start together (the API server retries etcd).
+    # The controller manager and scheduler exit if the API server is up but
+    # has not finished bootstrapping RBAC, so they wait for /readyz.
+    for name in ("etcd", "kube-apiserver"):
+        start(name)
+    with _admin_client(s, pki) as api:
+        _wait(
+            "the API server's /readyz",
+            lambda: api.ready("/readyz"),
+            deadline,
+            s,
+            ("etcd", "kube-apiserver"),
+        )
+        log.info("API server ready after %.1fs", time.monotonic() - t0)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            start(name)
+
+        # KWOK's RBAC (ClusterRole from kwok's manifests) and the Gateway API
+        # CRDs go through kubectl (YAML); server-side apply keeps it idempotent.
+        argv = [
+            str(s.tool("kubectl")),
+            f"--kubeconfig={s.kubeconfig}",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=llmcanary-devcluster",
+            f"--filename={s.kwok_rbac_file}",
+            f"--filename={s.gateway_crds_dir}",
+        ]
+        pipe = subprocess.PIPE
+        with subprocess.Popen(argv, stdout=pipe, stderr=pipe, text=True) as apply:
+            # Meanwhile, the small objects over the open connection.
+            api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", _kwok_binding())
+            for node in gpu_nodes:
+                _ensure_node(api, node)
+            out, err = apply.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        if apply.returncode != 0:
+            raise DevClusterError(
+                f"kubectl apply of KWOK RBAC and Gateway API CRDs failed: {err.strip()}"
+            )
+        log.debug("kubectl apply: %s", out.strip())
+        if processes.running_pid(s, "kwok") is None:
+            _release_node_leases(api)
+        start("kwok")
+
+        crds = _crd_names(s)
+
+        def crds_established() -> bool:
+            base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+            return all(_established(api.get(base + n)) for n in crds)
+
+        def sa_exists() -> bool:
+            return _exists(api, "/api/v1/namespaces/default/serviceaccounts/default")
+
+        names = {n.name for n in gpu_nodes}
+
+        def nodes_ready() -> bool:
+            items = api.get("/api/v1/nodes")["items"]
+            ready = {n["metadata"]["name"] for n in items if _node_ready(n)}
+            return names <= ready
+
+        _wait("Gateway API CRDs Established", crds_established, deadline, s, ("kube-apiserver",))
+        _wait("the default ServiceAccount", sa_exists, deadline, s, ("kube-controller-manager",))
+        # KWOK serving /healthz means it watches the nodes, so their Ready
+        # condition is live, not one left in etcd by an earlier run.
+        _wait("KWOK's /healthz", lambda: _http_ok(s, s.ports.kwok), deadline, s, ("kwok",))
+        _wait("GPU nodes Ready", nodes_ready, deadline, s, ("kwok",))
+        for name, port in (
+            ("kube-controller-manager", s.ports.controller_manager),
+            ("kube-scheduler", s.ports.scheduler),
+        ):
+            with ApiClient(s.host, port, pki.ca.cert, timeout=2.0) as health:
+                probe = functools.partial(health.ready, "/healthz")
+                _wait(f"{name}'s /healthz", probe, deadline, s, (name,))
+
+
+def _check_ports(s: Settings) -> None:
+    """Fail clearly if a port of a component that is not running is taken by something else."""
+    p = s.ports
+    wanted = {
+        "etcd": [("ETCD", p.etcd), ("ETCD_PEER", p.etcd_peer)],
+        "kube-apiserver": [("APISERVER", p.apiserver)],
+        "kube-controller-manager": [("CONTROLLER_MANAGER", p.controller_manager)],
+        "kube-scheduler": [("SCHEDULER", p.scheduler)],
+        "kwok": [("KWOK", p.kwok)],
+    }
+    for name, ports in wanted.items():
+        if processes.running_pid(s, name) is not None:
+            continue
+        for env_name, port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((s.host, port))
+                except OSError as e:
+                    raise DevClusterError(
+                        f"{name} cannot listen on {s.host}:{port} ({e.strerror}): another "
+                        f"process holds it (another dev cluster?); stop it or set "
+                        f"LLMCANARY_DEVCLUSTER_{env_name}_PORT"
+                    ) from e
+
+
+#: Stop order: clients first, then the API server (which would otherwise wait for
+#: their watches to end), then etcd (which the API server needs to shut down).
+_STOP_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("kwok", "kube-scheduler", "kube-controller-manager"),
+    ("kube-apiserver",),
+    ("etcd",),
+)
+
+
+def _stop(s: Settings, names: Sequence[str], timeout: float = 15.0) -> list[str]:
+    stopped: list[str] = []
+    for group in _STOP_GROUPS:
+        stopped += processes.stop(s, [n for n in group if n in names], timeout=timeout)
+    return stopped
+
+
 def up(
     settings: Settings | None = None,
     *,
@@ -556,98 +697,15 @@ def up(
         if _healthy(s):
             log.info("dev cluster already running (%s)", s.server)
             return Cluster(s, (), time.monotonic() - t0)
-        for d in (s.logs_dir, s.pids_dir, s.config_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        pki = ensure_pki(s)
-        cfg = _write_configs(s, pki)
-        args = _component_args(s, pki, cfg)
         started: list[str] = []
-
-        def start(name: str) -> None:
-            if processes.running_pid(s, name) is None:
-                processes.start(s, name, args[name])
-                started.append(name)
-
-        # etcd and the API server start together (the API server retries etcd).
-        # The controller manager and scheduler exit if the API server is up but
-        # has not finished bootstrapping RBAC, so they wait for /readyz.
-        for name in ("etcd", "kube-apiserver"):
-            start(name)
-        with _admin_client(s, pki) as api:
-            _wait(
-                "the API server's /readyz",
-                lambda: api.ready("/readyz"),
-                deadline,
-                s,
-                ("etcd", "kube-apiserver"),
-            )
-            log.info("API server ready after %.1fs", time.monotonic() - t0)
-            for name in ("kube-controller-manager", "kube-scheduler"):
-                start(name)
-
-            # KWOK's RBAC (ClusterRole from kwok's manifests) and the Gateway API
-            # CRDs go through kubectl (YAML); server-side apply keeps it idempotent.
-            apply = subprocess.Popen(
-                [
-                    str(s.tool("kubectl")),
-                    f"--kubeconfig={s.kubeconfig}",
-                    "apply",
-                    "--server-side",
-                    "--force-conflicts",
-                    "--field-manager=llmcanary-devcluster",
-                    f"--filename={s.kwok_rbac_file}",
-                    f"--filename={s.gateway_crds_dir}",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", _kwok_binding())
-            for node in gpu_nodes:
-                _ensure_node(api, node)
-            out, err = apply.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            if apply.returncode != 0:
-                raise DevClusterError(
-                    f"kubectl apply of KWOK RBAC and Gateway API CRDs failed: {err.strip()}"
-                )
-            log.debug("kubectl apply: %s", out.strip())
-            if processes.running_pid(s, "kwok") is None:
-                _release_node_leases(api)
-            start("kwok")
-
-            crds = _crd_names(s)
-
-            def crds_established() -> bool:
-                base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                return all(_established(api.get(base + n)) for n in crds)
-
-            def sa_exists() -> bool:
-                return _exists(api, "/api/v1/namespaces/default/serviceaccounts/default")
-
-            names = {n.name for n in gpu_nodes}
-
-            def nodes_ready() -> bool:
-                items = api.get("/api/v1/nodes")["items"]
-                ready = {n["metadata"]["name"] for n in items if _node_ready(n)}
-                return names <= ready
-
-            _wait(
-                "Gateway API CRDs Established", crds_established, deadline, s, ("kube-apiserver",)
-            )
-            _wait(
-                "the default ServiceAccount", sa_exists, deadline, s, ("kube-controller-manager",)
-            )
-            # KWOK serving /healthz means it watches the nodes, so their Ready
-            # condition is live, not one left in etcd by an earlier run.
-            _wait("KWOK's /healthz", lambda: _http_ok(s, s.ports.kwok), deadline, s, ("kwok",))
-            _wait("GPU nodes Ready", nodes_ready, deadline, s, ("kwok",))
-            _wait(
-                "the scheduler",
-                lambda: processes.running_pid(s, "kube-scheduler") is not None,
-                deadline,
-                s,
-                ("kube-scheduler",),
-            )
+        try:
+            _bring_up(s, deadline, gpu_nodes, started)
+        except BaseException:
+            # Leave nothing half-started behind (a failed fixture, a Ctrl-C).
+            if started:
+                log.warning("up failed; stopping what it started: %s", ", ".join(started))
+                _stop(s, started, timeout=5.0)
+            raise
     elapsed = time.monotonic() - t0
     log.info("dev cluster up in %.1fs (started: %s)", elapsed, ", ".join(started) or "nothing")
     return Cluster(s, tuple(started), elapsed)
@@ -666,15 +724,7 @@ def down(
     if not s.state_dir.is_dir():
         return []
     with _locked(s):
-        # Clients first, then the API server (which would otherwise wait for
-        # their watches), then etcd (which the API server needs to shut down).
-        stopped: list[str] = []
-        for group in (
-            ("kwok", "kube-scheduler", "kube-controller-manager"),
-            ("kube-apiserver",),
-            ("etcd",),
-        ):
-            stopped += processes.stop(s, group, timeout=timeout)
+        stopped = _stop(s, COMPONENTS, timeout=timeout)
         if purge:
             # Only what this package created: never rmtree a directory that a
             # mistyped LLMCANARY_DEVCLUSTER_DIR might point at.

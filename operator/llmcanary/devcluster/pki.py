@@ -67,6 +67,10 @@ class Pki:
     #: manager and scheduler read the CA (requestheader authentication).
     front_proxy_ca: CertPair
     front_proxy_client: CertPair
+    #: Serving certs of the controller manager's and scheduler's health/metrics
+    #: ports (otherwise they make up self-signed ones nobody can verify).
+    controller_manager_serving: CertPair
+    scheduler_serving: CertPair
     service_account_key: Path
     service_account_pub: Path
     clients: dict[str, CertPair]
@@ -231,6 +235,8 @@ def ensure_pki(settings: Settings) -> Pki:
         etcd=pair("etcd-server"),
         front_proxy_ca=pair("front-proxy-ca"),
         front_proxy_client=pair("front-proxy-client"),
+        controller_manager_serving=pair("kube-controller-manager-serving"),
+        scheduler_serving=pair("kube-scheduler-serving"),
         service_account_key=d / "sa.key",
         service_account_pub=d / "sa.pub",
         clients={i.stem: pair(i.stem) for i in CLIENT_IDENTITIES},
@@ -266,6 +272,14 @@ def ensure_pki(settings: Settings) -> Pki:
         ips=(*loopback_ips, settings.kubernetes_service_ip),
         force=force,
     )
+    for serving, cn in (
+        (pki.controller_manager_serving, "kube-controller-manager"),
+        (pki.scheduler_serving, "kube-scheduler"),
+    ):
+        _issue(
+            serving, ca, _name(cn), server=True, client=False, dns=loopback, ips=loopback_ips,
+            force=force,
+        )  # fmt: skip
     # etcd uses one certificate to serve clients and to talk to its (only) peer.
     _issue(
         pki.etcd,

@@ -65,6 +65,12 @@ def running_pid(settings: Settings, name: str) -> int | None:
     return None
 
 
+def _inherited_env() -> dict[str, str]:
+    # etcd reads every ETCD_* variable as a flag: a developer's own ETCD_DATA_DIR
+    # or ETCD_LISTEN_CLIENT_URLS must not reconfigure the cluster's etcd.
+    return {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+
+
 def start(
     settings: Settings,
     name: str,
@@ -87,7 +93,7 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=settings.state_dir,
-            env={**os.environ, **(env or {})},
+            env={**_inherited_env(), **(env or {})},
             start_new_session=True,
             close_fds=True,
         )
