@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl
 
+from llmcanary.api.crd import without_empty_collections
 from llmcanary.api.spec import LLMDeploymentSpec
 
 pytestmark = pytest.mark.k8s
@@ -169,18 +170,10 @@ def test_server_defaults_are_the_model_defaults(
     by_model = LLMDeploymentSpec.model_validate(copy.deepcopy(doc["spec"]))
     assert LLMDeploymentSpec.model_validate(stored["spec"]) == by_model
     # And every default the model has, the server filled in (empty collections aside).
-    expected = _drop_empty(by_model.model_dump(mode="json", by_alias=True, exclude_none=True))
-    assert _drop_empty(stored["spec"]) == expected
-
-
-def _drop_empty(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: _drop_empty(v)
-            for k, v in value.items()
-            if v != [] and not (v == {} and k in {"nodeSelector", "parameters"})
-        }
-    return value
+    expected = without_empty_collections(
+        by_model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
+    assert without_empty_collections(stored["spec"]) == expected
 
 
 def test_printer_columns(kubectl: Kubectl, crd: None, namespace: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from llmcanary.api.crd import build_crd, render_crd_yaml
+from llmcanary.api.crd import build_crd, render_crd_yaml, without_empty_collections
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
 
@@ -73,19 +73,7 @@ def test_schema_defaults_equal_model_defaults() -> None:
     by_model = LLMDeploymentSpec.model_validate(minimal).model_dump(
         mode="json", by_alias=True, exclude_none=True
     )
-    assert _without_empty_collections(by_server) == _without_empty_collections(by_model)
-
-
-def _without_empty_collections(value: Any) -> Any:
-    # Empty lists and maps are left out of the schema's defaults on purpose; objects
-    # (models) default to {} so that their own fields get defaulted.
-    if isinstance(value, dict):
-        return {
-            k: _without_empty_collections(v)
-            for k, v in value.items()
-            if v != [] and not (v == {} and k in {"nodeSelector", "parameters"})
-        }
-    return value
+    assert without_empty_collections(by_server) == without_empty_collections(by_model)
 
 
 def test_schema_is_structural() -> None:
