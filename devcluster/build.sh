@@ -58,7 +58,7 @@ fi
 mkdir -p "$bin" "$GOMODCACHE" "$GOCACHE"
 rm -f "$bin/.stamp"
 
-log "building $main (the first build takes 15-30 minutes on 2 cores)"
+log "building $main (the first build takes about 8 minutes on 2 cores)"
 start=$SECONDS
 (
   cd "$here"
