@@ -32,12 +32,35 @@ def _pid_file(settings: Settings, name: str) -> Path:
     return settings.pids_dir / f"{name}.pid"
 
 
+def _proc_is_ours() -> bool:
+    """Whether ``/proc`` describes this process's pid namespace.
+
+    CI sandboxes run in a chroot without ``/proc``, or with the host's ``/proc`` in
+    a different pid namespace; there ``/proc/<pid>`` says nothing about our pids.
+    """
+    try:
+        return int(Path("/proc/self/stat").read_text().split()[0]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _alive(pid: int, name: str) -> bool:
     """Whether ``pid`` is a live (non-zombie) process running component ``name``."""
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        # Our own child: poll() is authoritative (and reaps it when it exited).
+        if child.poll() is None:
+            return True
         del _children[pid]
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else: /proc decides below, where it can
+    if not _proc_is_ours():
+        return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -1,0 +1,58 @@
+"""Process liveness must not depend on /proc: CI sandboxes run without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmcanary.devcluster import processes
+
+
+@pytest.fixture(params=[True, False], ids=["with-proc", "without-proc"])
+def proc_visible(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if not request.param:
+        monkeypatch.setattr(processes, "_proc_is_ours", lambda: False)
+    return bool(request.param)
+
+
+def test_a_running_child_is_alive_and_an_exited_one_is_not(proc_visible: bool) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    processes._children[child.pid] = child
+    try:
+        assert processes._alive(child.pid, "anything")
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
+        assert not processes._alive(child.pid, "anything")
+        assert child.pid not in processes._children
+    finally:
+        child.kill()
+        processes._children.pop(child.pid, None)
+
+
+def test_a_process_started_elsewhere_is_found_by_pid(proc_visible: bool) -> None:
+    # Not our child (as after `devcluster up` returned): only the pid is known.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        name = "python3" if not proc_visible else _argv0_name(other.pid)
+        assert processes._alive(other.pid, name)
+    finally:
+        other.kill()
+        other.wait()
+    assert not processes._alive(other.pid, "python3")
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_component() -> None:
+    if not processes._proc_is_ours():
+        pytest.skip("needs /proc of this pid namespace")
+    assert not processes._alive(os.getpid(), "etcd")
+
+
+def _argv0_name(pid: int) -> str:
+    return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
