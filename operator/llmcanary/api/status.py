@@ -91,6 +91,8 @@ class HistoryEntry(ApiModel):
 
 
 class LLMDeploymentStatus(ApiModel):
+    """Everything a restarted operator needs to continue a rollout exactly where it was."""
+
     observed_generation: int | None = None
     phase: Phase | None = None
     message: str | None = None
@@ -101,6 +103,20 @@ class LLMDeploymentStatus(ApiModel):
     step_started_at: str | None = None
     failed_checks: int | None = Field(default=None, ge=0)
     inconclusive_checks: int | None = Field(default=None, ge=0)
+    canary_replicas: int | None = Field(default=None, ge=0)
+    canary_ready_replicas: int | None = Field(default=None, ge=0)
+    rollout_started_at: str | None = None
+    pause_reason: str | None = Field(
+        default=None, description="Why the operator paused the rollout; cleared by a resume."
+    )
+    rolled_back_revision: str | None = Field(
+        default=None,
+        description="Not tried again while the spec describes it, unless a retry is requested.",
+    )
+    handled_requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request annotation -> the value already acted on (each value acts once).",
+    )
     replicas: int | None = None
     ready_replicas: int | None = None
     router: str | None = None

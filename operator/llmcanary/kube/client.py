@@ -133,3 +133,35 @@ class Kube:
             content_type="application/merge-patch+json",
         )
         return dict(patched.to_dict())
+
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON-merge-patch an object (labels, replicas); None if it does not exist."""
+        resource = self._resource(api_version, kind)
+        try:
+            patched = self._call(
+                "patch",
+                kind,
+                resource.patch,
+                body=patch,
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(patched.to_dict())
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete an object; False if it was already gone."""
+        resource = self._resource(api_version, kind)
+        try:
+            self._call("delete", kind, resource.delete, name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

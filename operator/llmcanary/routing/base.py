@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders import Owner
 from llmcanary.kube.client import Kube
-from llmcanary.kube.errors import ReconcileError
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The traffic split as percentages; ``stable + canary == 100``."""
+
+    stable: int
+    canary: int
 
 
 class Router(Protocol):
-    """Applies and reads the stable/canary split for one LLMDeployment."""
+    """Applies and reads the stable/canary split for one LLMDeployment.
+
+    The Services ``NAME-stable`` and ``NAME-canary`` exist before a router is used;
+    a router only splits traffic between them (or, for ``replicas``, over their pods).
+    """
+
+    kind: str
+    # True where the split is approximated (by replica counts) rather than enforced.
+    approximate: bool
 
     def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
         """Create or correct the router's objects so the canary gets ``canary_weight`` %."""
+        ...
 
-    def get_weights(self, owner: Owner) -> tuple[int, int] | None:
-        """(stable, canary) weights as the cluster holds them, or None if not set up."""
+    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+        """Move the split to ``canary_weight`` % (objects must exist: see reconcile)."""
+        ...
+
+    def get_weights(self, owner: Owner) -> Weights | None:
+        """The split as the cluster holds it now, or None if the router is not set up."""
+        ...
+
+    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
+        """Whether the cluster holds (or, if approximate, best approximates) the split."""
+        ...
+
+    def finalize(self, owner: Owner) -> None:
+        """Remove the router's objects (the LLMDeployment switched to another router)."""
+        ...
 
 
 def router_for(kube: Kube, spec: LLMDeploymentSpec) -> Router:
     from llmcanary.routing.gateway_api import GatewayAPIRouter
 
-    if spec.traffic.router == "gatewayAPI":
-        return GatewayAPIRouter(kube)
-    raise ReconcileError(
-        "RouterUnavailable",
-        f"spec.traffic.router {spec.traffic.router!r} is not available in this version of"
-        " llmcanary; use gatewayAPI",
-    )
+    return GatewayAPIRouter(kube)

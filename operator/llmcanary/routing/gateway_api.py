@@ -1,4 +1,4 @@
-"""Gateway API router: weights on the HTTPRoute's ``backendRefs``."""
+"""Gateway API router: weights on the HTTPRoute's ``backendRefs`` (the default router)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,35 @@ from llmcanary.builders.meta import service_name
 from llmcanary.builders.route import HTTPROUTE_API_VERSION, build_httproute, route_weights
 from llmcanary.kube.children import ensure
 from llmcanary.kube.client import Kube
+from llmcanary.routing.base import Weights
 
 
 class GatewayAPIRouter:
+    kind = "gatewayAPI"
+    approximate = False
+
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
     def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
         ensure(self.kube, build_httproute(owner, spec.traffic.gateway_api, canary_weight))
 
-    def get_weights(self, owner: Owner) -> tuple[int, int] | None:
+    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+        # The whole route is ours, so applying it with the new weights is the update.
+        self.reconcile(owner, spec, canary_weight)
+
+    def get_weights(self, owner: Owner) -> Weights | None:
         route = self.kube.get(HTTPROUTE_API_VERSION, "HTTPRoute", owner.namespace, owner.name)
         if route is None:
             return None
         weights = route_weights(route)
-        return (
-            weights.get(service_name(owner.name, "stable"), 0),
-            weights.get(service_name(owner.name, "canary"), 0),
+        return Weights(
+            stable=weights.get(service_name(owner.name, "stable"), 0),
+            canary=weights.get(service_name(owner.name, "canary"), 0),
         )
+
+    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
+        return self.get_weights(owner) == Weights(100 - canary_weight, canary_weight)
+
+    def finalize(self, owner: Owner) -> None:
+        self.kube.delete(HTTPROUTE_API_VERSION, "HTTPRoute", owner.namespace, owner.name)

@@ -1,0 +1,1 @@
+"""Metrics providers: the only part of ``analysis`` that does I/O."""
