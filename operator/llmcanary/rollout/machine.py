@@ -1,0 +1,532 @@
+"""The canary state machine: ``decide(spec, status, observation, now) -> Decision``. Pure.
+
+Every fact it needs arrives as an argument and every bit of state it keeps goes back
+into status, so an operator restarted at any moment decides the same next step: no
+step repeated, none skipped, no rollback forgotten.
+
+A rollout, for a spec whose revision differs from the stable one::
+
+    Progressing: weight initialWeight, then +stepWeight per step (capped at maxWeight);
+                 a weight is applied only once the canary has enough Ready replicas,
+                 a step ends after its interval and a passing check taken during it
+    Promoting:   the canary is scaled to full size; once all are Ready it becomes the
+                 stable revision (the same pods: no second model load)
+    Paused:      spec.paused, the paused annotation, or too many inconclusive checks
+    RolledBack:  failureLimit failed checks, or an abort request: weight 0, canary
+                 scaled to 0, the revision remembered until the spec changes or a
+                 retry is requested
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from llmcanary.analysis.verdict import Check
+from llmcanary.api import (
+    ANNOTATION_ABORT,
+    ANNOTATION_PROMOTE,
+    ANNOTATION_RESUME,
+    ANNOTATION_RETRY,
+)
+from llmcanary.api.spec import CanarySpec, LLMDeploymentSpec
+from llmcanary.api.status import (
+    AnalysisRecord,
+    ArmMeasurement,
+    HistoryEntry,
+    LLMDeploymentStatus,
+    Phase,
+)
+from llmcanary.api.types import parse_duration
+from llmcanary.rollout.steady import Problem, WorkloadObservation
+from llmcanary.status import parse_time, set_condition, timestamp
+
+HISTORY_LIMIT = 10
+# Phases in which a canary revision is being rolled out.
+ACTIVE: frozenset[str] = frozenset({"Preflight", "Progressing", "Paused", "Promoting"})
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The request annotations found on the LLMDeployment."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    paused: bool = False
+
+    def pending(self, annotation: str, handled: Mapping[str, str]) -> str | None:
+        """The annotation's value if it asks for something not yet acted on."""
+        value = self.values.get(annotation)
+        return value if value and handled.get(annotation) != value else None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the loop saw this tick."""
+
+    revision: str  # of the current spec
+    stable: WorkloadObservation | None
+    canary: WorkloadObservation | None = None
+    check: Check | None = None  # an analysis taken this tick (only when analysis_due)
+    requests: Requests = field(default_factory=Requests)
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The children as they should be; the reconciler applies it in a safe order."""
+
+    stable_revision: str
+    canary_revision: str | None  # its Deployment exists (possibly scaled to 0)
+    canary_replicas: int
+    canary_weight: int
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: LLMDeploymentStatus
+    plan: Plan
+    events: tuple[Event, ...]
+
+
+def step_weight(canary: CanarySpec, step: int) -> int:
+    """The canary's weight at ``step`` (0-based)."""
+    return min(canary.initial_weight + step * canary.step_weight, canary.max_weight)
+
+
+def replicas_for(replicas: int, weight: int) -> int:
+    """Ready canary replicas needed before ``weight`` % may go to the canary."""
+    return min(replicas, max(1, math.ceil(replicas * weight / 100)))
+
+
+def step_interval(canary: CanarySpec, step: int) -> timedelta:
+    return parse_duration(canary.initial_step_interval if step == 0 else canary.step_interval)
+
+
+def pause_source(spec: LLMDeploymentSpec, requests: Requests) -> str | None:
+    """Who holds the rollout by hand, if anyone."""
+    if spec.paused:
+        return "spec.paused is true"
+    if requests.paused:
+        return "the llmcanary.io/paused annotation is set"
+    return None
+
+
+def analysis_due(
+    spec: LLMDeploymentSpec, status: LLMDeploymentStatus, requests: Requests, now: datetime
+) -> bool:
+    """Whether this tick should query the metrics (the canary takes traffic, not held)."""
+    if status.phase != "Progressing" or not status.canary_weight or status.pause_reason:
+        return False
+    if pause_source(spec, requests) is not None:
+        return False
+    last = status.last_analysis
+    if last is None:
+        return True
+    return now - parse_time(last.time) >= parse_duration(spec.canary.analysis.interval)
+
+
+def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datetime) -> float:
+    """Seconds until the rollout next needs the loop (a check or a step end); inf if idle."""
+    if status.phase not in ACTIVE:
+        return math.inf
+    interval = parse_duration(spec.canary.analysis.interval)
+    moments = [now + interval]
+    if status.last_analysis is not None:
+        moments.append(parse_time(status.last_analysis.time) + interval)
+    if status.step_started_at is not None:
+        step = status.current_step or 0
+        moments.append(parse_time(status.step_started_at) + step_interval(spec.canary, step))
+    return max(0.0, (min(moments) - now).total_seconds())
+
+
+def _measurement(check: Check, arm: str) -> ArmMeasurement:
+    sample = check.stable if arm == "stable" else check.canary
+    if sample is None:
+        return ArmMeasurement()
+    rate = sample.error_rate
+    return ArmMeasurement(
+        p95_ms=None if sample.latency_ms is None else round(sample.latency_ms, 1),
+        error_rate=None if rate is None else round(rate, 6),
+        samples=sample.samples,
+    )
+
+
+def decide(
+    spec: LLMDeploymentSpec,
+    generation: int | None,
+    status: LLMDeploymentStatus,
+    observation: Observation,
+    now: datetime,
+) -> Decision:
+    return _Tick(spec, generation, status, observation, now).run()
+
+
+class _Tick:
+    """One decision. Mutable while it is being made; only the Decision leaves."""
+
+    def __init__(
+        self,
+        spec: LLMDeploymentSpec,
+        generation: int | None,
+        status: LLMDeploymentStatus,
+        observation: Observation,
+        now: datetime,
+    ) -> None:
+        self.spec = spec
+        self.generation = generation
+        self.old = status
+        self.obs = observation
+        self.now = now
+        self.update: dict[str, Any] = {}
+        self.events: list[Event] = []
+        self.handled = dict(status.handled_requests)
+        self.stable_rev = status.stable_revision or observation.revision
+        self.stable_obs = observation.stable
+        self.plan = Plan(self.stable_rev, None, 0, 0)
+
+    # --- small helpers ------------------------------------------------------------
+
+    def get(self, name: str) -> Any:
+        return self.update[name] if name in self.update else getattr(self.old, name)
+
+    def set(self, **values: Any) -> None:
+        self.update.update(values)
+
+    def emit(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def take(self, annotation: str) -> bool:
+        """Acknowledge a pending request; True if there was one."""
+        value = self.obs.requests.pending(annotation, self.handled)
+        if value is None:
+            return False
+        self.handled[annotation] = value
+        return True
+
+    def history(self, outcome: str, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=self.get("canary_revision") or self.obs.revision,
+            outcome=outcome,
+            started_at=self.get("rollout_started_at"),
+            finished_at=timestamp(self.now),
+            reason=reason,
+        )
+        self.set(history=[entry, *self.get("history")][:HISTORY_LIMIT])
+
+    # --- the decision -------------------------------------------------------------
+
+    def run(self) -> Decision:
+        promote = self.take(ANNOTATION_PROMOTE)
+        abort = self.take(ANNOTATION_ABORT)
+        retry = self.take(ANNOTATION_RETRY)
+        resume = self.take(ANNOTATION_RESUME)
+        current = self.obs.revision
+        active = self.old.canary_revision is not None and self.old.phase in ACTIVE
+
+        if current == self.stable_rev:
+            if active:
+                self.history("Aborted", f"the spec returned to the stable revision {current}")
+                self.emit(
+                    "Normal",
+                    "RolloutCancelled",
+                    f"the spec describes the stable revision {current} again; canary"
+                    f" {self.old.canary_revision} stopped",
+                )
+            self.steady()
+        elif current == self.old.rolled_back_revision and not retry:
+            self.set(phase="RolledBack", canary_revision=current, canary_weight=0)
+            self.plan = Plan(self.stable_rev, current, 0, 0)
+        else:
+            if self.old.canary_revision != current or not active:
+                self.start(current, superseded=self.old.canary_revision if active else None)
+            self.progress(promote=promote, abort=abort, resume=resume)
+        return self.finish()
+
+    def steady(self) -> None:
+        stable = self.stable_obs
+        if stable is not None and stable.all_ready:
+            phase: Phase = "Stable"
+        elif self.old.phase in (None, "Initializing"):
+            phase = "Initializing"
+        else:
+            phase = "Stable"
+        self.set(
+            phase=phase,
+            canary_revision=None,
+            canary_weight=0,
+            current_step=None,
+            step_started_at=None,
+            failed_checks=None,
+            inconclusive_checks=None,
+            pause_reason=None,
+            rollout_started_at=None,
+            canary_replicas=None,
+        )
+        self.plan = Plan(self.stable_rev, None, 0, 0)
+
+    def start(self, revision: str, superseded: str | None) -> None:
+        if superseded is not None:
+            self.history("Superseded", f"the spec moved on to revision {revision}")
+            self.emit(
+                "Normal",
+                "RolloutSuperseded",
+                f"canary {superseded} stopped: the spec moved on to revision {revision}",
+            )
+        self.set(
+            phase="Progressing",
+            canary_revision=revision,
+            canary_weight=0,
+            current_step=0,
+            step_started_at=None,
+            failed_checks=0,
+            inconclusive_checks=0,
+            last_analysis=None,
+            pause_reason=None,
+            rolled_back_revision=None,
+            rollout_started_at=timestamp(self.now),
+        )
+        canary = self.spec.canary
+        self.emit(
+            "Normal",
+            "RolloutStarted",
+            f"rolling out revision {revision} beside stable {self.stable_rev}: first"
+            f" {canary.initial_weight}%, then +{canary.step_weight}% every"
+            f" {canary.step_interval} up to {canary.max_weight}%",
+        )
+
+    def progress(self, *, promote: bool, abort: bool, resume: bool) -> None:
+        revision = self.obs.revision
+        if abort:
+            self.rollback("Aborted", "aborted by a user request", "RolloutAborted")
+            return
+        if promote and self.get("phase") != "Promoting":
+            self.set(phase="Promoting", pause_reason=None)
+            self.emit("Normal", "PromotionRequested", f"promoting {revision} on request")
+        if resume and self.get("pause_reason"):
+            self.set(pause_reason=None, inconclusive_checks=0)
+            self.emit("Normal", "Resumed", "rollout resumed on request")
+
+        held_by = pause_source(self.spec, self.obs.requests)
+        if self.get("phase") == "Promoting":
+            self.promoting(held_by)
+            return
+        if self.record_check():
+            return  # rolled back
+
+        canary = self.spec.canary
+        replicas = self.spec.replicas
+        weight = self.get("canary_weight") or 0
+        step = self.get("current_step") or 0
+        target = step_weight(canary, step)
+        ready = self.obs.canary.ready if self.obs.canary else 0
+        pause_reason = self.get("pause_reason")
+        if held_by or pause_reason:
+            self.set(phase="Paused", message=f"paused: {held_by or pause_reason}")
+            self.plan_canary(replicas_for(replicas, target), weight)
+            return
+
+        self.set(phase="Progressing")
+        if weight < target:
+            need = replicas_for(replicas, target)
+            if ready >= need:
+                self.apply_weight(target, step)
+            else:
+                self.set(
+                    message=f"waiting for {need} ready canary replicas before {target}%"
+                    f" ({ready} ready)"
+                )
+            self.plan_canary(need, self.get("canary_weight") or 0)
+            return
+
+        started_at = self.get("step_started_at")
+        started = parse_time(started_at) if started_at else self.now
+        last = self.get("last_analysis")
+        passed = last is not None and last.verdict == "pass" and parse_time(last.time) >= started
+        done = self.now - started >= step_interval(canary, step)
+        if done and passed:
+            if target >= canary.max_weight:
+                self.set(phase="Promoting")
+                self.emit(
+                    "Normal",
+                    "Promoting",
+                    f"canary {revision} passed every step; scaling it to {replicas}"
+                    " replicas to take over",
+                )
+                self.promoting(held_by)
+                return
+            step += 1
+            self.set(current_step=step)
+            target = step_weight(canary, step)
+            need = replicas_for(replicas, target)
+            if ready >= need:
+                self.apply_weight(target, step)
+            else:
+                self.set(message=f"waiting for {need} ready canary replicas before {target}%")
+            self.plan_canary(need, self.get("canary_weight") or 0)
+            return
+        waiting = "the step interval" if not done else "a passing check"
+        self.set(message=f"at {weight}% (step {step}), waiting for {waiting}")
+        # Start the next step's replicas now: a model takes minutes to load.
+        upcoming = replicas_for(replicas, step_weight(canary, step + 1))
+        self.plan_canary(upcoming, weight)
+
+    def apply_weight(self, weight: int, step: int) -> None:
+        self.set(canary_weight=weight, step_started_at=timestamp(self.now), message=None)
+        self.emit("Normal", "WeightChanged", f"canary weight {weight}% (step {step})")
+
+    def plan_canary(self, replicas: int, weight: int) -> None:
+        self.set(canary_replicas=replicas)
+        self.plan = Plan(self.stable_rev, self.obs.revision, replicas, weight)
+
+    def record_check(self) -> bool:
+        """Count a check taken this tick; True if it rolled the canary back."""
+        check = self.obs.check
+        if check is None:
+            return False
+        analysis = self.spec.canary.analysis
+        self.set(
+            last_analysis=AnalysisRecord(
+                time=timestamp(self.now),
+                verdict=check.verdict,
+                reason=check.reason,
+                stable=_measurement(check, "stable"),
+                canary=_measurement(check, "canary"),
+            )
+        )
+        if check.verdict == "fail":
+            failed = (self.get("failed_checks") or 0) + 1
+            self.set(failed_checks=failed)
+            if failed >= analysis.failure_limit:
+                self.rollback("RolledBack", check.reason, "RolledBack")
+                return True
+            self.emit(
+                "Warning", "CheckFailed", f"{check.reason} ({failed}/{analysis.failure_limit})"
+            )
+        elif check.verdict == "inconclusive":
+            count = (self.get("inconclusive_checks") or 0) + 1
+            self.set(inconclusive_checks=count)
+            if count >= analysis.inconclusive_limit and not self.get("pause_reason"):
+                reason = (
+                    f"{count} inconclusive checks in a row (inconclusiveLimit"
+                    f" {analysis.inconclusive_limit}); last: {check.reason}"
+                )
+                self.set(pause_reason=reason)
+                self.emit("Warning", "RolloutPaused", reason)
+        else:
+            self.set(inconclusive_checks=0)
+        return False
+
+    def promoting(self, held_by: str | None) -> None:
+        revision = self.obs.revision
+        replicas = self.spec.replicas
+        weight = self.get("canary_weight") or 0
+        ready = self.obs.canary.ready if self.obs.canary else 0
+        self.plan_canary(replicas, weight)
+        if held_by:
+            self.set(message=f"promotion held: {held_by}")
+            return
+        if ready < replicas:
+            self.set(message=f"promoting: {ready}/{replicas} canary replicas ready")
+            return
+        previous = self.stable_rev
+        checks = self.get("last_analysis")
+        self.history("Promoted", checks.reason if checks else "promoted on request")
+        self.emit(
+            "Normal",
+            "Promoted",
+            f"revision {revision} is stable: its {replicas} pods serve all traffic;"
+            f" {previous} scaled down",
+        )
+        self.stable_rev = revision
+        self.stable_obs = self.obs.canary
+        self.set(stable_revision=revision, message=None)
+        self.steady()
+        self.set(phase="Stable")
+
+    def rollback(self, outcome: str, reason: str, event_reason: str) -> None:
+        revision = self.obs.revision
+        self.history(outcome, reason)
+        self.emit("Warning", event_reason, f"revision {revision} rolled back: {reason}")
+        self.set(
+            phase="RolledBack",
+            canary_weight=0,
+            canary_replicas=0,
+            rolled_back_revision=revision,
+            pause_reason=None,
+            message=f"rolled back: {reason}",
+        )
+        self.plan = Plan(self.stable_rev, revision, 0, 0)
+
+    # --- status -------------------------------------------------------------------
+
+    def finish(self) -> Decision:
+        spec, obs, now, generation = self.spec, self.obs, self.now, self.generation
+        stable = self.stable_obs
+        ready = stable.ready if stable else 0
+        all_ready = stable is not None and stable.all_ready
+        phase = self.get("phase")
+        last = self.get("last_analysis")
+        p95 = None
+        if last is not None and last.canary.p95_ms is not None and last.stable.p95_ms is not None:
+            p95 = f"{last.canary.p95_ms:.0f} / {last.stable.p95_ms:.0f} ms"
+        message = obs.problem.message if obs.problem else self.get("message")
+        if phase == "Stable" and obs.problem is None:
+            message = None
+
+        conditions = set_condition(
+            self.old.conditions,
+            "Ready",
+            all_ready,
+            "ReplicasReady" if all_ready else "ReplicasNotReady",
+            f"{ready}/{spec.replicas} Triton replicas of revision {self.stable_rev} are ready",
+            now,
+            generation,
+        )
+        rolling = phase in ACTIVE
+        canary_rev = self.get("canary_revision")
+        conditions = set_condition(
+            conditions,
+            "Progressing",
+            rolling,
+            phase if rolling else "NoRollout",
+            (
+                f"revision {canary_rev} at {self.get('canary_weight') or 0}%"
+                if rolling
+                else f"revision {self.stable_rev} serves all traffic"
+            ),
+            now,
+            generation,
+        )
+        degraded = obs.problem is not None or phase == "RolledBack"
+        if obs.problem is not None:
+            reason, why = obs.problem.reason, obs.problem.message
+        elif phase == "RolledBack":
+            reason, why = "RolledBack", self.get("message") or ""
+        else:
+            reason, why = "AsExpected", ""
+        conditions = set_condition(conditions, "Degraded", degraded, reason, why, now, generation)
+
+        self.set(
+            observed_generation=generation,
+            stable_revision=self.stable_rev,
+            message=message,
+            replicas=spec.replicas,
+            ready_replicas=ready,
+            canary_ready_replicas=(obs.canary.ready if obs.canary and canary_rev else None),
+            router=spec.traffic.router,
+            p95=p95 if canary_rev else None,
+            conditions=conditions,
+            handled_requests=self.handled,
+        )
+        status = self.old.model_copy(update=self.update)
+        return Decision(status, self.plan, tuple(self.events))

@@ -1,0 +1,444 @@
+"""The canary state machine, ticked with an injected clock: no cluster, no sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from llmcanary.analysis.types import ArmSample
+from llmcanary.analysis.verdict import Check, judge, unavailable
+from llmcanary.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RESUME, ANNOTATION_RETRY
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.rollout.machine import (
+    Decision,
+    Observation,
+    Requests,
+    analysis_due,
+    decide,
+    next_wakeup,
+    replicas_for,
+    step_weight,
+)
+from llmcanary.rollout.revision import revision_of
+from llmcanary.rollout.steady import WorkloadObservation
+from llmcanary.status import status_to_wire
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+HEALTHY = ArmSample(latency_ms=100.0, requests=1000.0, errors=0.0)
+
+
+def spec_for(version: str = "1", **canary: Any) -> LLMDeploymentSpec:
+    analysis = canary.pop("analysis", {})
+    return LLMDeploymentSpec.model_validate(
+        {
+            "model": {"name": "tiny", "repository": "/models", "version": version},
+            "replicas": 4,
+            "canary": {
+                "initialStepInterval": "60s",
+                "stepInterval": "60s",
+                **canary,
+                "analysis": {"interval": "20s", "minSamples": 100, **analysis},
+            },
+        }
+    )
+
+
+def samples(stable: ArmSample = HEALTHY, canary: ArmSample = HEALTHY) -> Callable[..., Check]:
+    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+        return judge(spec.canary.analysis, stable, canary)
+
+    return measure
+
+
+@dataclass
+class Sim:
+    """A cluster that does what the plan says (pods Ready at once unless told otherwise)."""
+
+    spec: LLMDeploymentSpec
+    measure: Callable[[LLMDeploymentSpec, datetime], Check] = field(default_factory=samples)
+    now: datetime = T0
+    status: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
+    canary_ready_cap: int | None = None  # at most this many canary pods become Ready
+    annotations: dict[str, str] = field(default_factory=dict)
+    paused_annotation: bool = False
+    weights: list[int] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    checks: int = 0
+    canary_pods_created: int = 0
+    _canary_replicas: int = 0
+    _canary_rev: str | None = None
+
+    def tick(self, seconds: float = 0) -> Decision:
+        self.now += timedelta(seconds=seconds)
+        revision = revision_of(self.spec)
+        stable_rev = self.status.stable_revision or revision
+        stable = WorkloadObservation(stable_rev, self.spec.replicas, self.spec.replicas, 4)
+        canary = None
+        if self._canary_rev is not None:
+            ready = self._canary_replicas
+            if self.canary_ready_cap is not None:
+                ready = min(ready, self.canary_ready_cap)
+            canary = WorkloadObservation(self._canary_rev, self._canary_replicas, ready, ready)
+        requests = Requests(dict(self.annotations), self.paused_annotation)
+        check = None
+        if analysis_due(self.spec, self.status, requests, self.now):
+            check = self.measure(self.spec, self.now)
+            self.checks += 1
+        decision = decide(
+            self.spec,
+            1,
+            self.status,
+            Observation(revision, stable, canary, check, requests),
+            self.now,
+        )
+        # Round-trip through the wire format, as the API server would store it.
+        self.status = LLMDeploymentStatus.model_validate(status_to_wire(decision.status))
+        plan = decision.plan
+        if plan.canary_revision != self._canary_rev:
+            self._canary_rev = plan.canary_revision
+            self._canary_replicas = 0
+        if plan.canary_revision is not None:
+            grow = plan.canary_replicas - self._canary_replicas
+            self.canary_pods_created += max(0, grow)
+            self._canary_replicas = plan.canary_replicas
+        if plan.stable_revision != stable_rev:  # promoted: the canary pods are the stable ones
+            self._canary_rev, self._canary_replicas = None, 0
+        self.weights.append(plan.canary_weight)
+        self.phases.append(self.status.phase or "")
+        self.events += [(e.type, e.reason, e.message) for e in decision.events]
+        return decision
+
+    def run(self, seconds: float, every: float = 5) -> None:
+        for _ in range(int(seconds / every)):
+            self.tick(every)
+
+    def distinct_weights(self) -> list[int]:
+        out: list[int] = []
+        for w in self.weights:
+            if not out or out[-1] != w:
+                out.append(w)
+        return out
+
+
+def stable_sim(**kwargs: Any) -> Sim:
+    sim = Sim(spec_for("1"), **kwargs)
+    sim.tick()
+    assert sim.status.phase == "Stable"
+    sim.spec = spec_for("2", **{k: v for k, v in kwargs.items() if k == "canary"})
+    return sim
+
+
+def test_weights_and_replicas_per_step() -> None:
+    canary = spec_for().canary
+    assert [step_weight(canary, s) for s in range(11)] == [
+        5,
+        15,
+        25,
+        35,
+        45,
+        55,
+        65,
+        75,
+        85,
+        95,
+        100,
+    ]
+    assert replicas_for(4, 5) == 1
+    assert replicas_for(4, 30) == 2
+    assert replicas_for(4, 100) == 4
+    assert replicas_for(3, 1) == 1
+
+
+def test_first_revision_is_stable_without_a_canary() -> None:
+    sim = Sim(spec_for("1"))
+    decision = sim.tick()
+    assert sim.status.phase == "Stable"
+    assert decision.plan.canary_revision is None
+    assert decision.plan.canary_weight == 0
+    assert sim.status.stable_revision == revision_of(spec_for("1"))
+
+
+def test_a_healthy_canary_walks_every_step_and_is_promoted_with_its_own_pods() -> None:
+    sim = stable_sim()
+    new = revision_of(sim.spec)
+    sim.run(seconds=60 * 12)
+    assert sim.distinct_weights() == [0, 5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100, 0]
+    assert sim.status.phase == "Stable"
+    assert sim.status.stable_revision == new
+    assert sim.status.canary_revision is None
+    assert sim.status.history[0].outcome == "Promoted"
+    # Promotion reused the canary's pods: exactly `replicas` pods were ever started.
+    assert sim.canary_pods_created == sim.spec.replicas
+    reasons = [r for _, r, _ in sim.events]
+    assert reasons.index("Promoting") < reasons.index("Promoted")
+
+
+def test_each_step_lasts_its_interval_and_needs_a_passing_check() -> None:
+    sim = stable_sim()
+    sim.tick()  # starts the rollout, weight 5 at once (a Ready canary pod is there)
+    sim.tick()
+    assert sim.status.canary_weight == 5
+    sim.run(seconds=55)
+    assert sim.status.canary_weight == 5  # initialStepInterval not yet over
+    sim.run(seconds=10)
+    assert sim.status.canary_weight == 15
+    assert sim.status.current_step == 1
+
+
+def test_a_weight_waits_for_ready_canary_replicas() -> None:
+    sim = stable_sim(canary_ready_cap=1)
+    sim.run(seconds=60 * 5)
+    # 4 replicas: 5%, 15% and 25% need one ready pod, 35% needs two.
+    assert sim.distinct_weights() == [0, 5, 15, 25]
+    assert sim.status.phase == "Progressing"
+    assert "waiting for 2 ready canary replicas before 35% (1 ready)" in (sim.status.message or "")
+    sim.canary_ready_cap = None
+    sim.run(seconds=10)
+    assert sim.status.canary_weight == 35
+
+
+def test_a_slow_canary_is_rolled_back_at_the_first_failed_check() -> None:
+    slow = ArmSample(latency_ms=150.0, requests=1000.0, errors=0.0)
+    sim = stable_sim(measure=samples(canary=slow))
+    sim.run(seconds=60)
+    assert sim.status.phase == "RolledBack"
+    assert sim.weights[-1] == 0
+    assert sim.checks == 1
+    assert sim.status.history[0].outcome == "RolledBack"
+    warning = [m for t, r, m in sim.events if t == "Warning" and r == "RolledBack"]
+    assert warning and "canary p95 150 ms > stable 100 ms +20%" in warning[0]
+    degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
+    assert degraded.status == "True" and degraded.reason == "RolledBack"
+    # The revision is remembered: later ticks do not start it again.
+    sim.run(seconds=600)
+    assert sim.status.phase == "RolledBack"
+    assert set(sim.weights[-100:]) == {0}
+    assert sim.checks == 1
+
+
+def test_failure_limit_counts_failed_checks_before_rolling_back() -> None:
+    erroring = ArmSample(latency_ms=100.0, requests=900.0, errors=100.0)
+    sim = stable_sim(measure=samples(canary=erroring))
+    sim.spec = spec_for("2", analysis={"failureLimit": 3})
+    sim.run(seconds=35)
+    assert sim.status.phase == "Progressing"
+    assert sim.status.failed_checks == 2
+    sim.run(seconds=20)
+    assert sim.status.phase == "RolledBack"
+    assert "error rate 10.00% > maxPercent 1%" in sim.status.history[0].reason
+
+
+def test_max_milliseconds_fails_even_when_both_arms_are_slow() -> None:
+    slow = ArmSample(latency_ms=3000.0, requests=1000.0, errors=0.0)
+    sim = stable_sim(measure=samples(stable=slow, canary=slow))
+    sim.spec = spec_for("2", analysis={"latency": {"maxMilliseconds": 2000}})
+    sim.run(seconds=30)
+    assert sim.status.phase == "RolledBack"
+    assert "maxMilliseconds 2000" in sim.status.history[0].reason
+
+
+def test_too_few_requests_never_promotes_and_pauses_after_the_limit() -> None:
+    quiet = ArmSample(latency_ms=100.0, requests=20.0, errors=0.0)
+    sim = stable_sim(measure=samples(canary=quiet))
+    sim.spec = spec_for("2", analysis={"inconclusiveLimit": 3})
+    sim.run(seconds=60 * 10)
+    assert sim.status.phase == "Paused"
+    assert set(sim.distinct_weights()) == {0, 5}
+    assert sim.checks == 3
+    assert "inconclusiveLimit 3" in (sim.status.pause_reason or "")
+    assert "fewer than minSamples 100" in (sim.status.pause_reason or "")
+    assert sim.status.last_analysis is not None
+    assert sim.status.last_analysis.verdict == "inconclusive"
+    assert sim.status.last_analysis.canary.samples == 20
+
+
+def test_prometheus_down_holds_the_weight_then_pauses_and_resume_continues() -> None:
+    state = {"down": False}
+
+    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+        if state["down"]:
+            return unavailable("Prometheus at http://prom:9090 did not answer")
+        return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+
+    sim = stable_sim(measure=measure)
+    sim.run(seconds=130)
+    held = sim.status.canary_weight
+    assert held == 25
+    state["down"] = True
+    sim.run(seconds=600)
+    assert sim.status.phase == "Paused"
+    assert sim.status.canary_weight == held
+    assert "did not answer" in (sim.status.pause_reason or "")
+    assert "Promoted" not in [h.outcome for h in sim.status.history]
+    # Prometheus is back and someone resumes: the rollout goes on from the same step.
+    state["down"] = False
+    sim.annotations[ANNOTATION_RESUME] = "t1"
+    sim.run(seconds=30)
+    assert sim.status.phase == "Progressing"
+    assert sim.status.canary_weight == 35
+
+
+def test_flapping_checks_neither_promote_on_inconclusive_nor_pause_while_passes_come() -> None:
+    verdicts = iter(["inconclusive", "pass"] * 100)
+
+    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+        if next(verdicts) == "pass":
+            return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+        return unavailable("flap")
+
+    sim = stable_sim(measure=measure)
+    sim.spec = spec_for("2", analysis={"inconclusiveLimit": 2})
+    sim.run(seconds=60 * 20)
+    assert "Paused" not in sim.phases
+    assert sim.status.phase == "Stable"
+    assert sim.distinct_weights()[-2:] == [100, 0]
+
+
+def test_a_step_ends_only_after_a_pass_taken_during_it() -> None:
+    state = {"verdict": "pass"}
+
+    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+        if state["verdict"] == "pass":
+            return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+        return unavailable("no data")
+
+    sim = stable_sim(measure=measure)
+    sim.spec = spec_for("2", analysis={"inconclusiveLimit": 100})
+    sim.run(seconds=75)
+    assert sim.status.canary_weight == 15
+    state["verdict"] = "inconclusive"
+    sim.run(seconds=180)  # three step intervals, no pass: the weight stays
+    assert sim.status.canary_weight == 15
+    assert sim.status.message == "at 15% (step 1), waiting for a passing check"
+    state["verdict"] = "pass"
+    sim.run(seconds=25)
+    assert sim.status.canary_weight == 25
+
+
+def test_abort_rolls_back_and_retry_starts_again() -> None:
+    sim = stable_sim()
+    sim.run(seconds=70)
+    assert sim.status.canary_weight == 15
+    sim.annotations[ANNOTATION_ABORT] = "a1"
+    sim.tick(1)
+    assert sim.status.phase == "RolledBack"
+    assert sim.weights[-1] == 0
+    assert sim.status.history[0].outcome == "Aborted"
+    sim.run(seconds=120)
+    assert sim.status.phase == "RolledBack"  # the same abort value acts once, and stays
+    sim.annotations[ANNOTATION_RETRY] = "r1"
+    sim.tick(1)
+    assert sim.status.phase == "Progressing"
+    assert sim.status.current_step == 0
+    assert sim.status.failed_checks == 0
+
+
+def test_promote_request_skips_the_remaining_steps() -> None:
+    sim = stable_sim()
+    sim.run(seconds=10)
+    assert sim.status.canary_weight == 5
+    sim.annotations[ANNOTATION_PROMOTE] = "p1"
+    sim.tick(1)
+    sim.tick(1)
+    assert sim.status.phase == "Stable"
+    assert sim.status.stable_revision == revision_of(sim.spec)
+    assert sim.canary_pods_created == sim.spec.replicas
+
+
+def test_spec_paused_holds_the_weight_and_takes_no_checks() -> None:
+    sim = stable_sim()
+    sim.run(seconds=70)
+    checks = sim.checks
+    sim.spec = sim.spec.model_copy(update={"paused": True})
+    sim.run(seconds=600)
+    assert sim.status.phase == "Paused"
+    assert sim.status.canary_weight == 15
+    assert sim.checks == checks
+    assert "spec.paused" in (sim.status.message or "")
+    sim.spec = sim.spec.model_copy(update={"paused": False})
+    sim.run(seconds=30)
+    assert sim.status.phase == "Progressing"
+
+
+def test_the_paused_annotation_holds_too() -> None:
+    sim = stable_sim()
+    sim.run(seconds=10)
+    sim.paused_annotation = True
+    sim.run(seconds=300)
+    assert sim.status.phase == "Paused"
+    assert sim.status.canary_weight == 5
+
+
+def test_a_new_revision_supersedes_a_running_canary() -> None:
+    sim = stable_sim()
+    sim.run(seconds=70)
+    first = sim.status.canary_revision
+    sim.spec = spec_for("3")
+    sim.tick(1)
+    assert sim.status.canary_revision == revision_of(spec_for("3"))
+    assert sim.status.canary_revision != first
+    assert sim.status.current_step == 0
+    assert sim.status.history[0].outcome == "Superseded"
+    assert sim.status.history[0].revision == first
+
+
+def test_returning_the_spec_to_stable_cancels_the_canary() -> None:
+    sim = stable_sim()
+    stable = sim.status.stable_revision
+    sim.run(seconds=70)
+    sim.spec = spec_for("1")
+    decision = sim.tick(1)
+    assert sim.status.phase == "Stable"
+    assert decision.plan.canary_weight == 0 and decision.plan.canary_revision is None
+    assert sim.status.stable_revision == stable
+    assert sim.status.history[0].outcome == "Aborted"
+
+
+def test_every_tick_decides_the_same_from_the_same_status() -> None:
+    """A restart re-reads status: deciding twice from it gives the same next state."""
+    sim = stable_sim()
+    sim.run(seconds=200)
+    saved, now = sim.status, sim.now
+    revision = revision_of(sim.spec)
+    canary = WorkloadObservation(revision, 4, 4, 4)
+    stable = WorkloadObservation(saved.stable_revision or "", 4, 4, 4)
+    obs = Observation(revision, stable, canary)
+    first = decide(sim.spec, 1, saved, obs, now + timedelta(seconds=61))
+    second = decide(sim.spec, 1, saved, obs, now + timedelta(seconds=61))
+    assert first == second
+
+
+def test_next_wakeup_follows_the_analysis_interval_and_the_step_end() -> None:
+    sim = stable_sim()
+    sim.tick()
+    sim.tick()
+    assert sim.status.phase == "Progressing"
+    wait = next_wakeup(sim.spec, sim.status, sim.now)
+    assert 0 < wait <= 20
+    idle = Sim(spec_for("1"))
+    idle.tick()
+    assert next_wakeup(idle.spec, idle.status, idle.now) == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary", "verdict"),
+    [
+        (HEALTHY, HEALTHY, "pass"),
+        (HEALTHY, ArmSample(119.0, 1000.0, 0.0), "pass"),
+        (HEALTHY, ArmSample(121.0, 1000.0, 0.0), "fail"),
+        (HEALTHY, ArmSample(100.0, 980.0, 20.0), "fail"),
+        (HEALTHY, ArmSample(100.0, 995.0, 5.0), "pass"),
+        (HEALTHY, ArmSample(None, 1000.0, 0.0), "inconclusive"),
+        (HEALTHY, ArmSample(100.0, None, None), "inconclusive"),
+        (ArmSample(100.0, 50.0, 0.0), HEALTHY, "inconclusive"),
+        (HEALTHY, ArmSample(100.0, 1000.0, None), "pass"),
+    ],
+)
+def test_verdicts(stable: ArmSample, canary: ArmSample, verdict: str) -> None:
+    assert judge(spec_for().canary.analysis, stable, canary).verdict == verdict
