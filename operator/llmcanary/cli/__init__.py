@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from llmcanary.cli.control import COMMANDS, PluginAwareGroup
 from llmcanary.cli.crd import crd
 from llmcanary.cli.demo import demo
 from llmcanary.cli.devcluster import devcluster
 from llmcanary.cli.run import run
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PluginAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmcanary")
 def main() -> None:
     """Canary rollouts of LLMs served by NVIDIA Triton."""
@@ -20,3 +21,5 @@ main.add_command(run)
 main.add_command(crd)
 main.add_command(devcluster)
 main.add_command(demo)
+for command in COMMANDS:
+    main.add_command(command)

@@ -62,6 +62,17 @@ class Kube:
             log.info("using kubeconfig credentials", extra={"kubeconfig": kubeconfig})
         return cls(client.ApiClient())
 
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """A user's credentials: the kubeconfig (default ``$KUBECONFIG``), optionally one context.
+
+        Never in-cluster credentials, and never the global client configuration.
+        """
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, persist_config=False
+        )
+        return cls(api_client)
+
     def _resource(self, api_version: str, kind: str) -> Any:
         try:
             return self._dynamic.resources.get(api_version=api_version, kind=kind)
@@ -165,3 +176,19 @@ class Kube:
                 return False
             raise
         return True
+
+
+def kubeconfig_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
+    """The namespace a kubeconfig context names (the current context by default), if any."""
+    contexts, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig
+    )
+    chosen = (
+        current
+        if context is None
+        else next((c for c in contexts if c.get("name") == context), None)
+    )
+    if not chosen:
+        return None
+    namespace = (chosen.get("context") or {}).get("namespace")
+    return str(namespace) if namespace else None
