@@ -15,3 +15,9 @@ class OperatorConfig(BaseSettings):
     resync_seconds: float = Field(
         default=60, gt=0, description="How often every LLMDeployment is reconciled anyway."
     )
+    prometheus_timeout_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="Longest wait for one Prometheus query; a slower answer is inconclusive.",
+    )

@@ -1,8 +1,10 @@
 """The kopf routing table. Each handler delegates in one line; the work is elsewhere.
 
 Handlers are synchronous: kopf runs them in its thread pool, and the Kubernetes client
-they use is synchronous. Only watch-event handlers and a resync timer are used, so kopf
-keeps no progress annotations on the objects; the timer adds one finalizer.
+they use is synchronous. Watch-event handlers react to changes at once; one daemon per
+LLMDeployment wakes the loop when the rollout needs it (the next check or step end) and
+at least every resync period. kopf keeps no progress annotations on the objects; the
+daemon adds one finalizer so that it is stopped before the object goes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, cast
 import kopf
 from kopf._core.intents.filters import MetaFilterToken  # the type of kopf.PRESENT
 
+from llmcanary.analysis.providers.prometheus import PrometheusProvider
 from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from llmcanary.config import OperatorConfig
@@ -23,6 +26,7 @@ from llmcanary.reconciler import Reconciler
 # (group/version..., plural) as kopf's resource selectors take them; core kinds have no group.
 CHILD_KINDS: tuple[tuple[str, ...], ...] = (
     ("apps", "v1", "deployments"),
+    ("v1", "pods"),  # readiness moves the rollout; new pods need their track label
     ("v1", "services"),
     ("v1", "configmaps"),
     ("gateway.networking.k8s.io", "v1", "httproutes"),
@@ -32,6 +36,7 @@ CHILD_LABELS: dict[str, str | MetaFilterToken] = {
     LABEL_DEPLOYMENT: kopf.PRESENT,
 }
 RESYNC_SECONDS = OperatorConfig().resync_seconds
+MIN_WAKEUP_SECONDS = 0.2
 
 
 def utcnow() -> datetime:
@@ -48,7 +53,14 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = OperatorConfig()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.watching.server_timeout = 300
-    memo.reconciler = Reconciler(Kube.connect(config.kubeconfig), utcnow, post_event)
+    memo.reconciler = Reconciler(
+        Kube.connect(config.kubeconfig),
+        utcnow,
+        post_event,
+        metrics=lambda address: PrometheusProvider(
+            address, timeout_seconds=config.prometheus_timeout_seconds
+        ),
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -59,10 +71,14 @@ def llmdeployment_event(
         memo.reconciler.reconcile(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    if namespace:
-        memo.reconciler.reconcile(namespace, name)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+def rollout_loop(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    while namespace and not stopped:
+        result = memo.reconciler.reconcile(namespace, name)
+        wakeup = result.wakeup if result is not None else RESYNC_SECONDS
+        stopped.wait(min(max(wakeup, MIN_WAKEUP_SECONDS), RESYNC_SECONDS))
 
 
 def child_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:

@@ -1,33 +1,48 @@
-"""Steady-state reconciliation: observe, build the desired children, apply, write status.
+"""The loop for one LLMDeployment: observe, decide (pure), act, write status once.
 
 Level-based and idempotent: it can run at any time, any number of times, from any
-trigger (the LLMDeployment changed, a child changed or vanished, the resync timer),
-and it writes nothing when the cluster already matches.
+trigger (the LLMDeployment changed, a child changed, the rollout daemon woke up), and
+it writes nothing when the cluster already matches. The decision is
+:func:`llmcanary.rollout.machine.decide`; this module only gathers its inputs and
+carries out its plan.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmcanary.api import API_VERSION, KIND
+from llmcanary.analysis.queries import QueryContext, arm_queries
+from llmcanary.analysis.types import MetricsProvider, MetricsUnavailable
+from llmcanary.analysis.verdict import Check, judge, unavailable
+from llmcanary.api import ANNOTATION_PAUSED, API_VERSION, KIND, REQUEST_ANNOTATIONS
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
-from llmcanary.api.status import LLMDeploymentStatus
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import deployment_name
+from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, Track
+from llmcanary.builders.meta import deployment_name as revision_deployment
 from llmcanary.builders.services import build_service
 from llmcanary.builders.workload import build_config_map, build_deployment
-from llmcanary.kube.children import ensure
+from llmcanary.kube.children import ensure, owned_by
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import ReconcileError
+from llmcanary.rollout.machine import (
+    Decision,
+    Observation,
+    Plan,
+    Requests,
+    analysis_due,
+    decide,
+    next_wakeup,
+)
 from llmcanary.rollout.revision import revision_of
-from llmcanary.rollout.steady import Problem, WorkloadObservation, stable_revision, steady_status
+from llmcanary.rollout.workload import Problem, WorkloadObservation
 from llmcanary.routing import router_for
 from llmcanary.status import parse_status, write_status
 
@@ -36,6 +51,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Posts a Kubernetes Event about an object: (object, type, reason, message).
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
+# The metrics source for a Prometheus address.
+MetricsFactory = Callable[[str], MetricsProvider]
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,7 @@ class Result:
     phase: str | None
     wrote_status: bool
     problem: Problem | None
+    wakeup: float = math.inf  # seconds until the rollout needs the loop again
 
 
 def observe_workload(
@@ -59,11 +77,22 @@ def observe_workload(
     )
 
 
+def requests_of(meta: Mapping[str, Any]) -> Requests:
+    annotations = meta.get("annotations") or {}
+    return Requests(
+        values={k: str(annotations[k]) for k in REQUEST_ANNOTATIONS if k in annotations},
+        paused=str(annotations.get(ANNOTATION_PAUSED, "")).lower() == "true",
+    )
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, clock: Clock, post_event: EventPoster) -> None:
+    def __init__(
+        self, kube: Kube, clock: Clock, post_event: EventPoster, metrics: MetricsFactory
+    ) -> None:
         self.kube = kube
         self.clock = clock
         self.post_event = post_event
+        self.metrics = metrics
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -76,7 +105,7 @@ class Reconciler:
 
         The object is read fresh under a per-object lock: a watch event's body can be
         older than a status this operator has just written, and acting on it would
-        announce the same transition twice.
+        announce (or take) the same step twice.
         """
         with self._lock(namespace, name):
             body = self.kube.get(API_VERSION, KIND, namespace, name)
@@ -85,14 +114,12 @@ class Reconciler:
             return self._reconcile(body)
 
     def _reconcile(self, body: Mapping[str, Any]) -> Result:
-        def emit(type_: str, reason: str, message: str) -> None:
-            self.post_event(body, type_, reason, message)
-
         meta = body["metadata"]
         owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
         generation = meta.get("generation")
         raw_status = dict(body.get("status") or {})
         status = parse_status(raw_status)
+        now = self.clock()
 
         try:
             spec = LLMDeploymentSpec.model_validate(dict(body.get("spec") or {}))
@@ -105,55 +132,188 @@ class Reconciler:
             )
             wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
             if wrote:
-                emit("Warning", invalid.reason, invalid.message)
+                self.post_event(body, "Warning", invalid.reason, invalid.message)
             return Result(status.phase, wrote, invalid)
 
         current = revision_of(spec)
-        stable_rev = stable_revision(status, current)
-        problem: Problem | None = None
-        stable: WorkloadObservation | None = None
+        stable_rev = status.stable_revision or current
+        requests = requests_of(meta)
+        check = None
+        if analysis_due(spec, status, requests, now):
+            check = self._analyse(owner, spec, stable_rev, current)
+        observation = Observation(
+            revision=current,
+            stable=self._observe(owner, stable_rev),
+            canary=self._observe(owner, current) if current != stable_rev else None,
+            check=check,
+            requests=requests,
+        )
+        decision = decide(spec, generation, status, observation, now)
         try:
-            stable = self._ensure_children(owner, spec, current, stable_rev)
+            self._act(owner, spec, decision.plan)
         except ReconcileError as exc:
             problem = Problem(exc.reason, exc.message)
             log.warning(
                 exc.message, extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"}
             )
+            observation = replace(observation, problem=problem)
+            decision = decide(spec, generation, status, observation, now)
 
-        new = steady_status(spec, generation, status, current, stable, problem, self.clock())
+        new = decision.status
         wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
         if wrote:
-            self._announce(status, new.phase, problem, emit)
-        return Result(new.phase, wrote, problem)
+            self._announce(body, status.phase, status.message, decision, observation.problem)
+        return Result(
+            new.phase, wrote, observation.problem, wakeup=next_wakeup(spec, new, self.clock())
+        )
 
-    def _ensure_children(
-        self, owner: Owner, spec: LLMDeploymentSpec, current: str, stable_rev: str
-    ) -> WorkloadObservation | None:
-        deployment: dict[str, Any] | None
-        if current == stable_rev:
-            # The spec describes the stable revision: its children can be (re)built from it.
-            ensure(self.kube, build_config_map(owner, spec, stable_rev))
-            _, deployment = ensure(
-                self.kube, build_deployment(owner, spec, stable_rev, "stable", spec.replicas)
-            )
+    # --- observe ------------------------------------------------------------------
+
+    def _observe(self, owner: Owner, revision: str) -> WorkloadObservation | None:
+        name = revision_deployment(owner.name, revision)
+        deployment = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
+        if deployment is not None and not owned_by(deployment, owner.uid):
+            return None  # ensure() reports the conflict
+        return observe_workload(deployment, revision)
+
+    def _analyse(self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str) -> Check:
+        analysis = spec.canary.analysis
+        context = QueryContext(
+            namespace=owner.namespace,
+            name=owner.name,
+            model=spec.model.name,
+            revisions={"stable": stable, "canary": canary},
+        )
+        provider = self.metrics(analysis.prometheus.address)
+        try:
+            stable_sample = provider.sample(arm_queries(analysis, context, "stable"))
+            canary_sample = provider.sample(arm_queries(analysis, context, "canary"))
+        except MetricsUnavailable as exc:
+            return unavailable(f"metrics unavailable: {exc}")
+        except ValueError as exc:  # a template the CRD could not check
+            return unavailable(f"spec.canary.analysis.queries: {exc}")
+        check = judge(analysis, stable_sample, canary_sample)
+        log.info(
+            "analysis %s: %s",
+            check.verdict,
+            check.reason,
+            extra={"llmd": f"{owner.namespace}/{owner.name}", "verdict": check.verdict},
+        )
+        return check
+
+    # --- act ----------------------------------------------------------------------
+
+    def _act(self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan) -> None:
+        """Carry out the plan so that no request ever meets a pod that cannot serve it.
+
+        Order: grow workloads, point Services, move weights, label pods, then shrink.
+        Every step is idempotent, so a crash anywhere is repaired by the next pass.
+        """
+        current = revision_of(spec)
+        namespace = owner.namespace
+        shrink: list[dict[str, Any]] = []
+
+        # 1. The stable revision. While the spec describes it, it is (re)built from the
+        # spec; during a rollout the spec describes the canary, so only its size follows.
+        if plan.stable_revision == current:
+            ensure(self.kube, build_config_map(owner, spec, current))
+            ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
         else:
-            # The spec has moved on to a new revision; the stable one keeps running as it is.
-            deployment = self.kube.get(
-                "apps/v1", "Deployment", owner.namespace, deployment_name(owner.name, stable_rev)
-            )
-        for track in ("stable", "canary"):
-            ensure(self.kube, build_service(owner, track, stable_rev))
-        router_for(self.kube, spec).reconcile(owner, spec, canary_weight=0)
-        return observe_workload(deployment, stable_rev)
+            self._resize(owner, plan.stable_revision, spec.replicas, "stable")
 
-    @staticmethod
+        # 2. The canary: created or grown now, shrunk only after traffic left it.
+        if plan.canary_revision is not None:
+            ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
+            desired = build_deployment(
+                owner, spec, plan.canary_revision, "canary", plan.canary_replicas
+            )
+            observed = self._observe(owner, plan.canary_revision)
+            if observed is not None and observed.desired > plan.canary_replicas:
+                shrink.append(desired)
+            else:
+                ensure(self.kube, desired)
+
+        # 3. Services, then 4. weights: at promotion both Services already point at the
+        # promoted pods before the route sends everything to NAME-stable.
+        serving_canary = plan.canary_revision if plan.canary_replicas > 0 else None
+        ensure(self.kube, build_service(owner, "stable", plan.stable_revision))
+        ensure(self.kube, build_service(owner, "canary", serving_canary or plan.stable_revision))
+        router = router_for(self.kube, spec)
+        router.reconcile(owner, spec, plan.canary_weight)
+
+        # 5. Pods carry the track of their revision (analysis reads metrics by track).
+        tracks: dict[str, Track] = {plan.stable_revision: "stable"}
+        if plan.canary_revision is not None:
+            tracks[plan.canary_revision] = "canary"
+        self._label_pods(owner, tracks)
+
+        # 6. Shrink: the canary after its weight fell, and every other revision to zero.
+        for desired in shrink:
+            ensure(self.kube, desired)
+        for deployment in self.kube.list(
+            "apps/v1", "Deployment", namespace, f"{LABEL_DEPLOYMENT}={owner.name}"
+        ):
+            labels = deployment["metadata"].get("labels") or {}
+            revision = labels.get(LABEL_REVISION)
+            if revision in tracks or not owned_by(deployment, owner.uid):
+                continue
+            if deployment.get("spec", {}).get("replicas"):
+                self._resize(owner, revision or "", 0, None)
+
+    def _resize(self, owner: Owner, revision: str, replicas: int, track: Track | None) -> None:
+        name = revision_deployment(owner.name, revision)
+        deployment = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
+        if deployment is None or not owned_by(deployment, owner.uid):
+            if track == "stable":
+                raise ReconcileError(
+                    "StableMissing",
+                    f"the stable Deployment {name} is gone during a rollout and cannot be"
+                    " rebuilt from a spec that now describes the canary; abort the rollout"
+                    f" or restore the spec of revision {revision}",
+                )
+            return
+        patch: dict[str, Any] = {}
+        if deployment.get("spec", {}).get("replicas") != replicas:
+            patch["spec"] = {"replicas": replicas}
+        labels = deployment["metadata"].get("labels") or {}
+        if track is not None and labels.get(LABEL_TRACK) != track:
+            patch["metadata"] = {"labels": {LABEL_TRACK: track}}
+        if patch:
+            self.kube.patch("apps/v1", "Deployment", owner.namespace, name, patch)
+            log.info(
+                "resized %s to %d", name, replicas, extra={"object": name, "replicas": replicas}
+            )
+
+    def _label_pods(self, owner: Owner, tracks: Mapping[str, Track]) -> None:
+        pods = self.kube.list("v1", "Pod", owner.namespace, f"{LABEL_DEPLOYMENT}={owner.name}")
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            track = tracks.get(labels.get(LABEL_REVISION, ""))
+            if track is not None and labels.get(LABEL_TRACK) != track:
+                name = pod["metadata"]["name"]
+                self.kube.patch(
+                    "v1",
+                    "Pod",
+                    owner.namespace,
+                    name,
+                    {"metadata": {"labels": {LABEL_TRACK: track}}},
+                )
+                log.info("labelled pod %s track=%s", name, track, extra={"pod": name})
+
+    # --- announce -----------------------------------------------------------------
+
     def _announce(
-        old: LLMDeploymentStatus,
-        phase: str | None,
+        self,
+        body: Mapping[str, Any],
+        old_phase: str | None,
+        old_message: str | None,
+        decision: Decision,
         problem: Problem | None,
-        emit: Callable[[str, str, str], None],
     ) -> None:
-        if problem is not None and old.message != problem.message:
-            emit("Warning", problem.reason, problem.message)
-        if phase != old.phase and phase is not None:
-            emit("Normal", phase, f"phase {old.phase or 'none'} -> {phase}")
+        for event in decision.events:
+            self.post_event(body, event.type, event.reason, event.message)
+        if problem is not None and old_message != problem.message:
+            self.post_event(body, "Warning", problem.reason, problem.message)
+        phase = decision.status.phase
+        if phase != old_phase and phase is not None:
+            self.post_event(body, "Normal", phase, f"phase {old_phase or 'none'} -> {phase}")

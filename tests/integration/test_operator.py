@@ -162,7 +162,7 @@ def test_scaling_is_not_a_new_revision(
     assert len(kubectl.list("deployment", namespace, f"llmcanary.io/deployment={NAME}")) == 1
 
 
-def test_a_new_revision_is_reported_and_the_stable_one_left_running(
+def test_a_new_revision_starts_a_canary_beside_the_untouched_stable_one(
     kubectl: Kubectl, namespace: str, stable: dict[str, Any]
 ) -> None:
     kubectl.run(
@@ -184,9 +184,16 @@ def test_a_new_revision_is_reported_and_the_stable_one_left_running(
     assert status["stableRevision"] == REVISION
     assert status["canaryRevision"] != REVISION
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("True", "NewRevision")
+    assert progressing["status"] == "True"
     deployment = kubectl.get("deployment", f"{NAME}-{REVISION}", namespace)
     assert deployment is not None and deployment["spec"]["replicas"] == 2
+    assert deployment["metadata"]["labels"]["llmcanary.io/track"] == "stable"
+    canary = wait_for(
+        "the canary Deployment",
+        lambda: kubectl.get("deployment", f"{NAME}-{status['canaryRevision']}", namespace),
+    )
+    assert canary["metadata"]["labels"]["llmcanary.io/track"] == "canary"
+    assert canary["spec"]["replicas"] >= 1
 
 
 def test_deleting_the_llmdeployment_removes_its_children(

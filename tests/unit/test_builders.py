@@ -120,7 +120,12 @@ def test_deployment_labels_select_by_revision_not_track(owner: Owner) -> None:
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels["llmcanary.io/deployment"] == "tiny"
     assert labels["llmcanary.io/revision"] == "abc123"
-    assert labels["llmcanary.io/track"] == "canary"
+    # The track is on the Deployment, and on pods only in place: a template label would
+    # have to change at promotion and replace every pod.
+    assert "llmcanary.io/track" not in labels
+    assert dep["metadata"]["labels"]["llmcanary.io/track"] == "canary"
+    stable = build_deployment(owner, make_spec(), "abc123", "stable", replicas=1)
+    assert stable["spec"]["template"] == dep["spec"]["template"]
     assert dep["spec"]["selector"]["matchLabels"] == {
         "llmcanary.io/deployment": "tiny",
         "llmcanary.io/revision": "abc123",

@@ -25,7 +25,7 @@ from llmcanary.rollout.machine import (
     step_weight,
 )
 from llmcanary.rollout.revision import revision_of
-from llmcanary.rollout.steady import WorkloadObservation
+from llmcanary.rollout.workload import WorkloadObservation
 from llmcanary.status import status_to_wire
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -226,7 +226,7 @@ def test_failure_limit_counts_failed_checks_before_rolling_back() -> None:
     erroring = ArmSample(latency_ms=100.0, requests=900.0, errors=100.0)
     sim = stable_sim(measure=samples(canary=erroring))
     sim.spec = spec_for("2", analysis={"failureLimit": 3})
-    sim.run(seconds=35)
+    sim.run(seconds=55)  # the weight at 10s; checks at 30s and 50s
     assert sim.status.phase == "Progressing"
     assert sim.status.failed_checks == 2
     sim.run(seconds=20)
@@ -412,6 +412,17 @@ def test_every_tick_decides_the_same_from_the_same_status() -> None:
     first = decide(sim.spec, 1, saved, obs, now + timedelta(seconds=61))
     second = decide(sim.spec, 1, saved, obs, now + timedelta(seconds=61))
     assert first == second
+
+
+def test_the_first_check_of_a_step_waits_a_whole_interval_at_the_new_weight() -> None:
+    sim = stable_sim()
+    sim.tick()
+    sim.tick()
+    assert sim.status.canary_weight == 5 and sim.checks == 0
+    sim.tick(19)
+    assert sim.checks == 0
+    sim.tick(1)
+    assert sim.checks == 1
 
 
 def test_next_wakeup_follows_the_analysis_interval_and_the_step_end() -> None:

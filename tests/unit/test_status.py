@@ -2,8 +2,10 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import make_spec
 
+from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
-from llmcanary.rollout.steady import Problem, WorkloadObservation, steady_status
+from llmcanary.rollout.machine import Observation, decide
+from llmcanary.rollout.workload import Problem, WorkloadObservation
 from llmcanary.status import condition, parse_status, set_condition, status_patch, status_to_wire
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -38,6 +40,19 @@ def test_patch_removes_keys_that_went_away() -> None:
 
 def test_parse_status_ignores_foreign_keys() -> None:
     assert parse_status({"phase": "Stable", "kopf": {}}).phase == "Stable"
+
+
+def steady_status(
+    spec: LLMDeploymentSpec,
+    generation: int,
+    status: LLMDeploymentStatus,
+    revision: str,
+    stable: WorkloadObservation | None,
+    problem: Problem | None,
+    now: datetime,
+) -> LLMDeploymentStatus:
+    observation = Observation(revision, stable, problem=problem)
+    return decide(spec, generation, status, observation, now).status
 
 
 def ready(n: int, of: int = 2) -> WorkloadObservation:
@@ -77,11 +92,13 @@ def test_problem_is_degraded_with_the_message() -> None:
     assert s.message == problem.message
 
 
-def test_new_revision_is_reported_not_applied() -> None:
+def test_new_revision_starts_a_rollout_beside_the_stable_one() -> None:
     spec = make_spec()
     stable = LLMDeploymentStatus(phase="Stable", stable_revision="abc")
     s = steady_status(spec, 2, stable, "def", ready(2), None, T0)
     assert s.stable_revision == "abc"
     assert s.canary_revision == "def"
     progressing = condition(s, "Progressing")
-    assert progressing is not None and progressing.reason == "NewRevision"
+    assert progressing is not None and progressing.status == "True"
+    assert progressing.reason == "Progressing"
+    assert s.canary_weight == 0  # no canary pod is Ready yet

@@ -70,5 +70,10 @@ def revision_selector(owner: str, revision: str) -> dict[str, str]:
     return {LABEL_DEPLOYMENT: owner, LABEL_REVISION: revision}
 
 
+def pod_labels(owner: str, revision: str) -> dict[str, str]:
+    """The labels a revision's pod template carries (the track is set on pods in place)."""
+    return {**common_labels(owner), **revision_selector(owner, revision)}
+
+
 def revision_labels(owner: str, revision: str, track: Track) -> dict[str, str]:
     return {**common_labels(owner), **revision_selector(owner, revision), LABEL_TRACK: track}

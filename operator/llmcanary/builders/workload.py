@@ -13,6 +13,7 @@ from llmcanary.builders.meta import (
     common_labels,
     config_map_name,
     deployment_name,
+    pod_labels,
     revision_labels,
     revision_selector,
 )
@@ -192,6 +193,12 @@ def build_deployment(
             "replicas": replicas,
             "selector": {"matchLabels": revision_selector(owner.name, revision)},
             "progressDeadlineSeconds": STARTUP_BUDGET_SECONDS,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            # No track label in the template: promotion turns the canary's pods into the
+            # stable ones by relabelling them in place, and a template change would
+            # replace every pod (a second model load). The operator keeps pods' track.
+            "template": {
+                "metadata": {"labels": pod_labels(owner.name, revision)},
+                "spec": pod_spec,
+            },
         },
     }

@@ -41,7 +41,7 @@ from llmcanary.api.status import (
     Phase,
 )
 from llmcanary.api.types import parse_duration
-from llmcanary.rollout.steady import Problem, WorkloadObservation
+from llmcanary.rollout.workload import Problem, WorkloadObservation
 from llmcanary.status import parse_time, set_condition, timestamp
 
 HISTORY_LIMIT = 10
@@ -121,18 +121,35 @@ def pause_source(spec: LLMDeploymentSpec, requests: Requests) -> str | None:
     return None
 
 
+def _analysis_reference(status: LLMDeploymentStatus) -> datetime | None:
+    """When the current analysis window began: the last check, or the last weight change.
+
+    A window that reaches back before the weight changed would judge the canary on
+    traffic it did not get yet.
+    """
+    moments = [
+        parse_time(t)
+        for t in (
+            status.last_analysis.time if status.last_analysis else None,
+            status.step_started_at,
+        )
+        if t
+    ]
+    return max(moments) if moments else None
+
+
 def analysis_due(
     spec: LLMDeploymentSpec, status: LLMDeploymentStatus, requests: Requests, now: datetime
 ) -> bool:
-    """Whether this tick should query the metrics (the canary takes traffic, not held)."""
+    """Whether this tick should query the metrics: the canary has had traffic at its
+    current weight for a whole interval since the window began, and nothing holds it."""
     if status.phase != "Progressing" or not status.canary_weight or status.pause_reason:
         return False
     if pause_source(spec, requests) is not None:
         return False
-    last = status.last_analysis
-    if last is None:
-        return True
-    return now - parse_time(last.time) >= parse_duration(spec.canary.analysis.interval)
+    reference = _analysis_reference(status)
+    interval = parse_duration(spec.canary.analysis.interval)
+    return reference is None or now - reference >= interval
 
 
 def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datetime) -> float:
@@ -141,8 +158,9 @@ def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datet
         return math.inf
     interval = parse_duration(spec.canary.analysis.interval)
     moments = [now + interval]
-    if status.last_analysis is not None:
-        moments.append(parse_time(status.last_analysis.time) + interval)
+    reference = _analysis_reference(status)
+    if reference is not None:
+        moments.append(reference + interval)
     if status.step_started_at is not None:
         step = status.current_step or 0
         moments.append(parse_time(status.step_started_at) + step_interval(spec.canary, step))
