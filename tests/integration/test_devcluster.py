@@ -275,3 +275,23 @@ def test_gateway_api_crds_are_established(cluster: Cluster) -> None:
             "versions"
         ]
     }
+
+
+def test_istio_crds_are_established(cluster: Cluster) -> None:
+    for crd in ("virtualservices.networking.istio.io", "destinationrules.networking.istio.io"):
+        obj = _get_json(cluster, "crd", crd)
+        conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+        assert conditions.get("Established") == "True", crd
+    versions = _get_json(cluster, "crd", "virtualservices.networking.istio.io")["spec"]["versions"]
+    assert {"v1", "v1beta1"} <= {v["name"] for v in versions if v["served"]}
+
+
+def test_up_installs_a_crd_the_running_cluster_lacks(cluster: Cluster) -> None:
+    crd = "destinationrules.networking.istio.io"
+    cluster.kubectl("delete", "crd", crd, "--wait=true")
+    again = devcluster.up(cluster.settings)
+    assert again.started == ()
+    obj = _get_json(cluster, "crd", crd)
+    assert any(
+        c["type"] == "Established" and c["status"] == "True" for c in obj["status"]["conditions"]
+    )

@@ -174,7 +174,7 @@ def _build_script() -> Path:
 def _built(settings: Settings) -> bool:
     return (
         all(os.access(settings.tool(t), os.X_OK) for t in (MAIN_BINARY, *TOOLS))
-        and any(settings.gateway_crds_dir.glob("*.yaml"))
+        and all(any(d.glob("*.yaml")) for d in settings.crd_dirs)
         and any(settings.kwok_stages_dir.glob("*.yaml"))
         and settings.kwok_rbac_file.is_file()
     )
@@ -446,14 +446,67 @@ def _release_node_leases(api: ApiClient) -> None:
 
 
 def _crd_names(settings: Settings) -> list[str]:
-    """CRD names from the copied Gateway API manifests (``metadata.name`` of each CRD)."""
+    """CRD names (``metadata.name``) of the copied Gateway API and Istio manifests."""
     names = []
-    for path in sorted(settings.gateway_crds_dir.glob("*.yaml")):
-        stem = path.stem  # gateway.networking.k8s.io_httproutes
-        if "_" in stem and not stem.endswith("_vap_safeupgrades"):
-            group, plural = stem.split("_", 1)
-            names.append(f"{plural}.{group}")
+    for d in settings.crd_dirs:
+        for path in sorted(d.glob("*.yaml")):
+            stem = path.stem  # gateway.networking.k8s.io_httproutes
+            if "_" in stem and not stem.endswith("_vap_safeupgrades"):
+                group, plural = stem.split("_", 1)
+                names.append(f"{plural}.{group}")
     return names
+
+
+def _crds_established(api: ApiClient, names: Sequence[str]) -> bool:
+    base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+    for name in names:
+        resp = api.request("GET", base + name)
+        if resp.status != 200 or not _established(resp.json()):
+            return False
+    return True
+
+
+def _kubectl_apply(s: Settings, *paths: Path) -> subprocess.Popen[str]:
+    """Start a server-side ``kubectl apply`` of YAML files (idempotent)."""
+    argv = [
+        str(s.tool("kubectl")),
+        f"--kubeconfig={s.kubeconfig}",
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=llmcanary-devcluster",
+        *(f"--filename={p}" for p in paths),
+    ]
+    pipe = subprocess.PIPE
+    return subprocess.Popen(argv, stdout=pipe, stderr=pipe, text=True)
+
+
+def _finish_apply(apply: subprocess.Popen[str], what: str, deadline: float) -> None:
+    out, err = apply.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    if apply.returncode != 0:
+        raise DevClusterError(f"kubectl apply of {what} failed: {err.strip()}")
+    log.debug("kubectl apply: %s", out.strip())
+
+
+def _ensure_crds(s: Settings, deadline: float) -> None:
+    """Install the third-party CRDs into a running cluster that lacks some of them.
+
+    A cluster started before the cache gained a CRD (e.g. Istio's) gets it here.
+    """
+    crds = _crd_names(s)
+    with _admin_client(s, ensure_pki(s)) as api:
+        if _crds_established(api, crds):
+            return
+        log.info("installing the CRDs the running cluster lacks")
+        with _kubectl_apply(s, *s.crd_dirs) as apply:
+            _finish_apply(apply, "the CRDs", deadline)
+        _wait(
+            "CRDs Established",
+            lambda: _crds_established(api, crds),
+            deadline,
+            s,
+            ("kube-apiserver",),
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -571,30 +624,14 @@ def _bring_up(
         for name in ("kube-controller-manager", "kube-scheduler"):
             start(name)
 
-        # KWOK's RBAC (ClusterRole from kwok's manifests) and the Gateway API
-        # CRDs go through kubectl (YAML); server-side apply keeps it idempotent.
-        argv = [
-            str(s.tool("kubectl")),
-            f"--kubeconfig={s.kubeconfig}",
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=llmcanary-devcluster",
-            f"--filename={s.kwok_rbac_file}",
-            f"--filename={s.gateway_crds_dir}",
-        ]
-        pipe = subprocess.PIPE
-        with subprocess.Popen(argv, stdout=pipe, stderr=pipe, text=True) as apply:
+        # KWOK's RBAC (ClusterRole from kwok's manifests) and the Gateway API and
+        # Istio CRDs go through kubectl (YAML); server-side apply keeps it idempotent.
+        with _kubectl_apply(s, s.kwok_rbac_file, *s.crd_dirs) as apply:
             # Meanwhile, the small objects over the open connection.
             api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", _kwok_binding())
             for node in gpu_nodes:
                 _ensure_node(api, node)
-            out, err = apply.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        if apply.returncode != 0:
-            raise DevClusterError(
-                f"kubectl apply of KWOK RBAC and Gateway API CRDs failed: {err.strip()}"
-            )
-        log.debug("kubectl apply: %s", out.strip())
+            _finish_apply(apply, "KWOK RBAC and the CRDs", deadline)
         if processes.running_pid(s, "kwok") is None:
             _release_node_leases(api)
         start("kwok")
@@ -602,8 +639,7 @@ def _bring_up(
         crds = _crd_names(s)
 
         def crds_established() -> bool:
-            base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-            return all(_established(api.get(base + n)) for n in crds)
+            return _crds_established(api, crds)
 
         def sa_exists() -> bool:
             return _exists(api, "/api/v1/namespaces/default/serviceaccounts/default")
@@ -615,7 +651,7 @@ def _bring_up(
             ready = {n["metadata"]["name"] for n in items if _node_ready(n)}
             return names <= ready
 
-        _wait("Gateway API CRDs Established", crds_established, deadline, s, ("kube-apiserver",))
+        _wait("CRDs Established", crds_established, deadline, s, ("kube-apiserver",))
         _wait("the default ServiceAccount", sa_exists, deadline, s, ("kube-controller-manager",))
         # KWOK serving /healthz means it watches the nodes, so their Ready
         # condition is live, not one left in etcd by an earlier run.
@@ -680,7 +716,7 @@ def up(
 ) -> Cluster:
     """Start the dev cluster (whatever part of it is not running) and wait until it is usable.
 
-    Usable means: ``/readyz`` ok, the Gateway API CRDs Established, the ``default``
+    Usable means: ``/readyz`` ok, the Gateway API and Istio CRDs Established, the ``default``
     ServiceAccount present in ``default`` (so pods can be created) and every GPU node
     Ready. Needs the binaries (:func:`ensure_built`). Raises :class:`DevClusterError`
     with the failing component's log tail on failure or after ``timeout`` seconds.
@@ -696,6 +732,7 @@ def up(
     with _locked(s):
         if _healthy(s):
             log.info("dev cluster already running (%s)", s.server)
+            _ensure_crds(s, deadline)
             return Cluster(s, (), time.monotonic() - t0)
         started: list[str] = []
         try:

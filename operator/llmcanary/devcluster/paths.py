@@ -4,7 +4,8 @@ Everything is read from the environment once, into a frozen :class:`Settings`:
 
 - ``LLMCANARY_CACHE`` (default ``~/.cache/llmcanary``): what ``devcluster/build.sh``
   produces: ``bin/`` (etcd, kube-apiserver, ... symlinks to one binary),
-  ``gateway-api-crds/`` and ``kwok/`` (stages and RBAC copied from the pinned modules).
+  ``gateway-api-crds/``, ``istio-crds/`` (VirtualService, DestinationRule) and ``kwok/``
+  (stages and RBAC), all copied from pinned Go modules by ``devcluster/data.sh``.
 - ``LLMCANARY_DEVCLUSTER_DIR`` (default ``<repo>/.devcluster``): certificates,
   kubeconfigs, etcd data, logs and pid files of the running cluster.
 - ``LLMCANARY_DEVCLUSTER_<NAME>_PORT``: the ports, all on 127.0.0.1. The defaults are
@@ -133,6 +134,15 @@ class Settings:
     @property
     def gateway_crds_dir(self) -> Path:
         return self.cache_dir / "gateway-api-crds"
+
+    @property
+    def istio_crds_dir(self) -> Path:
+        return self.cache_dir / "istio-crds"
+
+    @property
+    def crd_dirs(self) -> tuple[Path, ...]:
+        """The third-party CRDs ``up`` installs: Gateway API's and Istio's."""
+        return (self.gateway_crds_dir, self.istio_crds_dir)
 
     @property
     def kwok_stages_dir(self) -> Path:

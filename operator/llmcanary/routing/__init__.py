@@ -1,5 +1,5 @@
 """Traffic routers: how a weight split between the tracks is applied in the cluster."""
 
-from llmcanary.routing.base import Router, router_for
+from llmcanary.routing.base import ROUTER_KINDS, Router, Weights, router_for, router_of_kind
 
-__all__ = ["Router", "router_for"]
+__all__ = ["ROUTER_KINDS", "Router", "Weights", "router_for", "router_of_kind"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,7 +51,25 @@ class Router(Protocol):
         ...
 
 
-def router_for(kube: Kube, spec: LLMDeploymentSpec) -> Router:
-    from llmcanary.routing.gateway_api import GatewayAPIRouter
+ROUTER_KINDS: tuple[str, ...] = ("gatewayAPI", "istio", "replicas")
 
-    return GatewayAPIRouter(kube)
+
+def router_of_kind(kube: Kube, kind: str) -> Router:
+    """The router named ``kind`` (e.g. a previous ``status.router``, to finalize it)."""
+    from llmcanary.routing.gateway_api import GatewayAPIRouter
+    from llmcanary.routing.istio import IstioRouter
+    from llmcanary.routing.replicas import ReplicasRouter
+
+    routers: dict[str, Callable[[Kube], Router]] = {
+        GatewayAPIRouter.kind: GatewayAPIRouter,
+        IstioRouter.kind: IstioRouter,
+        ReplicasRouter.kind: ReplicasRouter,
+    }
+    if kind not in routers:
+        raise ValueError(f"unknown router {kind!r}: one of {', '.join(ROUTER_KINDS)}")
+    return routers[kind](kube)
+
+
+def router_for(kube: Kube, spec: LLMDeploymentSpec) -> Router:
+    """The router ``spec.traffic.router`` names."""
+    return router_of_kind(kube, spec.traffic.router)

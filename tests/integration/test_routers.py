@@ -1,0 +1,271 @@
+"""The traffic routers against the real API server: objects, weights read back, drift.
+
+No operator runs here: each test owns an LLMDeployment object and builds the stable
+and canary Deployments and Services itself with the builders, as the operator would.
+KWOK makes the pods Ready, which is what the ``replicas`` router counts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import ROOT, Kubectl, wait_for
+from kubernetes import config
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.builders import Owner
+from llmcanary.builders.meta import LABEL_REVISION, deployment_name, service_name
+from llmcanary.builders.services import build_service
+from llmcanary.builders.workload import build_deployment
+from llmcanary.kube.children import ensure
+from llmcanary.kube.client import Kube
+from llmcanary.kube.errors import MissingApi
+from llmcanary.routing import Router, Weights, router_for
+from llmcanary.routing.istio import IstioRouter
+from llmcanary.routing.replicas import ReadyPods, ReplicasRouter
+
+pytestmark = pytest.mark.k8s
+
+NAME = "tiny-llm"
+STABLE, CANARY = "r1", "r2"
+WALK = [0, 5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100]
+TRAFFIC: dict[str, dict[str, Any]] = {
+    "gatewayAPI": {"router": "gatewayAPI", "gatewayAPI": {"hostnames": ["llm.example.com"]}},
+    "istio": {"router": "istio", "istio": {"hosts": ["llm.example.com"]}},
+    "replicas": {"router": "replicas"},
+}
+# Where each router keeps its split.
+OBJECT = {
+    "gatewayAPI": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    "istio": ("networking.istio.io/v1", "VirtualService"),
+    "replicas": ("v1", "Service"),
+}
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Any) -> Kube:
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig), persist_config=False
+    )
+    return Kube(api_client)
+
+
+class Setup:
+    """One LLMDeployment and its stable/canary workloads, built as the operator builds them."""
+
+    def __init__(self, kube: Kube, kubectl: Kubectl, namespace: str, router: str) -> None:
+        doc = yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text())
+        doc = copy.deepcopy(doc)
+        doc["spec"]["replicas"] = 2
+        doc["spec"]["traffic"] = TRAFFIC[router]
+        kubectl.apply(doc, namespace)
+        created = kubectl.get("llmdeployment", NAME, namespace)
+        assert created is not None
+        self.kube = kube
+        self.spec = LLMDeploymentSpec.model_validate(doc["spec"])
+        self.owner = Owner(NAME, namespace, created["metadata"]["uid"])
+        self.router: Router = router_for(kube, self.spec)
+
+    def workloads(self, stable: int, canary: int) -> None:
+        """Deployments of both revisions with these replica counts; Services point at them."""
+        for revision, track, replicas in ((STABLE, "stable", stable), (CANARY, "canary", canary)):
+            ensure(self.kube, build_deployment(self.owner, self.spec, revision, track, replicas))
+        ensure(self.kube, build_service(self.owner, "stable", STABLE))
+        ensure(self.kube, build_service(self.owner, "canary", CANARY))
+
+    def scale(self, revision: str, replicas: int) -> None:
+        name = deployment_name(self.owner.name, revision)
+        self.kube.patch(
+            "apps/v1", "Deployment", self.owner.namespace, name, {"spec": {"replicas": replicas}}
+        )
+
+    def get(self) -> dict[str, Any] | None:
+        api_version, kind = OBJECT[self.router.kind]
+        return self.kube.get(api_version, kind, self.owner.namespace, self.owner.name)
+
+
+@pytest.fixture(params=list(TRAFFIC))
+def setup(
+    request: pytest.FixtureRequest, kube: Kube, kubectl: Kubectl, crd: None, namespace: str
+) -> Iterator[Setup]:
+    yield Setup(kube, kubectl, namespace, request.param)
+
+
+def ready_pods(setup: Setup, canary: int, total: int) -> None:
+    """Wait until ``canary`` of ``total`` Ready pods serve, all of both revisions."""
+    assert isinstance(setup.router, ReplicasRouter)
+    router = setup.router
+    wait_for(
+        f"{canary} canary of {total} pods Ready",
+        lambda: router.pods(setup.owner) == ReadyPods(total, canary, total - canary, canary),
+        timeout=60,
+    )
+
+
+def test_reconcile_creates_the_owned_object(setup: Setup) -> None:
+    assert setup.get() is None
+    assert setup.router.get_weights(setup.owner) is None
+    setup.workloads(stable=2, canary=1)
+    setup.router.reconcile(setup.owner, setup.spec, 5)
+    obj = setup.get()
+    assert obj is not None
+    [ref] = obj["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["uid"], ref["controller"]) == ("LLMDeployment", setup.owner.uid, True)
+    # A second pass writes nothing.
+    setup.router.reconcile(setup.owner, setup.spec, 5)
+    again = setup.get()
+    assert again is not None
+    assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+@pytest.mark.parametrize("setup", ["gatewayAPI", "istio"], indirect=True)
+def test_weights_set_are_read_back(setup: Setup) -> None:
+    setup.router.reconcile(setup.owner, setup.spec, 0)
+    for weight in WALK:
+        setup.router.set_weights(setup.owner, setup.spec, weight)
+        assert setup.router.get_weights(setup.owner) == Weights(100 - weight, weight)
+        assert setup.router.verify_weights(setup.owner, weight)
+        assert not setup.router.verify_weights(setup.owner, weight + 1 if weight < 100 else 99)
+
+
+@pytest.mark.parametrize("setup", ["replicas"], indirect=True)
+def test_replicas_share_follows_the_ready_pods(setup: Setup) -> None:
+    router = setup.router
+    setup.workloads(stable=2, canary=1)
+    router.reconcile(setup.owner, setup.spec, 5)
+    service = setup.get()
+    assert service is not None
+    assert service["spec"]["selector"] == {"llmcanary.io/deployment": NAME}
+
+    ready_pods(setup, canary=1, total=3)
+    assert router.get_weights(setup.owner) == Weights(67, 33)
+    for weight in (5, 15, 33, 45):  # 1 of 3 is the nearest a positive weight can get
+        assert router.verify_weights(setup.owner, weight), weight
+    assert not router.verify_weights(setup.owner, 0)
+    assert not router.verify_weights(setup.owner, 60)  # 2 of 3 would be nearer
+
+    # set_weights changes no object: the operator sizes the canary Deployment itself.
+    router.set_weights(setup.owner, setup.spec, 60)
+    after = setup.get()
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == service["metadata"]["resourceVersion"]
+
+    setup.scale(CANARY, 2)
+    ready_pods(setup, canary=2, total=4)
+    assert router.get_weights(setup.owner) == Weights(50, 50)
+    assert router.verify_weights(setup.owner, 50)
+    assert not router.verify_weights(setup.owner, 100)
+
+    setup.scale(STABLE, 0)
+    ready_pods(setup, canary=2, total=2)
+    assert router.get_weights(setup.owner) == Weights(0, 100)
+    assert router.verify_weights(setup.owner, 100)
+
+    # Rollback: the canary scaled to 0, the stable back; weight 0 is verified only
+    # once no canary pod is Ready.
+    setup.scale(STABLE, 2)
+    ready_pods(setup, canary=2, total=4)
+    assert not router.verify_weights(setup.owner, 0)
+    setup.scale(CANARY, 0)
+    ready_pods(setup, canary=0, total=2)
+    assert router.get_weights(setup.owner) == Weights(100, 0)
+    assert router.verify_weights(setup.owner, 0)
+    assert not router.verify_weights(setup.owner, 5)
+
+
+@pytest.mark.parametrize("setup", ["replicas"], indirect=True)
+def test_replicas_without_a_canary_revision_is_all_stable(setup: Setup) -> None:
+    # With no canary, the operator points NAME-canary at the stable revision.
+    ensure(setup.kube, build_deployment(setup.owner, setup.spec, STABLE, "stable", 2))
+    ensure(setup.kube, build_service(setup.owner, "stable", STABLE))
+    ensure(setup.kube, build_service(setup.owner, "canary", STABLE))
+    setup.router.reconcile(setup.owner, setup.spec, 0)
+    ready_pods(setup, canary=0, total=2)
+    assert setup.router.get_weights(setup.owner) == Weights(100, 0)
+    assert setup.router.verify_weights(setup.owner, 0)
+
+
+def _edit_backend_weights(setup: Setup, list_key: str, refs_key: str) -> None:
+    """Set every backend of the first rule to weight 50, the way ``kubectl edit`` would."""
+    obj = setup.get()
+    assert obj is not None
+    rules = copy.deepcopy(obj["spec"][list_key])
+    for ref in rules[0][refs_key]:
+        ref["weight"] = 50
+    api_version, kind = OBJECT[setup.router.kind]
+    setup.kube.patch(
+        api_version, kind, setup.owner.namespace, setup.owner.name, {"spec": {list_key: rules}}
+    )
+
+
+def _narrow_selector(setup: Setup) -> None:
+    """Add a key to Service NAME's selector so that only the canary's pods serve."""
+    setup.kube.patch(
+        "v1",
+        "Service",
+        setup.owner.namespace,
+        setup.owner.name,
+        {"spec": {"selector": {LABEL_REVISION: CANARY}}},
+    )
+
+
+HAND_EDITS: dict[str, Callable[[Setup], None]] = {
+    "gatewayAPI": lambda s: _edit_backend_weights(s, "rules", "backendRefs"),
+    "istio": lambda s: _edit_backend_weights(s, "http", "route"),
+    "replicas": _narrow_selector,
+}
+
+
+def test_a_hand_edited_split_is_detected_and_corrected(setup: Setup) -> None:
+    router = setup.router
+    setup.workloads(stable=2, canary=1)
+    router.reconcile(setup.owner, setup.spec, 25)
+    if router.approximate:
+        ready_pods(setup, canary=1, total=3)
+    assert router.verify_weights(setup.owner, 25)
+
+    HAND_EDITS[router.kind](setup)
+    assert not router.verify_weights(setup.owner, 25)
+    assert router.get_weights(setup.owner) == (
+        Weights(0, 100) if router.approximate else Weights(50, 50)
+    )
+
+    router.reconcile(setup.owner, setup.spec, 25)
+    if router.approximate:
+        ready_pods(setup, canary=1, total=3)
+    assert router.verify_weights(setup.owner, 25)
+
+
+def test_finalize_removes_the_routers_object(setup: Setup) -> None:
+    setup.workloads(stable=1, canary=0)
+    setup.router.reconcile(setup.owner, setup.spec, 0)
+    assert setup.get() is not None
+    setup.router.finalize(setup.owner)
+    assert setup.get() is None
+    assert setup.router.get_weights(setup.owner) is None
+    setup.router.finalize(setup.owner)  # nothing left: no error
+    # The track Services are not the router's.
+    for track in ("stable", "canary"):
+        svc = setup.kube.get(
+            "v1", "Service", setup.owner.namespace, service_name(setup.owner.name, track)
+        )
+        assert svc is not None
+
+
+@pytest.mark.parametrize("setup", ["istio"], indirect=True)
+def test_istio_without_its_api_says_what_to_do(setup: Setup) -> None:
+    # An API version no cluster serves stands in for a cluster without Istio.
+    router = IstioRouter(setup.kube, api_version="networking.istio.io/v0missing")
+    with pytest.raises(MissingApi) as raised:
+        router.reconcile(setup.owner, setup.spec, 5)
+    assert raised.value.reason == "MissingAPI"
+    assert "VirtualService (networking.istio.io/v0missing)" in raised.value.message
+    assert "install Istio" in raised.value.message
+    assert "choose another spec.traffic.router" in raised.value.message
+    with pytest.raises(MissingApi):
+        router.get_weights(setup.owner)
+    router.finalize(setup.owner)  # nothing of ours can exist: no error
