@@ -93,6 +93,7 @@ class Reconciler:
         self.clock = clock
         self.post_event = post_event
         self.metrics = metrics
+        self._providers: dict[str, MetricsProvider] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -184,7 +185,11 @@ class Reconciler:
             model=spec.model.name,
             revisions={"stable": stable, "canary": canary},
         )
-        provider = self.metrics(analysis.prometheus.address)
+        address = analysis.prometheus.address
+        with self._locks_guard:
+            provider = self._providers.get(address) or self._providers.setdefault(
+                address, self.metrics(address)
+            )
         try:
             stable_sample = provider.sample(arm_queries(analysis, context, "stable"))
             canary_sample = provider.sample(arm_queries(analysis, context, "canary"))
