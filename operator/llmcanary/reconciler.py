@@ -43,7 +43,7 @@ from llmcanary.rollout.machine import (
 )
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.workload import Problem, WorkloadObservation
-from llmcanary.routing import router_for
+from llmcanary.routing import Router, router_for, router_of_kind
 from llmcanary.status import parse_status, write_status
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,13 @@ class Reconciler:
         )
         decision = decide(spec, generation, status, observation, now)
         try:
-            self._act(owner, spec, decision.plan)
+            router = self._act(owner, spec, decision.plan, previous_router=status.router)
+            if router.approximate and decision.plan.canary_revision is not None:
+                # The split follows from Ready pods, not from the weight: say what it is.
+                observation = replace(
+                    observation, traffic_note=self._share_note(owner, router, decision.plan)
+                )
+                decision = decide(spec, generation, status, observation, now)
         except ReconcileError as exc:
             problem = Problem(exc.reason, exc.message)
             log.warning(
@@ -208,7 +214,19 @@ class Reconciler:
 
     # --- act ----------------------------------------------------------------------
 
-    def _act(self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan) -> None:
+    @staticmethod
+    def _share_note(owner: Owner, router: Router, plan: Plan) -> str | None:
+        actual = router.get_weights(owner)
+        if actual is None or actual.canary == plan.canary_weight:
+            return None
+        return (
+            f"the {router.kind} router splits by Ready pods: the canary gets about"
+            f" {actual.canary}% for a weight of {plan.canary_weight}%"
+        )
+
+    def _act(
+        self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan, previous_router: str | None
+    ) -> Router:
         """Carry out the plan so that no request ever meets a pod that cannot serve it.
 
         Order: grow workloads, point Services, move weights, label pods, then shrink.
@@ -245,6 +263,9 @@ class Reconciler:
         ensure(self.kube, build_service(owner, "canary", serving_canary or plan.stable_revision))
         router = router_for(self.kube, spec)
         router.reconcile(owner, spec, plan.canary_weight)
+        if previous_router and previous_router != router.kind:
+            # The user switched routers: the old one's objects would still split traffic.
+            router_of_kind(self.kube, previous_router).finalize(owner)
 
         # 5. Pods carry the track of their revision (analysis reads metrics by track).
         tracks: dict[str, Track] = {plan.stable_revision: "stable"}
@@ -264,6 +285,7 @@ class Reconciler:
                 continue
             if deployment.get("spec", {}).get("replicas"):
                 self._resize(owner, revision or "", 0, None)
+        return router
 
     def _resize(self, owner: Owner, revision: str, replicas: int, track: Track | None) -> None:
         name = revision_deployment(owner.name, revision)

@@ -453,3 +453,20 @@ def test_next_wakeup_follows_the_analysis_interval_and_the_step_end() -> None:
 )
 def test_verdicts(stable: ArmSample, canary: ArmSample, verdict: str) -> None:
     assert judge(spec_for().canary.analysis, stable, canary).verdict == verdict
+
+
+def test_an_approximate_split_is_stated_in_the_progressing_condition() -> None:
+    sim = stable_sim()
+    sim.tick()
+    sim.tick()
+    revision = revision_of(sim.spec)
+    note = "the replicas router splits by Ready pods: the canary gets about 20% for a weight of 5%"
+    obs = Observation(
+        revision,
+        WorkloadObservation(sim.status.stable_revision or "", 4, 4, 4),
+        WorkloadObservation(revision, 1, 1, 1),
+        traffic_note=note,
+    )
+    status = decide(sim.spec, 1, sim.status, obs, sim.now).status
+    progressing = next(c for c in status.conditions if c.type == "Progressing")
+    assert progressing.message == f"revision {revision} at 5%; {note}"

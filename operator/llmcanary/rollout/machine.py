@@ -72,6 +72,8 @@ class Observation:
     check: Check | None = None  # an analysis taken this tick (only when analysis_due)
     requests: Requests = field(default_factory=Requests)
     problem: Problem | None = None
+    # How an approximate router's actual split differs from the weight, if it does.
+    traffic_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -519,6 +521,7 @@ class _Tick:
             phase if rolling else "NoRollout",
             (
                 f"revision {canary_rev} at {self.get('canary_weight') or 0}%"
+                + (f"; {obs.traffic_note}" if obs.traffic_note else "")
                 if rolling
                 else f"revision {self.stable_rev} serves all traffic"
             ),
