@@ -31,6 +31,10 @@ venv: $(VENV_STAMP)  ## Create .venv with llmcanary and the dev tools
 cluster-bins:  ## Build (or reuse) etcd, kube-apiserver, ..., kwok and kubectl
 	bash devcluster/build.sh
 
+.PHONY: prometheus-bin
+prometheus-bin:  ## Fetch (or reuse) Debian's prometheus binary for the tests
+	bash scripts/ensure-prometheus.sh
+
 .PHONY: crds
 crds: venv  ## Regenerate crds/ from the API models
 	$(BIN)/llmcanary crd > crds/llmdeployments.yaml
@@ -47,15 +51,15 @@ unit: venv  ## Fast tests of the pure core
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration
-integration: venv cluster-bins  ## The operator against the real local control plane
+integration: venv cluster-bins prometheus-bin  ## The operator against the real local control plane
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv cluster-bins  ## Everything CI runs
+test: lint venv cluster-bins prometheus-bin  ## Everything CI runs
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: venv cluster-bins  ## Local cluster + operator + the example, until it is Stable
+demo: venv cluster-bins prometheus-bin  ## Local cluster + operator + the example, until it is Stable
 	$(BIN)/llmcanary demo
 
 .PHONY: down

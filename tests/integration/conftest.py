@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest_devcluster import cluster  # noqa: F401  (re-exported session fixture)
+from conftest_metrics import exporter_fleet, prometheus  # noqa: F401  (re-exported fixtures)
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 
 pytestmark = pytest.mark.k8s
