@@ -1,0 +1,324 @@
+"""Canary rollouts end to end: the real operator process, the real API server, a real
+Prometheus scraping exporter processes that publish Triton's metrics for each pod with
+values the test sets (there is no GPU here to run Triton on; issue 5 brings real Triton).
+
+Intervals are compressed to seconds through the spec, as a user could.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from metrics import Behaviour, ExporterFleet, PrometheusServer
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.rollout.revision import revision_of
+
+pytestmark = pytest.mark.k8s
+
+NAME = "tiny-llm"
+REPLICAS = 4
+INTERVAL_S = 4  # analysis interval and step interval
+WALK = [5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100]
+HEALTHY = {"rps": 60.0, "p95_ms": 200.0, "error_rate": 0.0}
+
+
+def manifest(version: str, **analysis: Any) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text())
+    doc = copy.deepcopy(doc)
+    spec = doc["spec"]
+    spec["model"]["version"] = version
+    spec["replicas"] = REPLICAS
+    spec["canary"] = {
+        "initialWeight": 5,
+        "stepWeight": 10,
+        "initialStepInterval": f"{INTERVAL_S}s",
+        "stepInterval": f"{INTERVAL_S}s",
+        "analysis": {
+            "interval": f"{INTERVAL_S}s",
+            "prometheus": {"address": analysis.pop("prometheus")},
+            "minSamples": 40,
+            "failureLimit": 1,
+            # New targets reach Prometheus 5-6 s after a pod is Ready (its discovery
+            # batches updates): allow a canary's first checks to find no series yet.
+            "inconclusiveLimit": 4,
+            **analysis,
+        },
+    }
+    return doc
+
+
+def revision(doc: dict[str, Any]) -> str:
+    return revision_of(LLMDeploymentSpec.model_validate(doc["spec"]))
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    obj = kubectl.get("llmd", NAME, namespace)
+    assert obj is not None
+    found: dict[str, Any] = obj.get("status", {})
+    return found
+
+
+def route_weight(kubectl: Kubectl, namespace: str) -> int | None:
+    route = kubectl.get("httproute", NAME, namespace)
+    if route is None:
+        return None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return int(next(r["weight"] for r in refs if r["name"] == f"{NAME}-canary"))
+
+
+@dataclass
+class Recorder:
+    """Samples the HTTPRoute's canary weight and the status every 0.2 s, in a thread."""
+
+    kubectl: Kubectl
+    namespace: str
+    samples: list[tuple[float, int | None, dict[str, Any]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Recorder:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                weight = route_weight(self.kubectl, self.namespace)
+                st = status(self.kubectl, self.namespace)
+                self.samples.append((time.monotonic(), weight, st))
+            except AssertionError:
+                pass
+            self._stop.wait(0.2)
+
+    def weights(self) -> list[int]:
+        """The distinct canary weights seen in the route, in order."""
+        out: list[int] = []
+        for _, weight, _ in self.samples:
+            if weight is not None and (not out or out[-1] != weight):
+                out.append(weight)
+        return out
+
+
+def weight_changes(kubectl: Kubectl, namespace: str) -> list[int]:
+    """The operator's WeightChanged events, oldest first, as weights."""
+    events = [e for e in kubectl.list("event", namespace) if e.get("reason") == "WeightChanged"]
+    events.sort(key=lambda e: e.get("eventTime") or e.get("firstTimestamp") or "")
+    out = []
+    for event in events:
+        text = event["message"]  # "canary weight 15% (step 1)"
+        out += [int(text.split()[2].rstrip("%"))] * int(event.get("count") or 1)
+    return out
+
+
+def pods_created(kubectl: Kubectl, namespace: str, rev: str) -> int:
+    """Pods the ReplicaSet controller created for revision ``rev`` (its own Events)."""
+    prefix = f"{NAME}-{rev}-"
+    return sum(
+        int(e.get("count") or 1)
+        for e in kubectl.list("event", namespace)
+        if e.get("reason") == "SuccessfulCreate"
+        and e["involvedObject"].get("kind") == "ReplicaSet"
+        and e["involvedObject"]["name"].startswith(prefix)
+    )
+
+
+@pytest.fixture
+def exporters(exporter_fleet: Any, kubectl: Kubectl, namespace: str) -> ExporterFleet:
+    """One exporter per Ready pod of the LLMDeployment, healthy unless a test says not."""
+    fleet: ExporterFleet = exporter_fleet(model=NAME, default=Behaviour(**HEALTHY))
+    fleet.follow(kubectl.kubeconfig, namespace, NAME)
+    return fleet
+
+
+@pytest.fixture
+def stable_v1(
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    prometheus: PrometheusServer,
+    exporters: ExporterFleet,
+) -> dict[str, Any]:
+    doc = manifest("1", prometheus=prometheus.url)
+    kubectl.apply(doc, namespace)
+    wait_for(
+        "revision 1 Stable",
+        lambda: status(kubectl, namespace).get("phase") == "Stable",
+        timeout=90,
+    )
+    return doc
+
+
+def roll_out(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> str:
+    kubectl.apply(doc, namespace)
+    return revision(doc)
+
+
+def test_a_healthy_canary_walks_every_step_and_is_promoted_without_new_pods(
+    kubectl: Kubectl, namespace: str, stable_v1: dict[str, Any], prometheus: PrometheusServer
+) -> None:
+    old = revision(stable_v1)
+    with Recorder(kubectl, namespace) as recorder:
+        new = roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+        final = wait_for(
+            "revision 2 promoted",
+            lambda: (st := status(kubectl, namespace)).get("stableRevision") == new and st,
+            timeout=180,
+        )
+    assert final["phase"] == "Stable"
+    assert final["history"][0]["outcome"] == "Promoted"
+    assert weight_changes(kubectl, namespace) == WALK
+    seen = recorder.weights()
+    assert seen[-1] == 0 and seen[:-1] == sorted(seen[:-1]), seen
+    assert set(seen) <= {0, *WALK}
+    # Zero extra model loads: the new revision's pods were created once, REPLICAS of
+    # them, and those same pods are the stable ones now.
+    assert pods_created(kubectl, namespace, new) == REPLICAS
+    pods = kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")
+    assert len(pods) == REPLICAS
+    assert {p["metadata"]["labels"]["llmcanary.io/track"] for p in pods} == {"stable"}
+    stable_svc = kubectl.get("service", f"{NAME}-stable", namespace)
+    assert stable_svc is not None
+    assert stable_svc["spec"]["selector"]["llmcanary.io/revision"] == new
+    assert route_weight(kubectl, namespace) == 0
+    wait_for(
+        "the old revision scaled to zero",
+        lambda: (
+            (kubectl.get("deployment", f"{NAME}-{old}", namespace) or {})["spec"]["replicas"] == 0
+        ),
+        timeout=30,
+    )
+
+
+def test_a_slower_canary_is_rolled_back_within_one_interval_of_the_regression(
+    kubectl: Kubectl,
+    namespace: str,
+    stable_v1: dict[str, Any],
+    prometheus: PrometheusServer,
+    exporters: ExporterFleet,
+) -> None:
+    new = roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60)
+    slow = HEALTHY["p95_ms"] * 1.5
+    exporters.set_behaviour(new, **{**HEALTHY, "p95_ms": slow})
+    query = (
+        f'max(nv_inference_request_summary_us{{quantile="0.95",namespace="{namespace}",'
+        f'llmdeployment="{NAME}",track="canary"}}) / 1000'
+    )
+    wait_for(
+        "Prometheus to show the slower canary",
+        lambda: (value := prometheus.value(query)) is not None and value >= slow * 0.99,
+        timeout=30,
+        every=0.1,
+    )
+    visible = time.monotonic()
+    wait_for(
+        "canary weight 0", lambda: route_weight(kubectl, namespace) == 0, timeout=30, every=0.1
+    )
+    reaction = time.monotonic() - visible
+    print(f"regression visible in Prometheus -> weight 0 in the HTTPRoute: {reaction:.2f}s")
+    # One analysis interval, plus the time to run the check and write the route.
+    assert reaction <= INTERVAL_S + 1.5
+
+    st = wait_for(
+        "phase RolledBack", lambda: (s := status(kubectl, namespace))["phase"] == "RolledBack" and s
+    )
+    assert st["rolledBackRevision"] == new
+    assert "canary p95" in st["history"][0]["reason"]
+    deployment = kubectl.get("deployment", f"{NAME}-{new}", namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 0
+    warnings = [
+        e
+        for e in kubectl.list("event", namespace)
+        if e.get("type") == "Warning" and e.get("reason") == "RolledBack"
+    ]
+    assert warnings and "ms > stable" in warnings[0]["message"]
+    # Remembered: it is not tried again while the spec stays the same.
+    time.sleep(3 * INTERVAL_S)
+    assert status(kubectl, namespace)["phase"] == "RolledBack"
+    assert route_weight(kubectl, namespace) == 0
+
+
+def test_a_canary_with_too_few_requests_never_promotes_and_pauses(
+    kubectl: Kubectl,
+    namespace: str,
+    stable_v1: dict[str, Any],
+    prometheus: PrometheusServer,
+    exporters: ExporterFleet,
+) -> None:
+    doc = manifest("2", prometheus=prometheus.url)
+    exporters.set_behaviour(revision(doc), rps=2.0, p95_ms=200.0, error_rate=0.0)
+    roll_out(kubectl, namespace, doc)
+    st = wait_for(
+        "phase Paused",
+        lambda: (s := status(kubectl, namespace)).get("phase") == "Paused" and s,
+        timeout=60,
+    )
+    assert "minSamples" in st["pauseReason"]
+    assert st["inconclusiveChecks"] >= 3
+    assert st["canaryWeight"] == 5
+    time.sleep(2 * INTERVAL_S)
+    assert status(kubectl, namespace)["phase"] == "Paused"
+    assert route_weight(kubectl, namespace) == 5
+
+
+def test_prometheus_killed_mid_rollout_holds_the_weight_then_pauses(
+    kubectl: Kubectl, namespace: str, stable_v1: dict[str, Any], prometheus: PrometheusServer
+) -> None:
+    roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+    wait_for("weight 25", lambda: route_weight(kubectl, namespace) == 25, timeout=60)
+    prometheus.kill()
+    with Recorder(kubectl, namespace) as recorder:
+        st = wait_for(
+            "phase Paused",
+            lambda: (s := status(kubectl, namespace)).get("phase") == "Paused" and s,
+            timeout=60,
+        )
+    assert "metrics unavailable" in st["pauseReason"]
+    assert set(recorder.weights()) <= {25, 35}  # at most the step already passed
+    assert st["stableRevision"] == revision(stable_v1)
+
+
+def test_an_operator_killed_between_steps_resumes_at_the_same_step(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stable_v1: dict[str, Any],
+    prometheus: PrometheusServer,
+) -> None:
+    with Recorder(kubectl, namespace) as recorder:
+        new = roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+        wait_for("weight 35", lambda: route_weight(kubectl, namespace) == 35, timeout=60)
+        assert operator.proc is not None
+        operator.proc.send_signal(signal.SIGKILL)
+        operator.proc.wait()
+        at_kill = status(kubectl, namespace)
+        time.sleep(2 * INTERVAL_S)  # the step would have ended meanwhile
+        assert route_weight(kubectl, namespace) == at_kill["canaryWeight"]
+        operator.start()
+        wait_for(
+            "revision 2 promoted after the restart",
+            lambda: status(kubectl, namespace).get("stableRevision") == new,
+            timeout=120,
+        )
+    seen = recorder.weights()
+    assert seen[-1] == 0 and seen[:-1] == sorted(seen[:-1]), seen
+    assert set(seen) <= {0, *WALK}, seen
+    steps = [
+        s.get("currentStep") for _, _, s in recorder.samples if s.get("currentStep") is not None
+    ]
+    assert steps == sorted(steps), "a step was repeated"
+    assert set(steps) >= set(range(len(WALK))) - {0}, "a step was skipped"
+    assert pods_created(kubectl, namespace, new) == REPLICAS
