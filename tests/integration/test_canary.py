@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -322,3 +324,44 @@ def test_an_operator_killed_between_steps_resumes_at_the_same_step(
     assert steps == sorted(steps), "a step was repeated"
     assert set(steps) >= set(range(len(WALK))) - {0}, "a step was skipped"
     assert pods_created(kubectl, namespace, new) == REPLICAS
+
+
+def llmcanary(kubectl: Kubectl, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmcanary", *args, "--kubeconfig", str(kubectl.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_abort_retry_and_promote_requested_through_the_cli(
+    kubectl: Kubectl, namespace: str, stable_v1: dict[str, Any], prometheus: PrometheusServer
+) -> None:
+    new = roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60)
+    llmcanary(kubectl, "abort", NAME, "-n", namespace)
+    st = wait_for(
+        "RolledBack", lambda: (s := status(kubectl, namespace))["phase"] == "RolledBack" and s
+    )
+    assert st["history"][0]["outcome"] == "Aborted"
+    assert route_weight(kubectl, namespace) == 0
+
+    llmcanary(kubectl, "retry", NAME, "-n", namespace)
+    wait_for("the retried canary at 5%", lambda: route_weight(kubectl, namespace) == 5, timeout=60)
+    assert status(kubectl, namespace)["currentStep"] == 0
+
+    llmcanary(kubectl, "promote", NAME, "-n", namespace)
+    st = wait_for(
+        "promoted on request",
+        lambda: (s := status(kubectl, namespace)).get("stableRevision") == new and s,
+        timeout=60,
+    )
+    assert st["phase"] == "Stable"
+    assert [h["outcome"] for h in st["history"][:2]] == ["Promoted", "Aborted"]
+    assert "stable" in llmcanary(kubectl, "status", NAME, "-n", namespace).lower()
+    # Aborted canary pods were scaled away, the retry and promotion made exactly `replicas`.
+    assert len(kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")) == REPLICAS

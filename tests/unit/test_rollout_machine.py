@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from llmcanary.analysis.types import ArmSample
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RESUME, ANNOTATION_RETRY
@@ -435,24 +433,6 @@ def test_next_wakeup_follows_the_analysis_interval_and_the_step_end() -> None:
     idle = Sim(spec_for("1"))
     idle.tick()
     assert next_wakeup(idle.spec, idle.status, idle.now) == float("inf")
-
-
-@pytest.mark.parametrize(
-    ("stable", "canary", "verdict"),
-    [
-        (HEALTHY, HEALTHY, "pass"),
-        (HEALTHY, ArmSample(119.0, 1000.0, 0.0), "pass"),
-        (HEALTHY, ArmSample(121.0, 1000.0, 0.0), "fail"),
-        (HEALTHY, ArmSample(100.0, 980.0, 20.0), "fail"),
-        (HEALTHY, ArmSample(100.0, 995.0, 5.0), "pass"),
-        (HEALTHY, ArmSample(None, 1000.0, 0.0), "inconclusive"),
-        (HEALTHY, ArmSample(100.0, None, None), "inconclusive"),
-        (ArmSample(100.0, 50.0, 0.0), HEALTHY, "inconclusive"),
-        (HEALTHY, ArmSample(100.0, 1000.0, None), "pass"),
-    ],
-)
-def test_verdicts(stable: ArmSample, canary: ArmSample, verdict: str) -> None:
-    assert judge(spec_for().canary.analysis, stable, canary).verdict == verdict
 
 
 def test_an_approximate_split_is_stated_in_the_progressing_condition() -> None:

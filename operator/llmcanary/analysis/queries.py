@@ -65,20 +65,6 @@ def _check_template(text: str) -> None:
         )
 
 
-def validate_templates(analysis: AnalysisSpec) -> list[str]:
-    """Problems with the user's query templates, as ``field: message`` lines."""
-    problems = []
-    for field in ("latency", "requests", "errors"):
-        text = getattr(analysis.queries, field)
-        if text is None:
-            continue
-        try:
-            _check_template(text)
-        except ValueError as exc:
-            problems.append(f"spec.canary.analysis.queries.{field}: {exc}")
-    return problems
-
-
 def arm_queries(analysis: AnalysisSpec, context: QueryContext, arm: Arm) -> ArmQueries:
     """The three queries for ``arm``: the user's templates where given, else built-ins."""
     window = promql_duration(parse_duration(analysis.interval))
