@@ -21,3 +21,15 @@ class OperatorConfig(BaseSettings):
         le=60,
         description="Longest wait for one Prometheus query; a slower answer is inconclusive.",
     )
+    preflight_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*.svc", "*.svc.cluster.local"],
+        description=(
+            "Host patterns (fnmatch) that spec.preflight.dependencies may probe; anything else"
+            " is refused, so that whoever may create an LLMDeployment cannot aim the operator"
+            " at internal addresses. JSON list in LLMCANARY_PREFLIGHT_ALLOWED_HOSTS."
+        ),
+    )
+    gpu_probe_image: str = Field(
+        default="nvcr.io/nvidia/pytorch:24.10-py3",
+        description="Image of the opt-in GPU memory probe Job (needs python and torch).",
+    )

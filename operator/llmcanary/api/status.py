@@ -57,6 +57,7 @@ class EnvDifference(ApiModel):
     stable: str | None = None
     canary: str | None = None
     allowed: bool = False
+    masked: bool = Field(default=False, description="A Secret's value: shown only as changed.")
 
 
 class GpuFit(ApiModel):
@@ -64,6 +65,11 @@ class GpuFit(ApiModel):
     available_gi_b: float | None = Field(default=None, alias="availableGiB")
     fits: bool | None = None
     node_type: str | None = None
+    gpus_needed: int | None = Field(default=None, ge=0, description="For the first replicas.")
+    gpus_free: int | None = Field(default=None, ge=0, description="On nodes that fit.")
+    probed_free_gi_b: float | None = Field(
+        default=None, alias="probedFreeGiB", description="From the opt-in probe Job."
+    )
     message: str = ""
 
 
@@ -77,6 +83,9 @@ class DependencyResult(ApiModel):
 
 class PreflightStatus(ApiModel):
     revision: str | None = None
+    passed: bool | None = None
+    checked_at: str | None = None
+    reason: str | None = Field(default=None, description="What failed, and what to fix.")
     env_diff: list[EnvDifference] = Field(default_factory=list)
     gpu_memory: GpuFit | None = None
     dependencies: list[DependencyResult] = Field(default_factory=list)
