@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,6 +42,10 @@ def test_a_process_started_elsewhere_is_found_by_pid(proc_visible: bool) -> None
     # Not our child (as after `devcluster up` returned): only the pid is known.
     other = subprocess.Popen(["sleep", "60"])
     try:
+        # /proc/<pid>/cmdline can lag the exec by a moment on a busy machine.
+        deadline = time.monotonic() + 5
+        while not processes._alive(other.pid, "sleep") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert processes._alive(other.pid, "sleep")
     finally:
         other.kill()
