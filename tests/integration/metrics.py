@@ -10,6 +10,16 @@
   every revision's exporters is set by the test with :meth:`ExporterFleet.set_behaviour`.
 - :class:`TargetSync` drives a fleet from the cluster: every ~0.5 s it lists the pods of
   one LLMDeployment and keeps one exporter per Ready pod, with the pod's current labels.
+- Optional, off by default (:meth:`ExporterFleet.serve_triton_health`): each pod with an
+  IP also gets a :class:`TritonHealthServer` on ``POD_IP:8000`` answering Triton's
+  ``/v2/health/ready`` and ``/v2/models/<model>/ready`` (200, or 503 where the test says
+  the model is not ready: :meth:`ExporterFleet.set_model_ready`), so that the operator's
+  own readiness checks reach something. KWOK pod IPs (10.244.0.0/16) are nobody's, so
+  the harness adds each one to the loopback (``ip addr add IP/32 dev lo``: root or
+  CAP_NET_ADMIN; it works inside ``unshare --pid --fork`` too, which shares the network
+  namespace) and removes the addresses it added when the server stops. Two test runs on
+  one host with clusters that hand out the same pod IPs would collide on ``IP:8000``
+  (the second gets a HarnessError naming the address).
 
 Timings (2 cores): Prometheus is ready ~0.05 s after start; an exporter starts in
 ~0.06 s; but a new or relabelled target shows in queries only ~5-6 s later, because
@@ -22,6 +32,7 @@ Fixtures (``conftest_metrics.py``): ``prometheus`` and ``exporter_fleet``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -32,9 +43,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 
@@ -273,6 +286,8 @@ class Target:
     pod: str
     revision: str
     track: str | None = None
+    # Where the pod's Triton would listen; only the Triton health mode uses it.
+    pod_ip: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -303,6 +318,143 @@ class Exporter:
         return f"127.0.0.1:{self.port}"
 
 
+# --- Triton health on pod IPs (optional) ------------------------------------------------
+
+_LOOPBACK_LOCK = threading.Lock()
+_LOOPBACK_USERS: dict[str, int] = {}  # address -> servers of this process on it
+_LOOPBACK_ADDED: set[str] = set()  # addresses this process added, and so removes
+
+
+def _ip_command(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HarnessError(f"`ip {' '.join(args)}` could not run: {exc}") from None
+
+
+def claim_loopback_address(address: str) -> None:
+    """Make ``address`` local (on ``lo``) for as long as someone here uses it.
+
+    An address that was there already (``File exists``: another process's, or left
+    over) is used and left alone; one this process added goes when its last user does.
+    """
+    with _LOOPBACK_LOCK:
+        if _LOOPBACK_USERS.get(address):
+            _LOOPBACK_USERS[address] += 1
+            return
+        args: tuple[str, ...]
+        if ":" in address:
+            args = ("addr", "add", f"{address}/128", "dev", "lo", "nodad")
+        else:
+            args = ("addr", "add", f"{address}/32", "dev", "lo")
+        done = _ip_command(*args)
+        if done.returncode == 0:
+            _LOOPBACK_ADDED.add(address)
+        elif "File exists" not in done.stderr:
+            raise HarnessError(
+                f"`ip {' '.join(args)}` failed (exit {done.returncode}):"
+                f" {done.stderr.strip()}; the Triton health mode needs root or CAP_NET_ADMIN"
+            )
+        _LOOPBACK_USERS[address] = 1
+
+
+def release_loopback_address(address: str) -> None:
+    with _LOOPBACK_LOCK:
+        users = _LOOPBACK_USERS.get(address, 0) - 1
+        if users > 0:
+            _LOOPBACK_USERS[address] = users
+            return
+        _LOOPBACK_USERS.pop(address, None)
+        if address in _LOOPBACK_ADDED:
+            _LOOPBACK_ADDED.discard(address)
+            prefix = 128 if ":" in address else 32
+            done = _ip_command("addr", "del", f"{address}/{prefix}", "dev", "lo")
+            if done.returncode != 0:
+                log.warning(
+                    "could not remove a loopback address",
+                    extra={"address": address, "error": done.stderr.strip()},
+                )
+
+
+class TritonHealthServer:
+    """Triton's readiness endpoints for one pod, on ``address:port`` (its pod IP).
+
+    ``GET /v2/health/ready`` and ``GET /v2/models/<model>[/versions/<v>]/ready``: 200
+    while ``ready()`` says so, else 503 (Triton's strict readiness: the server is not
+    ready while its model is not); ``/v2/health/live`` is always 200; another model is
+    400, as in Triton. Every request path is kept in :attr:`hits`.
+    """
+
+    def __init__(self, address: str, port: int, model: str, ready: Callable[[], bool]) -> None:
+        self.address = address
+        self.port = port
+        self.model = model
+        self.ready = ready
+        self.hits: list[str] = []
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def _status(self, path: str) -> int:
+        parts = [unquote(p) for p in path.split("?", 1)[0].strip("/").split("/")]
+        ready = 200 if self.ready() else 503
+        if parts == ["v2", "health", "live"]:
+            return 200
+        if parts == ["v2", "health", "ready"]:
+            return ready
+        if len(parts) in (4, 6) and parts[:2] == ["v2", "models"] and parts[-1] == "ready":
+            if len(parts) == 6 and parts[3] != "versions":
+                return 404
+            return ready if parts[2] == self.model else 400
+        return 404
+
+    def start(self) -> TritonHealthServer:
+        claim_loopback_address(self.address)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.hits.append(self.path)
+                self.send_response(server._status(self.path))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+            daemon_threads = True
+
+        try:
+            self._httpd = Server((self.address, self.port), Handler)
+        except OSError as exc:
+            release_loopback_address(self.address)
+            raise HarnessError(
+                f"cannot serve Triton health on {self.address}:{self.port}: {exc}"
+            ) from None
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"triton-health-{self.address}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd = None
+        release_loopback_address(self.address)
+
+
 class ExporterFleet:
     """Exporter processes for targets, and the file_sd file that lists them.
 
@@ -310,6 +462,9 @@ class ExporterFleet:
     (``scope``) and starts, keeps, or stops exporters to match; :meth:`follow` starts
     a :class:`TargetSync` that calls it from the pods it lists. Several fleets may
     share one Prometheus (each writes its own file in ``targets_dir``).
+
+    With ``triton_health_port`` (or after :meth:`serve_triton_health`), every target
+    with a ``pod_ip`` also gets a :class:`TritonHealthServer` on ``pod_ip:port``.
     """
 
     def __init__(
@@ -320,6 +475,7 @@ class ExporterFleet:
         model: str = "llm",
         default: Behaviour | None = None,
         name: str = "fleet",
+        triton_health_port: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.model = model
@@ -334,6 +490,11 @@ class ExporterFleet:
         self._exporters: dict[tuple[str, str], Exporter] = {}
         self._syncs: list[TargetSync] = []
         self._lock = threading.RLock()
+        self._triton_health_port = triton_health_port
+        # (namespace, pod) -> its health server, and the scope that started it
+        self._health: dict[tuple[str, str], tuple[TritonHealthServer, tuple[str, str]]] = {}
+        self._model_ready_pods: dict[str, bool] = {}
+        self._model_ready_revisions: dict[str, bool] = {}
         self._write_targets()
 
     # behaviour
@@ -412,6 +573,7 @@ class ExporterFleet:
                 changed = True
             if changed:
                 self._write_targets()
+            self._sync_health(scope, wanted)
 
     def add(self, target: Target) -> Exporter:
         """Start (or keep) the exporter of one target, keeping the others of its scope."""
@@ -472,6 +634,83 @@ class ExporterFleet:
                 exporter.proc.kill()
                 exporter.proc.wait()
 
+    # Triton health (optional)
+
+    def serve_triton_health(self, port: int = 8000) -> None:
+        """From now on, give every target with a pod IP a Triton health server on it."""
+        with self._lock:
+            self._triton_health_port = port
+            for scope in {
+                (e.target.namespace, e.target.llmdeployment) for e in self._exporters.values()
+            }:
+                self._sync_health(
+                    scope,
+                    {
+                        k: e.target
+                        for k, e in self._exporters.items()
+                        if (e.target.namespace, e.target.llmdeployment) == scope
+                    },
+                )
+
+    def set_model_ready(
+        self, ready: bool, *, pod: str | None = None, revision: str | None = None
+    ) -> None:
+        """Whether the model of ``pod`` (by name), or of every pod of ``revision``, is ready.
+
+        Takes effect on the next request; a pod's own setting wins over its revision's;
+        without either, a model is ready.
+        """
+        if (pod is None) == (revision is None):
+            raise ValueError("name exactly one of pod and revision")
+        with self._lock:
+            if pod is not None:
+                self._model_ready_pods[pod] = ready
+            else:
+                assert revision is not None
+                self._model_ready_revisions[revision] = ready
+
+    def model_is_ready(self, namespace: str, pod: str) -> bool:
+        with self._lock:
+            if pod in self._model_ready_pods:
+                return self._model_ready_pods[pod]
+            exporter = self._exporters.get((namespace, pod))
+            revision = exporter.target.revision if exporter is not None else None
+            return self._model_ready_revisions.get(revision or "", True)
+
+    def health_server(self, namespace: str, pod: str) -> TritonHealthServer | None:
+        with self._lock:
+            entry = self._health.get((namespace, pod))
+            return entry[0] if entry is not None else None
+
+    def _sync_health(
+        self, scope: tuple[str, str], wanted: Mapping[tuple[str, str], Target]
+    ) -> None:
+        """Health servers for the targets of ``scope`` that have a pod IP, and no others."""
+        port = self._triton_health_port
+        for key, (health, health_scope) in list(self._health.items()):
+            if health_scope != scope:
+                continue
+            target = wanted.get(key)
+            if (
+                port is None
+                or target is None
+                or target.pod_ip != health.address
+                or health.port != port
+            ):
+                self._health.pop(key)[0].close()
+        if port is None:
+            return
+        for key, target in wanted.items():
+            if target.pod_ip and key not in self._health:
+                namespace, pod = key
+                server = TritonHealthServer(
+                    target.pod_ip,
+                    port,
+                    self.model,
+                    functools.partial(self.model_is_ready, namespace, pod),
+                ).start()
+                self._health[key] = (server, scope)
+
     def _write_targets(self) -> None:
         groups = [
             {"targets": [e.address], "labels": e.target.labels}
@@ -503,6 +742,9 @@ class ExporterFleet:
                 self._stop(exporter)
             self._exporters.clear()
             self._write_targets()
+            for health, _ in self._health.values():
+                health.close()
+            self._health.clear()
 
 
 def _pod_ready(pod: Any) -> bool:
@@ -528,6 +770,7 @@ def targets_from_pods(pods: Iterable[Any], namespace: str, name: str) -> list[Ta
                 pod=pod.metadata.name,
                 revision=labels.get(REVISION_LABEL, ""),
                 track=labels.get(TRACK_LABEL) or None,
+                pod_ip=(pod.status.pod_ip if pod.status else None) or None,
             )
         )
     return targets
