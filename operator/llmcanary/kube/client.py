@@ -100,6 +100,20 @@ class Kube:
             raise
         return dict(found.to_dict())
 
+    def list_cluster(
+        self, api_version: str, kind: str, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """List a cluster-scoped kind (Node), or a namespaced kind across all namespaces."""
+        resource = self._resource(api_version, kind)
+        found = self._call(
+            "list",
+            kind,
+            resource.get,
+            label_selector=label_selector,
+            field_selector=field_selector,
+        )
+        return [dict(item) for item in found.to_dict().get("items", [])]
+
     def list(
         self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
@@ -176,6 +190,29 @@ class Kube:
                 return False
             raise
         return True
+
+    def pod_log(
+        self, namespace: str, name: str, container: str | None = None, limit_bytes: int = 65536
+    ) -> str | None:
+        """A pod's log, its first ``limit_bytes`` at most; None if the pod is gone."""
+        core = client.CoreV1Api(self.api_client)
+        kwargs: dict[str, Any] = {"limit_bytes": limit_bytes}
+        if container:
+            kwargs["container"] = container
+        try:
+            text = self._call(
+                "get",
+                "pods/log",
+                core.read_namespaced_pod_log,
+                name=name,
+                namespace=namespace,
+                **kwargs,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(text)
 
 
 def kubeconfig_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
