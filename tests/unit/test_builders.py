@@ -132,6 +132,25 @@ def test_deployment_labels_select_by_revision_not_track(owner: Owner) -> None:
     }
 
 
+def test_deployment_metadata_names_the_model_and_the_template_does_not(owner: Owner) -> None:
+    spec = make_spec(model={"name": "tiny-llm", "repository": "pvc://models/repo", "version": "7"})
+    dep = build_deployment(owner, spec, "abc123", "canary", replicas=1)
+    assert dep["metadata"]["annotations"] == {
+        "llmcanary.io/model-name": "tiny-llm",
+        "llmcanary.io/model-version": "7",
+        "llmcanary.io/model-repository": "pvc://models/repo",
+    }
+    # On the Deployment only: annotations in the pod template would replace running pods.
+    template = dep["spec"]["template"]
+    assert set(template["metadata"]) == {"labels"}
+    assert "llmcanary.io/model-version" not in repr(template)
+    # The version is not in the template at all: bumping it changes only the metadata.
+    bumped = make_spec(
+        model={"name": "tiny-llm", "repository": "pvc://models/repo", "version": "8"}
+    )
+    assert build_deployment(owner, bumped, "abc123", "canary", 1)["spec"] == dep["spec"]
+
+
 def test_every_child_is_owned(owner: Owner) -> None:
     spec = make_spec()
     children = [

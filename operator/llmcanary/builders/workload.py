@@ -28,6 +28,12 @@ SOURCE_MOUNT = "/mnt/model-source"
 STARTUP_BUDGET_SECONDS = 1800
 STARTUP_PERIOD_SECONDS = 10
 
+# What the revision serves, on the Deployment's own metadata (not the pod template: a
+# template change would replace running pods). Preflight's environment diff reads them.
+ANNOTATION_MODEL_NAME = "llmcanary.io/model-name"
+ANNOTATION_MODEL_VERSION = "llmcanary.io/model-version"
+ANNOTATION_MODEL_REPOSITORY = "llmcanary.io/model-repository"
+
 # Assemble /models/<model> from the read-only source and the rendered config: version
 # directories are linked, not copied, so staging costs no time whatever the model size.
 STAGE_SCRIPT = """\
@@ -112,6 +118,15 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def model_annotations(spec: LLMDeploymentSpec) -> dict[str, str]:
+    """The Deployment annotations naming the model a revision serves."""
+    return {
+        ANNOTATION_MODEL_NAME: spec.model.name,
+        ANNOTATION_MODEL_VERSION: spec.model.version,
+        ANNOTATION_MODEL_REPOSITORY: spec.model.repository,
+    }
+
+
 def build_deployment(
     owner: Owner, spec: LLMDeploymentSpec, revision: str, track: Track, replicas: int
 ) -> dict[str, Any]:
@@ -185,10 +200,12 @@ def build_deployment(
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    metadata = owner.metadata(deployment_name(owner.name, revision), labels)
+    metadata["annotations"] = model_annotations(spec)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": owner.metadata(deployment_name(owner.name, revision), labels),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": revision_selector(owner.name, revision)},
