@@ -42,3 +42,11 @@ def test_importing_the_handlers_builds_no_clients() -> None:
         check=True,
         env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
     )
+
+
+def test_test_module_basenames_are_unique() -> None:
+    # pytest's default (rootdir-less) import mode keys test modules by basename;
+    # a unit and an integration file of the same name break collection of both.
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert duplicates == []
