@@ -33,3 +33,10 @@ class OperatorConfig(BaseSettings):
         default="nvcr.io/nvidia/pytorch:24.10-py3",
         description="Image of the opt-in GPU memory probe Job (needs python and torch).",
     )
+    canary_ready_check: bool = Field(
+        default=True,
+        description=(
+            "Before the first weight, check Triton's /v2/health/ready and the model's ready"
+            " endpoint on each canary pod's IP (the operator must reach pod IPs)."
+        ),
+    )

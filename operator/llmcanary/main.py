@@ -21,6 +21,8 @@ from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from llmcanary.config import OperatorConfig
 from llmcanary.kube.client import Kube
+from llmcanary.preflight.envdiff_source import environment_diff
+from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler import Reconciler
 
 # (group/version..., plural) as kopf's resource selectors take them; core kinds have no group.
@@ -53,12 +55,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = OperatorConfig()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.watching.server_timeout = 300
+    kube = Kube.connect(config.kubeconfig)
     memo.reconciler = Reconciler(
-        Kube.connect(config.kubeconfig),
+        kube,
         utcnow,
         post_event,
         metrics=lambda address: PrometheusProvider(
             address, timeout_seconds=config.prometheus_timeout_seconds
+        ),
+        preflight=Preflight(
+            kube,
+            allowed_hosts=config.preflight_allowed_hosts,
+            env_differ=environment_diff,
+            gpu_probe_image=config.gpu_probe_image,
+            check_canary=config.canary_ready_check,
         ),
     )
 

@@ -24,6 +24,7 @@ from llmcanary.analysis.types import MetricsProvider, MetricsUnavailable
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_PAUSED, API_VERSION, KIND, REQUEST_ANNOTATIONS
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
+from llmcanary.api.status import PreflightStatus
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, Track
 from llmcanary.builders.meta import deployment_name as revision_deployment
@@ -32,14 +33,17 @@ from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.children import ensure, owned_by
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import ReconcileError
+from llmcanary.preflight.run import Preflight
 from llmcanary.rollout.machine import (
     Decision,
     Observation,
     Plan,
     Requests,
     analysis_due,
+    canary_checks_due,
     decide,
     next_wakeup,
+    preflight_due,
 )
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.workload import Problem, WorkloadObservation
@@ -87,9 +91,15 @@ def requests_of(meta: Mapping[str, Any]) -> Requests:
 
 class Reconciler:
     def __init__(
-        self, kube: Kube, clock: Clock, post_event: EventPoster, metrics: MetricsFactory
+        self,
+        kube: Kube,
+        clock: Clock,
+        post_event: EventPoster,
+        metrics: MetricsFactory,
+        preflight: Preflight,
     ) -> None:
         self.kube = kube
+        self.preflight = preflight
         self.clock = clock
         self.post_event = post_event
         self.metrics = metrics
@@ -142,12 +152,23 @@ class Reconciler:
         check = None
         if analysis_due(spec, status, requests, now):
             check = self._analyse(owner, spec, stable_rev, current)
+        canary = self._observe(owner, current) if current != stable_rev else None
         observation = Observation(
             revision=current,
             stable=self._observe(owner, stable_rev),
-            canary=self._observe(owner, current) if current != stable_rev else None,
+            canary=canary,
             check=check,
             requests=requests,
+            preflight=(
+                self._preflight(owner, spec, stable_rev, current, now)
+                if preflight_due(status, current)
+                else None
+            ),
+            canary_checks=(
+                self.preflight.canary_checks(owner, spec, current)
+                if canary is not None and canary_checks_due(spec, status, canary.ready)
+                else None
+            ),
         )
         decision = decide(spec, generation, status, observation, now)
         try:
@@ -175,6 +196,14 @@ class Reconciler:
         )
 
     # --- observe ------------------------------------------------------------------
+
+    def _preflight(
+        self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str, now: datetime
+    ) -> PreflightStatus | None:
+        try:
+            return self.preflight.run(owner, spec, stable, canary, now)
+        except ReconcileError as exc:  # e.g. not allowed to read a referenced Secret
+            return PreflightStatus(revision=canary, passed=False, reason=exc.message)
 
     def _observe(self, owner: Owner, revision: str) -> WorkloadObservation | None:
         name = revision_deployment(owner.name, revision)

@@ -48,10 +48,18 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 @pytest.fixture
+def operator_env() -> dict[str, str]:
+    """LLMCANARY_* settings for the operator process; a test module may override this."""
+    return {}
+
+
+@pytest.fixture
 def operator(
-    kubectl: Kubectl, crd: None, namespace: str, tmp_path: Path
+    kubectl: Kubectl, crd: None, namespace: str, tmp_path: Path, operator_env: dict[str, str]
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(kubectl.kubeconfig, namespace, tmp_path / "operator.log").start()
+    proc = OperatorProcess(
+        kubectl.kubeconfig, namespace, tmp_path / "operator.log", extra_env=operator_env
+    ).start()
     yield proc
     proc.stop()
     log = "\n".join(proc.log_lines()[-40:])

@@ -11,14 +11,16 @@ from llmcanary.analysis.types import ArmSample
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RESUME, ANNOTATION_RETRY
 from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.api.status import DependencyResult, LLMDeploymentStatus, PreflightStatus
 from llmcanary.rollout.machine import (
     Decision,
     Observation,
     Requests,
     analysis_due,
+    canary_checks_due,
     decide,
     next_wakeup,
+    preflight_due,
     replicas_for,
     step_weight,
 )
@@ -68,6 +70,9 @@ class Sim:
     phases: list[str] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     checks: int = 0
+    preflight_passes: bool = True
+    preflights: int = 0
+    canary_serves: bool = True
     canary_pods_created: int = 0
     _canary_replicas: int = 0
     _canary_rev: str | None = None
@@ -88,11 +93,36 @@ class Sim:
         if analysis_due(self.spec, self.status, requests, self.now):
             check = self.measure(self.spec, self.now)
             self.checks += 1
+        preflight = None
+        if preflight_due(self.status, revision):
+            self.preflights += 1
+            preflight = PreflightStatus(
+                revision=revision,
+                passed=self.preflight_passes,
+                reason=None if self.preflight_passes else "GPU memory: needs 151.3 GiB per pod",
+            )
+        canary_checks = None
+        if canary_checks_due(self.spec, self.status, canary.ready if canary else 0):
+            canary_checks = (
+                DependencyResult(
+                    name="canary/pod-0/model",
+                    ok=self.canary_serves,
+                    message="" if self.canary_serves else "HTTP 503, expected 200",
+                ),
+            )
         decision = decide(
             self.spec,
             1,
             self.status,
-            Observation(revision, stable, canary, check, requests),
+            Observation(
+                revision,
+                stable,
+                canary,
+                check,
+                requests,
+                preflight=preflight,
+                canary_checks=canary_checks,
+            ),
             self.now,
         )
         # Round-trip through the wire format, as the API server would store it.
@@ -129,6 +159,8 @@ def stable_sim(**kwargs: Any) -> Sim:
     sim.tick()
     assert sim.status.phase == "Stable"
     sim.spec = spec_for("2", **{k: v for k, v in kwargs.items() if k == "canary"})
+    sim.tick()  # the rollout starts with its preflight
+    assert sim.status.phase == "Preflight"
     return sim
 
 
@@ -450,3 +482,75 @@ def test_an_approximate_split_is_stated_in_the_progressing_condition() -> None:
     status = decide(sim.spec, 1, sim.status, obs, sim.now).status
     progressing = next(c for c in status.conditions if c.type == "Progressing")
     assert progressing.message == f"revision {revision} at 5%; {note}"
+
+
+def test_a_failed_preflight_stops_the_rollout_before_any_traffic() -> None:
+    sim = Sim(spec_for("1"), preflight_passes=False)
+    sim.tick()
+    sim.spec = spec_for("2")
+    sim.run(seconds=60)
+    assert sim.status.phase == "Failed"
+    assert set(sim.weights) == {0}
+    assert sim.canary_pods_created == 0
+    assert sim.preflights == 1  # not re-run for the same revision
+    assert sim.status.history[0].outcome == "Failed"
+    assert "GPU memory" in (sim.status.message or "")
+    conditions = {c.type: c for c in sim.status.conditions}
+    assert conditions["PreflightPassed"].status == "False"
+    assert conditions["Degraded"].reason == "PreflightFailed"
+    assert ("Warning", "PreflightFailed") in [(t, r) for t, r, _ in sim.events]
+    # A new revision runs preflight again; it passes now, and the rollout proceeds.
+    sim.preflight_passes = True
+    sim.spec = spec_for("3")
+    sim.run(seconds=20)
+    assert sim.preflights == 2
+    assert sim.status.phase == "Progressing"
+    assert sim.status.canary_weight == 5
+    assert next(c for c in sim.status.conditions if c.type == "PreflightPassed").status == "True"
+
+
+def test_a_retry_after_a_failed_preflight_runs_it_again() -> None:
+    sim = Sim(spec_for("1"), preflight_passes=False)
+    sim.tick()
+    sim.spec = spec_for("2")
+    sim.run(seconds=20)
+    assert sim.status.phase == "Failed"
+    sim.preflight_passes = True
+    sim.annotations[ANNOTATION_RETRY] = "r1"
+    sim.run(seconds=20)
+    assert sim.preflights == 2
+    assert sim.status.phase == "Progressing"
+
+
+def test_a_passed_preflight_is_not_run_again_for_the_same_revision() -> None:
+    sim = stable_sim()
+    sim.run(seconds=70)
+    sim.annotations[ANNOTATION_ABORT] = "a1"
+    sim.tick(1)
+    sim.annotations[ANNOTATION_RETRY] = "r1"
+    sim.run(seconds=20)
+    assert sim.preflights == 1
+    assert sim.status.canary_weight == 5
+
+
+def test_the_first_weight_waits_until_the_canary_serves_its_model() -> None:
+    sim = stable_sim(canary_serves=False)
+    sim.run(seconds=120)
+    assert set(sim.weights) == {0}
+    assert sim.status.phase == "Progressing"
+    assert "canary/pod-0/model: HTTP 503" in (sim.status.message or "")
+    assert sim.status.preflight is not None
+    assert [d.name for d in sim.status.preflight.dependencies] == ["canary/pod-0/model"]
+    sim.canary_serves = True
+    sim.tick(5)
+    assert sim.status.canary_weight == 5
+
+
+def test_a_promote_request_waits_for_preflight() -> None:
+    sim = Sim(spec_for("1"), preflight_passes=False)
+    sim.tick()
+    sim.spec = spec_for("2")
+    sim.annotations[ANNOTATION_PROMOTE] = "p1"
+    sim.run(seconds=30)
+    assert sim.status.phase == "Failed"
+    assert sim.status.stable_revision == revision_of(spec_for("1"))

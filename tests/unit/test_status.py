@@ -100,5 +100,5 @@ def test_new_revision_starts_a_rollout_beside_the_stable_one() -> None:
     assert s.canary_revision == "def"
     progressing = condition(s, "Progressing")
     assert progressing is not None and progressing.status == "True"
-    assert progressing.reason == "Progressing"
+    assert progressing.reason == "Preflight"  # checks run before any traffic moves
     assert s.canary_weight == 0  # no canary pod is Ready yet

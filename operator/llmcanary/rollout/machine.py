@@ -36,9 +36,11 @@ from llmcanary.api.spec import CanarySpec, LLMDeploymentSpec
 from llmcanary.api.status import (
     AnalysisRecord,
     ArmMeasurement,
+    DependencyResult,
     HistoryEntry,
     LLMDeploymentStatus,
     Phase,
+    PreflightStatus,
 )
 from llmcanary.api.types import parse_duration
 from llmcanary.rollout.workload import Problem, WorkloadObservation
@@ -74,6 +76,10 @@ class Observation:
     problem: Problem | None = None
     # How an approximate router's actual split differs from the weight, if it does.
     traffic_note: str | None = None
+    # Preflight of the canary revision, run this tick (only when preflight_due).
+    preflight: PreflightStatus | None = None
+    # The canary pods' own Triton readiness, checked this tick (only when canary_checks_due).
+    canary_checks: tuple[DependencyResult, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,21 @@ def pause_source(spec: LLMDeploymentSpec, requests: Requests) -> str | None:
     if requests.paused:
         return "the llmcanary.io/paused annotation is set"
     return None
+
+
+def preflight_due(status: LLMDeploymentStatus, revision: str) -> bool:
+    """Whether this tick should run the canary's preflight checks."""
+    return status.phase == "Preflight" and status.canary_revision == revision
+
+
+def canary_checks_due(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, ready: int) -> bool:
+    """Whether the canary's own readiness must be checked: just before its first weight."""
+    return (
+        status.phase == "Progressing"
+        and not status.canary_weight
+        and not status.current_step
+        and ready >= replicas_for(spec.replicas, spec.canary.initial_weight)
+    )
 
 
 def _analysis_reference(status: LLMDeploymentStatus) -> datetime | None:
@@ -246,7 +267,6 @@ class _Tick:
     # --- the decision -------------------------------------------------------------
 
     def run(self) -> Decision:
-        promote = self.take(ANNOTATION_PROMOTE)
         abort = self.take(ANNOTATION_ABORT)
         retry = self.take(ANNOTATION_RETRY)
         resume = self.take(ANNOTATION_RESUME)
@@ -264,12 +284,13 @@ class _Tick:
                 )
             self.steady()
         elif current == self.old.rolled_back_revision and not retry:
-            self.set(phase="RolledBack", canary_revision=current, canary_weight=0)
+            phase = "Failed" if self.old.phase == "Failed" else "RolledBack"
+            self.set(phase=phase, canary_revision=current, canary_weight=0)
             self.plan = Plan(self.stable_rev, current, 0, 0)
         else:
             if self.old.canary_revision != current or not active:
                 self.start(current, superseded=self.old.canary_revision if active else None)
-            self.progress(promote=promote, abort=abort, resume=resume)
+            self.progress(abort=abort, resume=resume)
         return self.finish()
 
     def steady(self) -> None:
@@ -302,8 +323,10 @@ class _Tick:
                 "RolloutSuperseded",
                 f"canary {superseded} stopped: the spec moved on to revision {revision}",
             )
+        checked = self.old.preflight
+        already_passed = checked is not None and checked.revision == revision and checked.passed
         self.set(
-            phase="Progressing",
+            phase="Progressing" if already_passed else "Preflight",
             canary_revision=revision,
             canary_weight=0,
             current_step=0,
@@ -324,12 +347,15 @@ class _Tick:
             f" {canary.step_interval} up to {canary.max_weight}%",
         )
 
-    def progress(self, *, promote: bool, abort: bool, resume: bool) -> None:
+    def progress(self, *, abort: bool, resume: bool) -> None:
         revision = self.obs.revision
         if abort:
             self.rollback("Aborted", "aborted by a user request", "RolloutAborted")
             return
-        if promote and self.get("phase") != "Promoting":
+        if self.get("phase") == "Preflight":
+            self.preflight()  # a promote request waits until preflight has passed
+            return
+        if self.take(ANNOTATION_PROMOTE) and self.get("phase") != "Promoting":
             self.set(phase="Promoting", pause_reason=None)
             self.emit("Normal", "PromotionRequested", f"promoting {revision} on request")
         if resume and self.get("pause_reason"):
@@ -358,7 +384,9 @@ class _Tick:
         self.set(phase="Progressing")
         if weight < target:
             need = replicas_for(replicas, target)
-            if ready >= need:
+            if ready >= need and weight == 0 and step == 0 and not self.canary_serves():
+                pass  # the canary's pods are Ready but Triton does not serve the model yet
+            elif ready >= need:
                 self.apply_weight(target, step)
             else:
                 self.set(
@@ -399,6 +427,46 @@ class _Tick:
         # Start the next step's replicas now: a model takes minutes to load.
         upcoming = replicas_for(replicas, step_weight(canary, step + 1))
         self.plan_canary(upcoming, weight)
+
+    def preflight(self) -> None:
+        revision = self.obs.revision
+        result = self.obs.preflight
+        if result is None:
+            self.set(message="preflight: checking the environment, GPU memory and dependencies")
+            self.plan_canary(0, 0)
+            return
+        self.set(preflight=result)
+        if result.passed:
+            self.emit("Normal", "PreflightPassed", f"preflight passed for revision {revision}")
+            self.set(phase="Progressing", message=None)
+            self.plan_canary(replicas_for(self.spec.replicas, self.spec.canary.initial_weight), 0)
+            return
+        reason = result.reason or "preflight failed"
+        self.history("Failed", f"preflight: {reason}")
+        self.emit("Warning", "PreflightFailed", f"revision {revision}: {reason}")
+        self.set(
+            phase="Failed",
+            canary_weight=0,
+            canary_replicas=0,
+            rolled_back_revision=revision,
+            message=f"preflight failed: {reason}",
+        )
+        self.plan = Plan(self.stable_rev, revision, 0, 0)
+
+    def canary_serves(self) -> bool:
+        """Record the canary's own readiness checks; True when every one passed."""
+        checks = self.obs.canary_checks
+        if checks is None:
+            return False
+        previous = self.get("preflight") or PreflightStatus(revision=self.obs.revision)
+        kept = [d for d in previous.dependencies if not d.name.startswith("canary/")]
+        self.set(preflight=previous.model_copy(update={"dependencies": [*kept, *checks]}))
+        failing = [c for c in checks if not c.ok]
+        if failing:
+            first = failing[0]
+            self.set(message=f"waiting for the canary to serve: {first.name}: {first.message}")
+            return False
+        return True
 
     def apply_weight(self, weight: int, step: int) -> None:
         self.set(canary_weight=weight, step_started_at=timestamp(self.now), message=None)
@@ -528,14 +596,36 @@ class _Tick:
             now,
             generation,
         )
-        degraded = obs.problem is not None or phase == "RolledBack"
+        degraded = obs.problem is not None or phase in ("RolledBack", "Failed")
         if obs.problem is not None:
             reason, why = obs.problem.reason, obs.problem.message
-        elif phase == "RolledBack":
-            reason, why = "RolledBack", self.get("message") or ""
+        elif phase in ("RolledBack", "Failed"):
+            reason = "RolledBack" if phase == "RolledBack" else "PreflightFailed"
+            why = self.get("message") or ""
         else:
             reason, why = "AsExpected", ""
         conditions = set_condition(conditions, "Degraded", degraded, reason, why, now, generation)
+        checked = self.get("preflight")
+        if phase == "Preflight":
+            conditions = set_condition(
+                conditions,
+                "PreflightPassed",
+                False,
+                "Running",
+                f"checking revision {canary_rev}",
+                now,
+                generation,
+            )
+        elif checked is not None and checked.passed is not None:
+            conditions = set_condition(
+                conditions,
+                "PreflightPassed",
+                checked.passed,
+                "Passed" if checked.passed else "Failed",
+                f"revision {checked.revision}: " + (checked.reason or "every check passed"),
+                now,
+                generation,
+            )
 
         self.set(
             observed_generation=generation,

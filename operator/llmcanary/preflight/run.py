@@ -1,0 +1,130 @@
+"""Preflight of a canary revision: every check, one verdict, and what to fix.
+
+Two moments: :meth:`Preflight.run` before the canary has any pod (environment diff, GPU
+memory fit, dependency health: a failure stops the rollout), and
+:meth:`Preflight.canary_checks` once the canary's first pods are Ready, just before its
+first weight (Triton's own readiness: the rollout waits for it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.status import DependencyResult, EnvDifference, GpuFit, PreflightStatus
+from llmcanary.builders import Owner
+from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION
+from llmcanary.builders.workload import HTTP_PORT
+from llmcanary.kube.client import Kube
+from llmcanary.preflight.dependencies import model_ready, probe_all
+from llmcanary.preflight.gpu_cluster import check_gpu_fit
+from llmcanary.preflight.gpu_probe import run_probe, with_probe
+from llmcanary.status import timestamp
+
+log = logging.getLogger(__name__)
+
+# The stable and canary revisions' differences, gathered from the cluster.
+EnvDiffer = Callable[[Kube, Owner, LLMDeploymentSpec, str, str], list[EnvDifference]]
+
+
+def verdict(
+    env_diff: Sequence[EnvDifference], gpu: GpuFit | None, dependencies: Sequence[DependencyResult]
+) -> str | None:
+    """Why the preflight fails, as one readable line, or None when it passes. Pure."""
+    reasons = []
+    refused = [d for d in env_diff if not d.allowed]
+    if refused:
+        shown = ", ".join(
+            d.key if d.masked else f"{d.key} ({d.stable or '-'} -> {d.canary or '-'})"
+            for d in refused[:5]
+        )
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        reasons.append(
+            f"environment differs outside preflight.envDiff.allowedDifferences: {shown}{more}"
+        )
+    if gpu is not None and gpu.fits is False:
+        reasons.append(f"GPU memory: {gpu.message}")
+    for dependency in dependencies:
+        if not dependency.ok:
+            reasons.append(f"dependency {dependency.name}: {dependency.message}")
+    return "; ".join(reasons) or None
+
+
+@dataclass
+class Preflight:
+    kube: Kube
+    allowed_hosts: Sequence[str]
+    env_differ: EnvDiffer
+    gpu_probe_image: str
+    canary_timeout_s: float = 2.0
+    check_canary: bool = True
+
+    def run(
+        self,
+        owner: Owner,
+        spec: LLMDeploymentSpec,
+        stable_revision: str,
+        canary_revision: str,
+        now: datetime,
+    ) -> PreflightStatus | None:
+        """The preflight's result, or None while the opt-in GPU probe Job still runs."""
+        checks = spec.preflight
+        try:
+            env_diff = self.env_differ(self.kube, owner, spec, stable_revision, canary_revision)
+        except LookupError as exc:  # a revision's Deployment is not there (yet): next tick
+            log.info("preflight waits: %s", exc, extra={"llmd": f"{owner.namespace}/{owner.name}"})
+            return None
+        gpu = None
+        if checks.gpu_memory.enabled:
+            gpu = check_gpu_fit(self.kube, owner.namespace, spec, now)
+            if checks.gpu_memory.probe.enabled and gpu.fits and gpu.node_type:
+                probe = run_probe(
+                    self.kube, owner, spec, canary_revision, gpu.node_type, self.gpu_probe_image
+                )
+                if not probe.done:
+                    return None
+                gpu = with_probe(gpu, probe.probed_free_gib, probe.message)
+        dependencies = probe_all(checks.dependencies, self.allowed_hosts)
+        reason = verdict(env_diff, gpu, dependencies)
+        log.info(
+            "preflight %s for %s: %s",
+            "failed" if reason else "passed",
+            canary_revision,
+            reason or "every check passed",
+            extra={"llmd": f"{owner.namespace}/{owner.name}", "revision": canary_revision},
+        )
+        return PreflightStatus(
+            revision=canary_revision,
+            passed=reason is None,
+            checked_at=timestamp(now),
+            reason=reason,
+            env_diff=list(env_diff),
+            gpu_memory=gpu,
+            dependencies=dependencies,
+        )
+
+    def canary_checks(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_revision: str
+    ) -> tuple[DependencyResult, ...]:
+        """Triton's own readiness on each Ready canary pod (``/v2/health/ready`` and the
+        model's ``/v2/models/<name>/ready``), reached at the pod's IP."""
+        if not self.check_canary:
+            return ()
+        selector = f"{LABEL_DEPLOYMENT}={owner.name},{LABEL_REVISION}={canary_revision}"
+        pods = [
+            (pod["metadata"]["name"], f"http://{pod['status']['podIP']}:{HTTP_PORT}")
+            for pod in self.kube.list("v1", "Pod", owner.namespace, selector)
+            if _ready(pod) and (pod.get("status") or {}).get("podIP")
+        ]
+        if not pods:
+            return (DependencyResult(name="canary/pods", ok=False, message="no Ready pod yet"),)
+        return tuple(model_ready(pods, spec.model.name, self.canary_timeout_s))
+
+
+def _ready(pod: dict[str, object]) -> bool:
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (conditions or []))
