@@ -288,3 +288,51 @@ def test_render_is_pure_and_tolerates_odd_shapes() -> None:
     assert render_status(obj) == render_status(obj)
     assert repr(obj) == before
     assert render_status({}).splitlines()[0].startswith("?")
+
+
+def test_a_failed_preflight_shows_what_differs_what_fits_and_what_answered() -> None:
+    status = {
+        "phase": "Failed",
+        "stableRevision": "5d8c9f",
+        "canaryRevision": "77ab01",
+        "canaryWeight": 0,
+        "preflight": {
+            "revision": "77ab01",
+            "passed": False,
+            "checkedAt": "2025-03-01T10:00:00Z",
+            "reason": "environment differs outside preflight.envDiff.allowedDifferences:"
+            " env.API_TOKEN",
+            "envDiff": [
+                {"key": "model.version", "stable": "1", "canary": "2", "allowed": True},
+                {
+                    "key": "env.API_TOKEN",
+                    "stable": "(secret)",
+                    "canary": "(secret, changed)",
+                    "allowed": False,
+                    "masked": True,
+                },
+            ],
+            "gpuMemory": {"fits": True, "message": "needs 3.4 GiB per pod"},
+            "dependencies": [
+                {"name": "feature-store", "ok": True, "latencyMs": 2.14, "statusCode": 200},
+                {"name": "vector-db", "ok": False, "message": "connection refused (3 tries)"},
+            ],
+        },
+    }
+    text = render_status(llmd(status))
+    print(text)
+    assert "Preflight of 77ab01: FAILED at 2025-03-01T10:00:00Z" in text
+    assert "  environment differs outside" in text
+    assert words(line_with(text, "env.API_TOKEN  ")) == [
+        "env.API_TOKEN",
+        "(secret)",
+        "(secret,",
+        "changed)",
+        "NOT",
+        "ALLOWED",
+    ]
+    assert words(line_with(text, "model.version")) == ["model.version", "1", "2", "allowed"]
+    assert "GPU memory: fits: needs 3.4 GiB per pod" in text
+    assert words(line_with(text, "feature-store")) == ["feature-store", "ok", "2.1", "200"]
+    assert words(line_with(text, "vector-db"))[:2] == ["vector-db", "FAIL"]
+    assert line_with(text, "vector-db").endswith("connection refused (3 tries)")

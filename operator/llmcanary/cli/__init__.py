@@ -8,6 +8,7 @@ from llmcanary.cli.control import COMMANDS, PluginAwareGroup
 from llmcanary.cli.crd import crd
 from llmcanary.cli.demo import demo
 from llmcanary.cli.devcluster import devcluster
+from llmcanary.cli.preflight import preflight
 from llmcanary.cli.run import run
 
 
@@ -21,5 +22,6 @@ main.add_command(run)
 main.add_command(crd)
 main.add_command(devcluster)
 main.add_command(demo)
+main.add_command(preflight)
 for command in COMMANDS:
     main.add_command(command)

@@ -7,7 +7,6 @@ writes a new timestamp.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from llmcanary.api import (
 )
 from llmcanary.cli.render import render_status
 from llmcanary.kube.client import Kube, kubeconfig_namespace
-from llmcanary.kube.errors import Forbidden, MissingApi
+from llmcanary.kube.errors import Forbidden, MissingApi, api_message
 
 __all__ = ["COMMANDS", "PluginAwareGroup", "request_time"]
 
@@ -76,14 +75,6 @@ def _prog() -> str:
     return (ctx.find_root().info_name if ctx else None) or "llmcanary"
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-        return str(body.get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason or exc)
-
-
 def _unreachable(exc: Exception) -> str:
     reason = str(getattr(exc, "reason", None) or exc)
     if "object at 0x" in reason:  # "<HTTPSConnection object at 0x..>: Failed to establish..."
@@ -108,7 +99,7 @@ def _cluster_errors(target: Target, verb: str) -> Iterator[None]:
             " (kubectl apply --server-side -f crds/)"
         ) from exc
     except Forbidden as exc:
-        detail = _api_message(exc.__cause__) if isinstance(exc.__cause__, ApiException) else ""
+        detail = api_message(exc.__cause__) if isinstance(exc.__cause__, ApiException) else ""
         raise click.ClickException(
             f"forbidden: you may not {verb} {KIND} {target.name!r} in namespace"
             f" {target.namespace!r}" + (f" ({detail})" if detail else "")
@@ -117,7 +108,7 @@ def _cluster_errors(target: Target, verb: str) -> Iterator[None]:
         if exc.status == 401:
             message = "unauthorized: the kubeconfig's credentials were refused"
         else:
-            message = f"the API server answered {exc.status}: {_api_message(exc)}"
+            message = f"the API server answered {exc.status}: {api_message(exc)}"
         raise click.ClickException(message) from exc
     except (Urllib3Error, OSError) as exc:
         raise click.ClickException(

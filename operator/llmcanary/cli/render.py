@@ -155,6 +155,53 @@ def _analysis_lines(obj: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _tristate(value: Any, true: str, false: str, unknown: str) -> str:
+    return true if value is True else false if value is False else unknown
+
+
+def _preflight_lines(status: Mapping[str, Any]) -> list[str]:
+    preflight = _map(status.get("preflight"))
+    if not preflight:
+        return []
+    verdict = _tristate(preflight.get("passed"), "passed", "FAILED", "running")
+    lines = [
+        f"Preflight of {_text(preflight.get('revision'))}: {verdict}"
+        + (f" at {preflight['checkedAt']}" if preflight.get("checkedAt") else "")
+    ]
+    if preflight.get("reason"):
+        lines.append(f"  {preflight['reason']}")
+    differences = [_map(d) for d in _list(preflight.get("envDiff"))]
+    if differences:
+        rows = [
+            [
+                _text(d.get("key")),
+                _text(d.get("stable")),
+                _text(d.get("canary")),
+                "allowed" if d.get("allowed") else "NOT ALLOWED",
+            ]
+            for d in differences
+        ]
+        lines += table(["ENV DIFF", "STABLE", "CANARY", ""], rows)
+    gpu = _map(preflight.get("gpuMemory"))
+    if gpu:
+        fits = _tristate(gpu.get("fits"), "fits", "DOES NOT FIT", "not checked")
+        lines.append(f"  GPU memory: {fits}: {gpu.get('message', '')}")
+    dependencies = [_map(d) for d in _list(preflight.get("dependencies"))]
+    if dependencies:
+        rows = [
+            [
+                _text(d.get("name")),
+                "ok" if d.get("ok") else "FAIL",
+                _number(d.get("latencyMs"), ".1f"),
+                _number(d.get("statusCode"), "d"),
+                d.get("message", ""),
+            ]
+            for d in dependencies
+        ]
+        lines += table(["DEPENDENCY", "OK", "LATENCY MS", "STATUS", "MESSAGE"], rows)
+    return lines
+
+
 def _conditions_lines(status: Mapping[str, Any]) -> list[str]:
     conditions = [_map(c) for c in _list(status.get("conditions"))]
     if not conditions:
@@ -192,6 +239,7 @@ def render_status(obj: Mapping[str, Any]) -> str:
         sections[0].append("No status yet: is the operator running for this namespace?")
     sections[0] += _control_lines(obj)
     sections += [
+        _preflight_lines(status),
         _analysis_lines(obj),
         _conditions_lines(status),
         _history_lines(status),

@@ -127,10 +127,15 @@ class Kube:
         )
         return [dict(item) for item in found.to_dict().get("items", [])]
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``obj`` as the operator's field manager."""
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply ``obj`` as the operator's field manager.
+
+        ``dry_run``: the API server validates and admits it (schema, CEL rules, webhooks)
+        and stores nothing.
+        """
         key = ObjectKey.of(obj)
         resource = self._resource(key.api_version, key.kind)
+        extra = {"dry_run": "All"} if dry_run else {}
         applied = self._call(
             "apply",
             key.kind,
@@ -140,6 +145,7 @@ class Kube:
             namespace=key.namespace,
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
+            **extra,
         )
         return dict(applied.to_dict())
 

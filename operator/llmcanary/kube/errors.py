@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class ReconcileError(Exception):
     """A problem that stops reconciliation until someone acts; the message says what to do.
@@ -36,3 +39,12 @@ class Forbidden(ReconcileError):
 class MissingApi(ReconcileError):
     def __init__(self, api_version: str, kind: str, hint: str) -> None:
         super().__init__("MissingAPI", f"the cluster does not serve {kind} ({api_version}): {hint}")
+
+
+def api_message(exc: Any) -> str:
+    """The API server's own message in an ApiException (its Status body), else its reason."""
+    try:
+        body = json.loads(exc.body or "")
+        return str(body.get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(getattr(exc, "reason", None) or exc)

@@ -1,0 +1,96 @@
+"""``llmcanary preflight -f``: what a CI pipeline sees without a cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from llmcanary.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SIZED = """
+apiVersion: llmcanary.io/v1alpha1
+kind: LLMDeployment
+metadata: {name: llama, namespace: llm}
+spec:
+  model:
+    name: llama
+    repository: /models
+    sizing: {parameters: 7.0e9, dtype: fp16, layers: 32, kvHeads: 32, headDim: 128,
+             maxSequenceLength: 4096}
+  triton: {maxBatchSize: 1}
+  preflight:
+    dependencies:
+      - {name: feature-store, url: "http://features.ml.svc:8080/healthz"}
+"""
+
+INVALID = """
+apiVersion: llmcanary.io/v1alpha1
+kind: LLMDeployment
+metadata: {name: broken}
+spec:
+  model: {name: m, repository: relative/path}
+  replicas: -1
+  canary: {initialWeight: 50, maxWeight: 20}
+"""
+
+
+def run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["preflight", *args], input=stdin)
+    return result.exit_code, result.output
+
+
+def test_a_valid_manifest_passes_offline_with_its_estimate() -> None:
+    code, out = run("-f", "-", "--offline", stdin=SIZED)
+    print(out)
+    assert code == 0
+    assert "LLMDeployment llm/llama  (offline)" in out
+    assert "needs 16.5 GiB per pod (no cluster: fit not checked)" in out
+    # 7B fp16: 13.0 GiB of weights; 32 layers x 32 KV heads x 128 x 4096 tokens: 2 GiB.
+    assert "weights   13.0 GiB" in out and "KV cache  2.0 GiB" in out
+    assert "feature-store  http://features.ml.svc:8080/healthz" in out
+    assert out.rstrip().endswith("preflight passed")
+
+
+def test_every_invalid_field_is_named_and_the_exit_status_is_1() -> None:
+    code, out = run("-f", "-", "--offline", stdin=SIZED + "---\n" + INVALID)
+    print(out)
+    assert code == 1
+    assert "schema  FAIL    3 invalid field(s)" in out
+    assert "spec.model.repository: String should match pattern" in out
+    assert "spec.replicas: Input should be greater than or equal to 1" in out
+    assert "initialWeight must not exceed maxWeight" in out
+    assert out.rstrip().endswith("preflight failed")
+
+
+def test_json_output_carries_every_check() -> None:
+    code, out = run("-f", "-", "--offline", "-o", "json", stdin=SIZED)
+    report = json.loads(out[: out.rindex("]") + 1])
+    assert code == 0
+    assert [c["check"] for c in report[0]["checks"]] == [
+        "schema",
+        "gpu memory",
+        "env diff",
+        "dependencies",
+    ]
+    assert report[0]["checks"][0]["ok"] is True
+
+
+def test_without_a_kubeconfig_it_says_so_and_runs_the_offline_checks(tmp_path: Path) -> None:
+    code, out = run(
+        "-f", str(ROOT / "examples" / "tiny-llm.yaml"), "--kubeconfig", str(tmp_path / "none")
+    )
+    print(out)
+    assert code == 0
+    assert "(no cluster (no usable kubeconfig" in out
+    assert "env diff      -       no cluster: nothing to compare with" in out
+
+
+def test_unusable_input_is_a_usage_error() -> None:
+    assert run("-f", "-", "--offline", stdin="a: [")[0] == 2
+    code, out = run("-f", "-", "--offline", stdin="apiVersion: v1\nkind: ConfigMap\n")
+    assert code == 2
+    assert "no LLMDeployment (llmcanary.io/v1alpha1) in the input" in out
