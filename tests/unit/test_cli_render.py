@@ -315,7 +315,7 @@ def test_a_failed_preflight_shows_what_differs_what_fits_and_what_answered() -> 
             "gpuMemory": {"fits": True, "message": "needs 3.4 GiB per pod"},
             "dependencies": [
                 {"name": "feature-store", "ok": True, "latencyMs": 2.14, "statusCode": 200},
-                {"name": "vector-db", "ok": False, "message": "connection refused (3 tries)"},
+                {"name": "vector-db", "ok": False, "message": "connection refused (2 tries)"},
             ],
         },
     }
@@ -335,4 +335,4 @@ def test_a_failed_preflight_shows_what_differs_what_fits_and_what_answered() -> 
     assert "GPU memory: fits: needs 3.4 GiB per pod" in text
     assert words(line_with(text, "feature-store")) == ["feature-store", "ok", "2.1", "200"]
     assert words(line_with(text, "vector-db"))[:2] == ["vector-db", "FAIL"]
-    assert line_with(text, "vector-db").endswith("connection refused (3 tries)")
+    assert line_with(text, "vector-db").endswith("connection refused (2 tries)")
