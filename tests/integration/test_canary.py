@@ -94,16 +94,22 @@ class Recorder:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        # The caller stops us the moment it sees the state it waited for, which can
+        # fall between two samples: one last sample records that final state.
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                weight = route_weight(self.kubectl, self.namespace)
-                st = status(self.kubectl, self.namespace)
-                self.samples.append((time.monotonic(), weight, st))
-            except AssertionError:
-                pass
+            self._sample()
             self._stop.wait(0.2)
+
+    def _sample(self) -> None:
+        try:
+            weight = route_weight(self.kubectl, self.namespace)
+            st = status(self.kubectl, self.namespace)
+            self.samples.append((time.monotonic(), weight, st))
+        except AssertionError:
+            pass
 
     def weights(self) -> list[int]:
         """The distinct canary weights seen in the route, in order."""
