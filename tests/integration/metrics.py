@@ -1,7 +1,7 @@
 """Test harness: a real Prometheus, and Triton metrics exporters it scrapes.
 
 - :class:`PrometheusServer` runs Debian's ``prometheus`` (fetched into
-  ``$LLMCANARY_CACHE/prometheus/bin`` by ``scripts/ensure-prometheus.sh``) on a free
+  ``$LLMCANARY_CACHE/prometheus/bin`` by ``scripts/ensure-deb-binary.sh``) on a free
   loopback port with its own data directory, scraping every second the targets listed
   in ``<workdir>/targets/*.json`` (file_sd, re-read every second).
 - :class:`ExporterFleet` runs one ``triton_metrics_exporter.py`` process per target
@@ -14,12 +14,10 @@
   IP also gets a :class:`TritonHealthServer` on ``POD_IP:8000`` answering Triton's
   ``/v2/health/ready`` and ``/v2/models/<model>/ready`` (200, or 503 where the test says
   the model is not ready: :meth:`ExporterFleet.set_model_ready`), so that the operator's
-  own readiness checks reach something. KWOK pod IPs (10.244.0.0/16) are nobody's, so
-  the harness adds each one to the loopback (``ip addr add IP/32 dev lo``: root or
-  CAP_NET_ADMIN; it works inside ``unshare --pid --fork`` too, which shares the network
-  namespace) and removes the addresses it added when the server stops. Two test runs on
-  one host with clusters that hand out the same pod IPs would collide on ``IP:8000``
-  (the second gets a HarnessError naming the address).
+  own readiness checks reach something. The dev cluster's pod IPs are loopback
+  addresses (127.244.0.0/16), local without configuration, so no traffic leaves the
+  machine. Two test runs on one host with clusters that hand out the same pod IPs
+  would collide on ``IP:8000`` (the second gets a HarnessError naming the address).
 
 Timings (2 cores): Prometheus is ready ~0.05 s after start; an exporter starts in
 ~0.06 s; but a new or relabelled target shows in queries only ~5-6 s later, because
@@ -157,7 +155,7 @@ class PrometheusServer:
         if not self.binary.exists():
             raise HarnessError(
                 f"{self.binary} is missing: run `make prometheus-bin`"
-                " (scripts/ensure-prometheus.sh)"
+                " (scripts/ensure-deb-binary.sh)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
@@ -320,61 +318,6 @@ class Exporter:
 
 # --- Triton health on pod IPs (optional) ------------------------------------------------
 
-_LOOPBACK_LOCK = threading.Lock()
-_LOOPBACK_USERS: dict[str, int] = {}  # address -> servers of this process on it
-_LOOPBACK_ADDED: set[str] = set()  # addresses this process added, and so removes
-
-
-def _ip_command(*args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HarnessError(f"`ip {' '.join(args)}` could not run: {exc}") from None
-
-
-def claim_loopback_address(address: str) -> None:
-    """Make ``address`` local (on ``lo``) for as long as someone here uses it.
-
-    An address that was there already (``File exists``: another process's, or left
-    over) is used and left alone; one this process added goes when its last user does.
-    """
-    with _LOOPBACK_LOCK:
-        if _LOOPBACK_USERS.get(address):
-            _LOOPBACK_USERS[address] += 1
-            return
-        args: tuple[str, ...]
-        if ":" in address:
-            args = ("addr", "add", f"{address}/128", "dev", "lo", "nodad")
-        else:
-            args = ("addr", "add", f"{address}/32", "dev", "lo")
-        done = _ip_command(*args)
-        if done.returncode == 0:
-            _LOOPBACK_ADDED.add(address)
-        elif "File exists" not in done.stderr:
-            raise HarnessError(
-                f"`ip {' '.join(args)}` failed (exit {done.returncode}):"
-                f" {done.stderr.strip()}; the Triton health mode needs root or CAP_NET_ADMIN"
-            )
-        _LOOPBACK_USERS[address] = 1
-
-
-def release_loopback_address(address: str) -> None:
-    with _LOOPBACK_LOCK:
-        users = _LOOPBACK_USERS.get(address, 0) - 1
-        if users > 0:
-            _LOOPBACK_USERS[address] = users
-            return
-        _LOOPBACK_USERS.pop(address, None)
-        if address in _LOOPBACK_ADDED:
-            _LOOPBACK_ADDED.discard(address)
-            prefix = 128 if ":" in address else 32
-            done = _ip_command("addr", "del", f"{address}/{prefix}", "dev", "lo")
-            if done.returncode != 0:
-                log.warning(
-                    "could not remove a loopback address",
-                    extra={"address": address, "error": done.stderr.strip()},
-                )
-
 
 class TritonHealthServer:
     """Triton's readiness endpoints for one pod, on ``address:port`` (its pod IP).
@@ -413,7 +356,6 @@ class TritonHealthServer:
         return 404
 
     def start(self) -> TritonHealthServer:
-        claim_loopback_address(self.address)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -433,7 +375,6 @@ class TritonHealthServer:
         try:
             self._httpd = Server((self.address, self.port), Handler)
         except OSError as exc:
-            release_loopback_address(self.address)
             raise HarnessError(
                 f"cannot serve Triton health on {self.address}:{self.port}: {exc}"
             ) from None
@@ -452,7 +393,6 @@ class TritonHealthServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd = None
-        release_loopback_address(self.address)
 
 
 class ExporterFleet:

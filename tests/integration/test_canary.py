@@ -143,33 +143,12 @@ def pods_created(kubectl: Kubectl, namespace: str, rev: str) -> int:
     )
 
 
-def pod_network() -> bool:
-    """Whether this machine lets the tests serve on KWOK pod IPs (an address on lo)."""
-    probe = "10.244.255.254/32"
-    added = subprocess.run(["ip", "addr", "add", probe, "dev", "lo"], capture_output=True)
-    if added.returncode != 0:
-        return False
-    subprocess.run(["ip", "addr", "del", probe, "dev", "lo"], capture_output=True)
-    return True
-
-
-POD_NETWORK = pod_network()
-
-
-@pytest.fixture
-def operator_env() -> dict[str, str]:
-    # Without pod networking nothing could answer the canary's Triton readiness check:
-    # the operator is told not to make it (and the test of that check is skipped).
-    return {} if POD_NETWORK else {"LLMCANARY_CANARY_READY_CHECK": "false"}
-
-
 @pytest.fixture
 def exporters(exporter_fleet: Any, kubectl: Kubectl, namespace: str) -> ExporterFleet:
     """One exporter per Ready pod of the LLMDeployment, healthy unless a test says not;
-    with pod networking, each pod also answers Triton's readiness on its IP."""
+    each pod also answers Triton's readiness on its (loopback) pod IP."""
     fleet: ExporterFleet = exporter_fleet(model=NAME, default=Behaviour(**HEALTHY))
-    if POD_NETWORK:
-        fleet.serve_triton_health()
+    fleet.serve_triton_health()
     fleet.follow(kubectl.kubeconfig, namespace, NAME)
     return fleet
 
@@ -396,7 +375,6 @@ def test_abort_retry_and_promote_requested_through_the_cli(
     assert len(kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")) == REPLICAS
 
 
-@pytest.mark.skipif(not POD_NETWORK, reason="cannot add KWOK pod IPs to lo here (needs NET_ADMIN)")
 def test_the_first_weight_waits_until_triton_serves_the_model_on_the_canary_pods(
     kubectl: Kubectl,
     namespace: str,

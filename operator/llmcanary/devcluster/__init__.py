@@ -21,6 +21,7 @@ from llmcanary.devcluster.cluster import (
     ensure_built,
     env,
     kubectl,
+    set_pod_readiness,
     status,
     up,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "env",
     "find_repo_root",
     "kubectl",
+    "set_pod_readiness",
     "status",
     "up",
 ]

@@ -10,6 +10,7 @@ until the API server answers, and the few bootstrap objects go over one TLS conn
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import http.client
@@ -41,6 +42,7 @@ from llmcanary.devcluster.pki import (
     Pki,
     ensure_pki,
 )
+from llmcanary.devcluster.stages import PodReadiness, kwok_config
 
 __all__ = [
     "Cluster",
@@ -279,15 +281,21 @@ def _write_configs(settings: Settings, pki: Pki) -> dict[str, Path]:
         "leaderElection:\n"
         "  leaderElect: false\n",
     )
-    # KWOK's controller takes its stages from config; these are the ones kwokctl
-    # would give it, copied from the pinned kwok module by build.sh.
+    paths["kwok-config"] = _kwok_config_path(settings)
+    _write_text(paths["kwok-config"], _kwok_config(settings, settings.pod_readiness))
+    return paths
+
+
+def _kwok_config_path(settings: Settings) -> Path:
+    return settings.config_dir / "kwok.yaml"
+
+
+def _kwok_config(settings: Settings, readiness: PodReadiness) -> str:
+    # The stages kwokctl would give KWOK, copied from the pinned kwok module by build.sh.
     stages = sorted(settings.kwok_stages_dir.glob("*.yaml"))
     if not stages:
         raise DevClusterError(f"no KWOK stages in {settings.kwok_stages_dir}; run ensure_built()")
-    docs = [p.read_text().strip() for p in stages]
-    paths["kwok-config"] = cfg / "kwok.yaml"
-    _write_text(paths["kwok-config"], "\n---\n".join(docs) + "\n")
-    return paths
+    return kwok_config([p.read_text() for p in stages], readiness)
 
 
 def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[str, list[str]]:
@@ -365,9 +373,12 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             f"--root-ca-file={pki.ca.cert}",
             f"--cluster-signing-cert-file={pki.ca.cert}",
             f"--cluster-signing-key-file={pki.ca.key}",
-            # The default set: deployments, replicasets, garbage collector,
-            # namespaces, service accounts, endpoints, node lifecycle, ...
-            "--controllers=*",
+            # The default set (deployments, replicasets, garbage collector, namespaces,
+            # service accounts, node lifecycle, ...) less the Endpoints/EndpointSlice
+            # controllers: the API rejects loopback endpoint addresses, and pod IPs
+            # are loopback here (Settings.pod_cidr); no kube-proxy would read them.
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,"
+            "-endpointslice-mirroring-controller",
             "--kube-api-qps=100",
             "--kube-api-burst=200",
             "--profiling=false",
@@ -746,6 +757,38 @@ def up(
     elapsed = time.monotonic() - t0
     log.info("dev cluster up in %.1fs (started: %s)", elapsed, ", ".join(started) or "nothing")
     return Cluster(s, tuple(started), elapsed)
+
+
+def set_pod_readiness(
+    settings: Settings, readiness: PodReadiness, *, timeout: float = 30.0
+) -> bool:
+    """Make KWOK mark LLMDeployment pods Ready itself (``kwok``) or leave it to the
+    local data plane (``external``); see :mod:`llmcanary.devcluster.stages`.
+
+    Rewrites KWOK's config and restarts KWOK (about a second; running pods keep their
+    status) only when the mode changes. Returns whether it did. The cluster must be up.
+    """
+    settings = dataclasses.replace(settings, pod_readiness=readiness)
+    with _locked(settings):
+        path = _kwok_config_path(settings)
+        if path.is_file() and path.read_text() == _kwok_config(settings, readiness):
+            return False
+        if processes.running_pid(settings, "kube-apiserver") is None:
+            raise DevClusterError("the dev cluster is not running: `llmcanary devcluster up`")
+        pki = ensure_pki(settings)
+        args = _component_args(settings, pki, _write_configs(settings, pki))
+        processes.stop(settings, ["kwok"])
+        processes.start(settings, "kwok", args["kwok"])
+        deadline = time.monotonic() + timeout
+        _wait(
+            "KWOK's /healthz",
+            lambda: _http_ok(settings, settings.ports.kwok),
+            deadline,
+            settings,
+            ("kwok",),
+        )
+        log.info("KWOK restarted with %s pod readiness", readiness)
+        return True
 
 
 def down(

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmcanary.devcluster.stages import PodReadiness
+
 __all__ = [
     "COMPONENTS",
     "Ports",
@@ -104,8 +106,15 @@ class Settings:
     #: Virtual IPs of Services; the first one is the ``kubernetes`` Service.
     service_cidr: str = "10.96.0.0/16"
     kubernetes_service_ip: str = "10.96.0.1"
-    #: Pod IPs that KWOK hands out.
-    pod_cidr: str = "10.244.0.1/16"
+    #: Pod IPs that KWOK hands out. Loopback addresses on purpose: every 127.0.0.0/8
+    #: address is local on Linux without configuration, so the local data plane (and the
+    #: tests) can serve a pod's Triton on its own pod IP, and nothing sent to a pod IP
+    #: ever leaves this machine.
+    pod_cidr: str = "127.244.0.1/16"
+    #: Who marks LLMDeployment pods Ready: KWOK at once, or the local data plane when
+    #: Triton is (see devcluster.stages; changed on a running cluster by
+    #: cluster.set_pod_readiness).
+    pod_readiness: PodReadiness = "kwok"
     #: The address the API server publishes for the ``kubernetes`` Service
     #: (env ``LLMCANARY_DEVCLUSTER_ADVERTISE_ADDRESS``).
     advertise_address: str = "127.0.0.1"

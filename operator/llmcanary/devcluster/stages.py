@@ -1,0 +1,116 @@
+"""KWOK's stages, and who decides when a pod is Ready.
+
+KWOK plays every kubelet of the dev cluster. With ``kwok`` readiness (the default) it
+starts a pod and marks it Ready at once: what the operator's integration tests need.
+
+With the local data plane (:mod:`llmcanary.localstack`), the pods of LLMDeployments run
+real ``tritonserver`` processes, and a pod must be Ready only while its Triton is, or
+traffic would reach a model that has not loaded. In ``external`` readiness KWOK still
+starts those pods (phase Running, a pod IP, init containers completed) but leaves
+``Ready``/``ContainersReady`` False with the container waiting in ``ContainerCreating``;
+the data plane sets them from Triton's own ``/v2/health/ready``. Every other pod is
+handled as before.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import yaml
+
+__all__ = ["DATA_PLANE_STAGE", "PodReadiness", "kwok_config"]
+
+PodReadiness = Literal["kwok", "external"]
+
+#: Pods that carry this label belong to an LLMDeployment (builders.meta.LABEL_DEPLOYMENT).
+LABEL = "llmcanary.io/deployment"
+_LABEL_KEY = f'.metadata.labels["{LABEL}"]'
+DATA_PLANE_STAGE = "llmcanary-pod-started"
+
+_STARTED_TEMPLATE = """\
+{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: PodScheduled
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  message: "waiting for Triton to report ready (llmcanary local data plane)"
+  type: ContainersReady
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  message: "waiting for Triton to report ready (llmcanary local data plane)"
+  type: Ready
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: false
+  restartCount: 0
+  state:
+    waiting:
+      reason: ContainerCreating
+{{ end }}
+initContainerStatuses:
+{{ range .spec.initContainers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: true
+  restartCount: 0
+  state:
+    terminated:
+      exitCode: 0
+      finishedAt: {{ $now | Quote }}
+      reason: Completed
+      startedAt: {{ $now | Quote }}
+{{ end }}
+{{ $hostIPs := NodeIPsWith .spec.nodeName }}
+{{ with $hostIPs }}
+hostIP: {{ index . 0 | Quote }}
+hostIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" )
+     ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+{{ with $podIPs }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+
+def _expressions(stage: dict[str, Any]) -> list[dict[str, Any]]:
+    selector = stage.setdefault("spec", {}).setdefault("selector", {})
+    expressions: list[dict[str, Any]] = selector.setdefault("matchExpressions", [])
+    return expressions
+
+
+def kwok_config(stage_docs: Sequence[str], readiness: PodReadiness) -> str:
+    """KWOK's ``--config`` file: the stages kwokctl would use, adjusted for ``readiness``."""
+    stages = [yaml.safe_load(doc) for doc in stage_docs]
+    if readiness == "external":
+        ready = next((s for s in stages if s.get("metadata", {}).get("name") == "pod-ready"), None)
+        if ready is None:
+            raise ValueError("KWOK's stages have no 'pod-ready' stage to adjust")
+        started = copy.deepcopy(ready)
+        _expressions(ready).append({"key": _LABEL_KEY, "operator": "DoesNotExist"})
+        started["metadata"]["name"] = DATA_PLANE_STAGE
+        _expressions(started).append({"key": _LABEL_KEY, "operator": "Exists"})
+        started["spec"]["next"] = {"statusTemplate": _STARTED_TEMPLATE}
+        stages.append(started)
+    return "\n---\n".join(yaml.safe_dump(s, sort_keys=False).strip() for s in stages) + "\n"
