@@ -21,7 +21,7 @@ help:  ## List the targets
 $(VENV_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,model]'
 	@touch $@
 
 .PHONY: venv
@@ -33,7 +33,11 @@ cluster-bins:  ## Build (or reuse) etcd, kube-apiserver, ..., kwok and kubectl
 
 .PHONY: prometheus-bin
 prometheus-bin:  ## Fetch (or reuse) Debian's prometheus binary for the tests
-	bash scripts/ensure-prometheus.sh
+	bash scripts/ensure-deb-binary.sh prometheus usr/bin/prometheus usr/bin/promtool
+
+.PHONY: nginx-bin
+nginx-bin:  ## Fetch (or reuse) Debian's nginx binary: the local stack's gateway
+	bash scripts/ensure-deb-binary.sh nginx usr/sbin/nginx
 
 .PHONY: crds
 crds: venv  ## Regenerate crds/ from the API models
@@ -55,11 +59,11 @@ integration: venv cluster-bins prometheus-bin  ## The operator against the real 
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv cluster-bins prometheus-bin  ## Everything CI runs
+test: lint venv cluster-bins prometheus-bin nginx-bin  ## Everything CI runs
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: venv cluster-bins prometheus-bin  ## Local cluster + operator + the example, until it is Stable
+demo: venv cluster-bins prometheus-bin nginx-bin  ## Local cluster + operator + the example, until it is Stable
 	$(BIN)/llmcanary demo
 
 .PHONY: down

@@ -1,0 +1,323 @@
+"""tiny-llm: a small decoder-only transformer, served by Triton's Python backend.
+
+The model the demo, the end-to-end tests and the benchmarks run on real Triton. It is a
+real language model in shape (byte tokens, learned positions, pre-norm attention blocks
+with a KV cache, greedy or temperature sampling), but its weights come from a fixed seed:
+nothing is downloaded, and a given configuration always produces the same text.
+
+What makes it useful for canaries:
+
+- **Streaming**: under ``model_transaction_policy { decoupled: true }`` every generated
+  token is sent as its own response the moment it exists (Triton's ``generate_stream``
+  turns them into server-sent events); without it, one response carries the whole text.
+- **Dynamic batching that batches**: ``execute`` gets every request Triton's batcher
+  collected and decodes them together, one forward pass per token for the whole batch,
+  so under concurrent load the execution count is far below the request count.
+- **Size from the spec**: the ``layers``, ``hidden_size`` and ``heads`` parameters (the
+  LLMDeployment's ``spec.triton.parameters``, rendered into ``config.pbtxt``) choose the
+  architecture, so a revision with more layers is measurably slower, as a bigger model is.
+
+Inputs: ``PROMPT`` (string) and optional ``MAX_TOKENS`` (int32). Output: ``TEXT``.
+The instance kind chooses the device: ``KIND_GPU`` runs on the instance's GPU, ``KIND_CPU``
+on the CPU. ``MODEL_TEMPERATURE`` in the environment sets sampling (0: greedy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# The Python backend's embedded interpreter starts isolated: it ignores PYTHONPATH. The
+# local stack (and any image whose torch lives outside the interpreter's own
+# site-packages) names those directories there, so honour it before importing them.
+for _entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _entry:
+        site.addsitedir(_entry)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+VOCAB = 256  # one token per byte
+FIRST_PRINTABLE, LAST_PRINTABLE = 32, 126  # sampled text stays printable ASCII
+
+
+@dataclass(frozen=True)
+class Architecture:
+    layers: int = 2
+    hidden_size: int = 128
+    heads: int = 4
+    seed: int = 0
+    max_prompt_bytes: int = 256
+    max_tokens: int = 32  # when a request does not say
+    max_tokens_limit: int = 512
+    threads: int = 1  # torch intra-op threads per model instance
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, dict[str, str]]) -> Architecture:
+        values: dict[str, int] = {}
+        for name in cls.__dataclass_fields__:
+            raw = parameters.get(name, {}).get("string_value")
+            if raw is None:
+                continue
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise pb_utils.TritonModelException(
+                    f"parameter {name!r} must be an integer, got {raw!r}"
+                ) from None
+        arch = cls(**values)
+        if arch.hidden_size % arch.heads:
+            raise pb_utils.TritonModelException(
+                f"hidden_size {arch.hidden_size} is not a multiple of heads {arch.heads}"
+            )
+        if min(arch.layers, arch.hidden_size, arch.heads, arch.threads) < 1:
+            raise pb_utils.TritonModelException("layers, hidden_size, heads, threads must be >= 1")
+        return arch
+
+
+Cache = tuple[torch.Tensor, torch.Tensor]
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cache: Cache | None
+    ) -> tuple[torch.Tensor, Cache]:
+        batch, length, hidden = x.shape
+        q, k, v = (
+            self.qkv(x)
+            .view(batch, length, 3, self.heads, hidden // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)
+            v = torch.cat([cache[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(batch, length, hidden)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden)
+        self.attention = Attention(hidden, heads)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden)
+        )
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, cache: Cache | None
+    ) -> tuple[torch.Tensor, Cache]:
+        attended, cache = self.attention(self.norm1(x), mask, cache)
+        x = x + attended
+        return x + self.mlp(self.norm2(x)), cache
+
+
+class TinyLM(nn.Module):
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, arch.hidden_size)
+        self.position = nn.Embedding(
+            arch.max_prompt_bytes + arch.max_tokens_limit, arch.hidden_size
+        )
+        self.blocks = nn.ModuleList(
+            Block(arch.hidden_size, arch.heads) for _ in range(arch.layers)
+        )
+        self.norm = nn.LayerNorm(arch.hidden_size)
+        self.head = nn.Linear(arch.hidden_size, VOCAB, bias=False)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        caches: list[Cache | None],
+    ) -> tuple[torch.Tensor, list[Cache | None]]:
+        x = self.embed(tokens) + self.position(positions)
+        new: list[Cache | None] = []
+        for block, cache in zip(self.blocks, caches, strict=True):
+            x, updated = block(x, mask, cache)
+            new.append(updated)
+        return self.head(self.norm(x)), new
+
+
+class Generator:
+    """Decodes a batch of prompts together, one forward pass per token for all of them."""
+
+    def __init__(self, arch: Architecture, device: torch.device, temperature: float) -> None:
+        torch.manual_seed(arch.seed)
+        self.arch = arch
+        self.device = device
+        self.temperature = temperature
+        self.model = TinyLM(arch).to(device).eval()
+        allowed = torch.full((VOCAB,), float("-inf"))
+        allowed[FIRST_PRINTABLE : LAST_PRINTABLE + 1] = 0.0
+        self.allowed = allowed.to(device)
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        logits = logits + self.allowed
+        if self.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probabilities = torch.softmax(logits / self.temperature, dim=-1)
+        return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: list[bytes],
+        max_tokens: list[int],
+        emit: Callable[[int, bytes], None],
+        finish: Callable[[int], None],
+    ) -> None:
+        """Call ``emit(i, token)`` for each new token of prompt ``i``, ``finish(i)`` after
+        its last one. Prompts are left-padded so that every row ends at the same column."""
+        rows = [list(p[-self.arch.max_prompt_bytes :]) or [FIRST_PRINTABLE] for p in prompts]
+        batch, width = len(rows), max(len(r) for r in rows)
+        tokens = torch.zeros((batch, width), dtype=torch.long)
+        valid = torch.zeros((batch, width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            tokens[i, width - len(row) :] = torch.tensor(row)
+            valid[i, width - len(row) :] = True
+        tokens, valid = tokens.to(self.device), valid.to(self.device)
+        positions = (valid.cumsum(dim=1) - 1).clamp(min=0)
+        causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
+        eye = torch.eye(width, dtype=torch.bool, device=self.device)
+        # A padding query that sees no key would give NaNs: let it see itself.
+        mask = (causal & valid[:, None, None, :]) | eye
+        logits, caches = self.model(tokens, positions, mask, [None] * self.arch.layers)
+        last = logits[:, -1]
+        next_position = valid.sum(dim=1)
+        remaining = list(max_tokens)
+        generator = torch.Generator(device=self.device).manual_seed(self.arch.seed)
+        while True:
+            chosen = self._pick(last, generator)
+            picked = chosen.tolist()
+            for i in range(batch):
+                if remaining[i] > 0:
+                    emit(i, bytes([picked[i]]))
+                    remaining[i] -= 1
+                    if remaining[i] == 0:
+                        finish(i)
+            if not any(r > 0 for r in remaining):
+                return
+            valid = torch.cat([valid, torch.ones((batch, 1), dtype=torch.bool, device=self.device)], 1)
+            logits, caches = self.model(
+                chosen[:, None], next_position[:, None], valid[:, None, None, :], caches
+            )
+            next_position = next_position + 1
+            last = logits[:, -1]
+
+
+def _text(value: str | bytes) -> Any:
+    return pb_utils.Tensor("TEXT", np.array([[value]], dtype=np.object_))
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config: Any) -> Any:
+        """Declare the inputs and outputs; the operator renders everything else."""
+        present = config.as_dict()
+        have_inputs = {i["name"] for i in present.get("input", [])}
+        have_outputs = {o["name"] for o in present.get("output", [])}
+        for spec in (
+            {"name": "PROMPT", "data_type": "TYPE_STRING", "dims": [1]},
+            {"name": "MAX_TOKENS", "data_type": "TYPE_INT32", "dims": [1], "optional": True},
+        ):
+            if spec["name"] not in have_inputs:
+                config.add_input(spec)
+        if "TEXT" not in have_outputs:
+            config.add_output({"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]})
+        return config
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.arch = Architecture.from_parameters(config.get("parameters", {}))
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        if args.get("model_instance_kind") == "GPU":
+            device = torch.device(f"cuda:{args['model_instance_device_id']}")
+        else:
+            device = torch.device("cpu")
+            torch.set_num_threads(self.arch.threads)
+        temperature = float(os.environ.get("MODEL_TEMPERATURE", "0") or 0)
+        self.generator = Generator(self.arch, device, temperature)
+        pb_utils.Logger.log_info(
+            f"tiny-llm ready: {self.arch} on {device}, decoupled={self.decoupled},"
+            f" temperature={temperature}"
+        )
+
+    def _read(self, request: Any) -> tuple[bytes, int]:
+        prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy().reshape(-1)[0]
+        if isinstance(prompt, str):
+            prompt = prompt.encode()
+        wanted = pb_utils.get_input_tensor_by_name(request, "MAX_TOKENS")
+        count = self.arch.max_tokens if wanted is None else int(wanted.as_numpy().reshape(-1)[0])
+        if not 1 <= count <= self.arch.max_tokens_limit:
+            raise ValueError(f"MAX_TOKENS must be 1..{self.arch.max_tokens_limit}, got {count}")
+        return bytes(prompt), count
+
+    def execute(self, requests: list[Any]) -> list[Any] | None:
+        accepted: list[tuple[int, bytes, int]] = []
+        failed: dict[int, str] = {}
+        for index, request in enumerate(requests):
+            try:
+                prompt, count = self._read(request)
+            except ValueError as exc:
+                failed[index] = str(exc)
+            else:
+                accepted.append((index, prompt, count))
+        if self.decoupled:
+            self._stream(requests, accepted, failed)
+            return None
+        return self._whole(requests, accepted, failed)
+
+    def _stream(
+        self, requests: list[Any], accepted: list[tuple[int, bytes, int]], failed: dict[int, str]
+    ) -> None:
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        for index, message in failed.items():
+            requests[index].get_response_sender().send(
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), flags=final
+            )
+        senders = [requests[index].get_response_sender() for index, _, _ in accepted]
+
+        def emit(i: int, token: bytes) -> None:
+            senders[i].send(pb_utils.InferenceResponse(output_tensors=[_text(token)]))
+
+        def finish(i: int) -> None:
+            senders[i].send(flags=final)
+
+        if accepted:
+            self.generator.generate(
+                [p for _, p, _ in accepted], [c for _, _, c in accepted], emit, finish
+            )
+
+    def _whole(
+        self, requests: list[Any], accepted: list[tuple[int, bytes, int]], failed: dict[int, str]
+    ) -> list[Any]:
+        texts: list[list[bytes]] = [[] for _ in accepted]
+        if accepted:
+            self.generator.generate(
+                [p for _, p, _ in accepted],
+                [c for _, _, c in accepted],
+                lambda i, token: texts[i].append(token),
+                lambda i: None,
+            )
+        responses: list[Any] = [None] * len(requests)
+        for index, message in failed.items():
+            responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+        for (index, _, _), text in zip(accepted, texts, strict=True):
+            responses[index] = pb_utils.InferenceResponse(output_tensors=[_text(b"".join(text))])
+        return responses

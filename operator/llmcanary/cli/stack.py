@@ -1,0 +1,73 @@
+"""``llmcanary stack up|down|status|serve``: the local cluster with a real data plane."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+from llmcanary.localstack import stack as local
+
+# Attributes every LogRecord has; anything else came in through ``extra=``.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        return json.dumps(line, default=str)
+
+
+@click.group()
+def stack() -> None:
+    """The local stack: dev cluster, real Triton per pod, Prometheus, nginx."""
+
+
+@stack.command()
+@click.option("--timeout", default=180, show_default=True, help="Seconds to wait.")
+def up(timeout: int) -> None:
+    """Start the cluster and the data plane (idempotent); print their addresses."""
+    try:
+        info = local.up(local.StackSettings.from_env(), timeout=timeout)
+    except local.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"proxy       {info['proxy']}")
+    click.echo(f"prometheus  {info['prometheus']}")
+    click.echo(f"kubeconfig  {info['kubeconfig']}")
+
+
+@stack.command()
+@click.option("--keep-cluster", is_flag=True, help="Stop only the data plane.")
+def down(keep_cluster: bool) -> None:
+    """Stop the data plane (every Triton, nginx, Prometheus) and the cluster."""
+    local.down(local.StackSettings.from_env(), keep_cluster=keep_cluster)
+
+
+@stack.command()
+def status() -> None:
+    """Whether the data plane runs, and where."""
+    info = local.running(local.StackSettings.from_env())
+    if info is None:
+        click.echo("the data plane is not running (llmcanary stack up)")
+        raise SystemExit(1)
+    click.echo(json.dumps(info, indent=2))
+
+
+@stack.command(hidden=True)
+def serve() -> None:
+    """Run the data plane in the foreground (what `stack up` starts in the background)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    local.serve(local.StackSettings.from_env())

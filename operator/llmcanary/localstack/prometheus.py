@@ -1,0 +1,107 @@
+"""The local stack's Prometheus: Debian's binary scraping every Triton of the data plane.
+
+Targets come from file-based discovery (``targets/pods.json``, re-read every second)
+with the labels a PodMonitor would attach in a cluster: ``namespace``, ``pod``,
+``llmdeployment``, ``revision`` and ``track``. The operator's default queries select on
+exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import requests
+
+from llmcanary.localstack.process import ManagedProcess
+
+__all__ = ["Prometheus", "PrometheusError", "prometheus_binary"]
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+def prometheus_binary(cache_dir: Path) -> Path:
+    """Where ``scripts/ensure-deb-binary.sh`` puts Debian's binary."""
+    return cache_dir / "prometheus" / "bin" / "prometheus"
+
+
+class Prometheus:
+    def __init__(self, work_dir: Path, binary: Path, port: int, scrape_interval: str = "1s"):
+        self.work_dir = work_dir
+        self.binary = binary
+        self.port = port
+        self.scrape_interval = scrape_interval
+        self.targets_file = work_dir / "targets" / "pods.json"
+        self.process = ManagedProcess("prometheus", work_dir / "prometheus.log")
+        self._targets: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not self.binary.is_file():
+            raise PrometheusError(
+                f"{self.binary} is missing: run `make prometheus-bin`"
+                " (scripts/ensure-deb-binary.sh)"
+            )
+        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self.targets_file.exists():
+            self.set_targets([])
+        config = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "triton",
+                    "file_sd_configs": [
+                        {"files": [str(self.targets_file)], "refresh_interval": "1s"}
+                    ],
+                }
+            ],
+        }
+        config_file = self.work_dir / "prometheus.yml"
+        config_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        self.process.start(
+            [
+                str(self.binary),
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.work_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+            ],
+            cwd=self.work_dir,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.process.running:
+                raise PrometheusError(f"Prometheus exited:\n{self.process.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise PrometheusError(f"Prometheus not ready at {self.url}:\n{self.process.log_tail()}")
+
+    def set_targets(self, targets: Sequence[tuple[str, Mapping[str, str]]]) -> bool:
+        """Scrape exactly ``(address, labels)``; returns whether the file changed."""
+        groups = [{"targets": [address], "labels": dict(labels)} for address, labels in targets]
+        text = json.dumps(sorted(groups, key=lambda g: g["targets"][0]), indent=1)
+        if text == self._targets:
+            return False
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.targets_file)  # Prometheus never reads half a file
+        self._targets = text
+        return True
+
+    def stop(self) -> None:
+        self.process.stop()

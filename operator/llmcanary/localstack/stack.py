@@ -1,0 +1,261 @@
+"""The local stack: the dev cluster plus a real data plane, up and down with one command.
+
+``llmcanary stack up`` starts (or reuses) the dev cluster, hands pod readiness to the
+data plane (:func:`llmcanary.devcluster.set_pod_readiness`), installs the CRD, and starts
+``llmcanary stack serve`` in the background. That process owns the data plane until
+``llmcanary stack down``:
+
+- :class:`~llmcanary.localstack.pods.PodRunner`: one ``tritonserver`` per pod;
+- :class:`~llmcanary.localstack.prometheus.Prometheus` scraping them;
+- :class:`~llmcanary.localstack.proxy.Nginx` splitting client traffic by the HTTPRoutes.
+
+It re-reads the cluster every half second and writes ``<state>/stack.json`` (URLs and
+its pid) once everything answers. ``down`` stops it (it stops its children), gives
+readiness back to KWOK and stops the cluster unless told to keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcanary import devcluster
+from llmcanary.devcluster.paths import find_repo_root
+from llmcanary.kube.client import Kube
+from llmcanary.localstack.pods import PodRunner
+from llmcanary.localstack.prometheus import Prometheus, prometheus_binary
+from llmcanary.localstack.proxy import Backend, Nginx, Route
+from llmcanary.localstack.triton import find_triton
+
+__all__ = ["StackError", "StackSettings", "down", "running", "serve", "up"]
+
+log = logging.getLogger(__name__)
+
+HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+SYNC_INTERVAL_S = 0.5
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    state_dir: Path
+    model_root: Path
+    proxy_port: int = 18080
+    prometheus_port: int = 19090
+
+    @classmethod
+    def from_env(cls) -> StackSettings:
+        env = os.environ
+        root = find_repo_root()
+        return cls(
+            state_dir=Path(env.get("LLMCANARY_STACK_DIR") or root / ".localstack").resolve(),
+            model_root=Path(env.get("LLMCANARY_MODEL_REPO") or root / "model_repo").resolve(),
+            proxy_port=int(env.get("LLMCANARY_STACK_PROXY_PORT") or 18080),
+            prometheus_port=int(env.get("LLMCANARY_STACK_PROMETHEUS_PORT") or 19090),
+        )
+
+    @property
+    def info_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def access_log(self) -> Path:
+        return self.state_dir / "proxy" / "access.log"
+
+    @property
+    def starts_file(self) -> Path:
+        return self.state_dir / "pods" / "starts.jsonl"
+
+
+def nginx_binary(cache_dir: Path) -> Path:
+    """Where ``scripts/ensure-nginx.sh`` puts Debian's binary."""
+    return cache_dir / "nginx" / "bin" / "nginx"
+
+
+# --- the serving process -----------------------------------------------------------
+
+
+def _ready_endpoints(
+    pods: list[dict[str, Any]], selector: dict[str, str], port: int
+) -> tuple[str, ...]:
+    found = []
+    for pod in pods:
+        labels = pod["metadata"].get("labels") or {}
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if (
+            ready
+            and status.get("podIP")
+            and not pod["metadata"].get("deletionTimestamp")
+            and all(labels.get(k) == v for k, v in selector.items())
+        ):
+            found.append(f"{status['podIP']}:{port}")
+    return tuple(sorted(found))
+
+
+def read_routes(kube: Kube) -> list[Route]:
+    """Every HTTPRoute with its backends' weights and Ready endpoints (first rule)."""
+    routes = []
+    pods = kube.list_cluster("v1", "Pod")
+    for item in sorted(
+        kube.list_cluster(*HTTPROUTE),
+        key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"]),
+    ):
+        namespace = item["metadata"]["namespace"]
+        rules = item.get("spec", {}).get("rules") or [{}]
+        backends = []
+        for ref in rules[0].get("backendRefs") or []:
+            service = kube.get("v1", "Service", namespace, ref["name"])
+            selector = ((service or {}).get("spec") or {}).get("selector") or {}
+            in_namespace = [p for p in pods if p["metadata"]["namespace"] == namespace]
+            endpoints = (
+                _ready_endpoints(in_namespace, selector, int(ref.get("port", 8000)))
+                if selector
+                else ()
+            )
+            backends.append(Backend(ref["name"], int(ref.get("weight", 1)), endpoints))
+        routes.append(Route(namespace, item["metadata"]["name"], tuple(backends)))
+    return routes
+
+
+def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
+    """Run the data plane in this process until SIGTERM/SIGINT (or ``stop`` is set)."""
+    stop = stop or threading.Event()
+    cluster = devcluster.Settings.from_env()
+    cache = cluster.cache_dir
+    kube = Kube.from_kubeconfig(str(cluster.kubeconfig))
+    work = settings.state_dir
+    install = find_triton(work / "triton")
+    runner = PodRunner(kube, install, work / "pods", settings.model_root)
+    prometheus = Prometheus(work / "prometheus", prometheus_binary(cache), settings.prometheus_port)
+    proxy = Nginx(nginx_binary(cache), work / "proxy", f"127.0.0.1:{settings.proxy_port}")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        prometheus.start()
+        proxy.start(read_routes(kube))
+        settings.info_file.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "proxy": settings.proxy_url,
+                    "prometheus": settings.prometheus_url,
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "access_log": str(settings.access_log),
+                    "starts": str(settings.starts_file),
+                }
+            )
+        )
+        log.info(
+            "local data plane serving",
+            extra={"proxy": settings.proxy_url, "prometheus": settings.prometheus_url},
+        )
+        while not stop.is_set():
+            try:
+                runner.sync()
+                prometheus.set_targets(runner.targets())
+                if proxy.update(read_routes(kube)):
+                    log.info("proxy reloaded")
+            except Exception as exc:  # the API server restarting: try again next pass
+                log.warning("data plane sync failed", extra={"error": str(exc)})
+            if not proxy.process.running:
+                raise StackError(f"nginx exited:\n{proxy.process.log_tail()}")
+            stop.wait(SYNC_INTERVAL_S)
+    finally:
+        settings.info_file.unlink(missing_ok=True)
+        runner.stop_all()
+        proxy.stop()
+        prometheus.stop()
+
+
+# --- up / down ---------------------------------------------------------------------
+
+
+def running(settings: StackSettings) -> dict[str, Any] | None:
+    """The serving process's ``stack.json`` if that process is alive."""
+    try:
+        info: dict[str, Any] = json.loads(settings.info_file.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError):
+        return None
+    return info
+
+
+def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
+    """Start whatever is not running; idempotent. Returns ``stack.json``'s content."""
+    cluster_settings = devcluster.Settings.from_env()
+    devcluster.ensure_built(cluster_settings)
+    devcluster.up(cluster_settings)
+    devcluster.set_pod_readiness(cluster_settings, "external")
+    crds = find_repo_root() / "crds"
+    devcluster.kubectl("apply", "--server-side", "-f", str(crds), settings=cluster_settings)
+    info = running(settings)
+    if info is not None:
+        return info
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    logfile = settings.state_dir / "stack.log"
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmcanary", "stack", "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "LLMCANARY_STACK_DIR": str(settings.state_dir)},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = running(settings)
+        if info is not None:
+            return info
+        if proc.poll() is not None:
+            tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-20:])
+            raise StackError(f"the data plane exited ({proc.returncode}):\n{tail}")
+        time.sleep(0.2)
+    raise StackError(f"the data plane did not come up in {timeout:.0f}s; see {logfile}")
+
+
+def down(settings: StackSettings, *, keep_cluster: bool = False, timeout: float = 60.0) -> None:
+    """Stop the data plane (and its Tritons, nginx, Prometheus), then the cluster."""
+    info = running(settings)
+    if info is not None:
+        pid = int(info["pid"])
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    cluster_settings = devcluster.Settings.from_env()
+    if keep_cluster:
+        if devcluster.status(cluster_settings).running:
+            devcluster.set_pod_readiness(cluster_settings, "kwok")
+    else:
+        devcluster.down(cluster_settings)
