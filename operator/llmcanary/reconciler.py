@@ -46,7 +46,7 @@ from llmcanary.rollout.machine import (
     preflight_due,
 )
 from llmcanary.rollout.revision import revision_of
-from llmcanary.rollout.workload import Problem, WorkloadObservation
+from llmcanary.rollout.workload import Problem, WorkloadObservation, pod_problem
 from llmcanary.routing import Router, router_for, router_of_kind
 from llmcanary.status import parse_status, write_status
 
@@ -151,7 +151,8 @@ class Reconciler:
         requests = requests_of(meta)
         check = None
         if analysis_due(spec, status, requests, now):
-            check = self._analyse(owner, spec, stable_rev, current)
+            stable_share = 100 - (status.canary_weight or 0)
+            check = self._analyse(owner, spec, stable_rev, current, stable_share)
         canary = self._observe(owner, current) if current != stable_rev else None
         observation = Observation(
             revision=current,
@@ -210,9 +211,20 @@ class Reconciler:
         deployment = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
         if deployment is not None and not owned_by(deployment, owner.uid):
             return None  # ensure() reports the conflict
-        return observe_workload(deployment, revision)
+        observed = observe_workload(deployment, revision)
+        if observed is not None and observed.ready < observed.desired:
+            pods = self.kube.list(
+                "v1",
+                "Pod",
+                owner.namespace,
+                f"{LABEL_DEPLOYMENT}={owner.name},{LABEL_REVISION}={revision}",
+            )
+            observed = replace(observed, problem=pod_problem(pods))
+        return observed
 
-    def _analyse(self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str) -> Check:
+    def _analyse(
+        self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str, stable_share: int
+    ) -> Check:
         analysis = spec.canary.analysis
         context = QueryContext(
             namespace=owner.namespace,
@@ -232,7 +244,7 @@ class Reconciler:
             return unavailable(f"metrics unavailable: {exc}")
         except ValueError as exc:  # a template the CRD could not check
             return unavailable(f"spec.canary.analysis.queries: {exc}")
-        check = judge(analysis, stable_sample, canary_sample)
+        check = judge(analysis, stable_sample, canary_sample, stable_share=stable_share)
         log.info(
             "analysis %s: %s",
             check.verdict,

@@ -47,3 +47,15 @@ def test_query_templates_render_every_variable_and_refuse_unknown_ones() -> None
     bad = spec_for("2", analysis={"queries": {"latency": "up{{job='{job}'}}"}})
     with pytest.raises(ValueError, match=r"unknown template variables \['job'\]"):
         arm_queries(bad.canary.analysis, context, "stable")
+
+
+def test_at_100_percent_the_stable_arm_needs_no_traffic() -> None:
+    analysis = spec_for().canary.analysis
+    idle_stable = ArmSample(100.0, 0.0, 0.0)  # last P95 still known, no new requests
+    assert judge(analysis, idle_stable, HEALTHY).verdict == "inconclusive"
+    assert judge(analysis, idle_stable, HEALTHY, stable_share=0).verdict == "pass"
+    slower = ArmSample(130.0, 1000.0, 0.0)
+    assert judge(analysis, idle_stable, slower, stable_share=0).verdict == "fail"
+    gone = ArmSample(None, None, None)  # the stable series aged out: absolute limits only
+    check = judge(analysis, gone, slower, stable_share=0)
+    assert check.verdict == "pass" and "absolute limits only" in check.reason

@@ -73,6 +73,7 @@ class Sim:
     preflight_passes: bool = True
     preflights: int = 0
     canary_serves: bool = True
+    canary_problem: str | None = None
     canary_pods_created: int = 0
     _canary_replicas: int = 0
     _canary_rev: str | None = None
@@ -87,7 +88,10 @@ class Sim:
             ready = self._canary_replicas
             if self.canary_ready_cap is not None:
                 ready = min(ready, self.canary_ready_cap)
-            canary = WorkloadObservation(self._canary_rev, self._canary_replicas, ready, ready)
+            problem = self.canary_problem if ready < self._canary_replicas else None
+            canary = WorkloadObservation(
+                self._canary_rev, self._canary_replicas, ready, ready, problem
+            )
         requests = Requests(dict(self.annotations), self.paused_annotation)
         check = None
         if analysis_due(self.spec, self.status, requests, self.now):
@@ -554,3 +558,17 @@ def test_a_promote_request_waits_for_preflight() -> None:
     sim.run(seconds=30)
     assert sim.status.phase == "Failed"
     assert sim.status.stable_revision == revision_of(spec_for("1"))
+
+
+def test_a_canary_pod_that_cannot_start_says_why_in_the_status_and_gets_no_traffic() -> None:
+    sim = stable_sim(canary_ready_cap=0)
+    sim.canary_problem = (
+        "pod tiny-llm-abc-1: triton CrashLoopBackOff: back-off 20s restarting failed"
+        " container: failed to load 'tiny-llm' version 1"
+    )
+    sim.run(seconds=120)
+    assert sim.distinct_weights() == [0]
+    assert sim.status.phase == "Progressing"
+    assert sim.status.message == (
+        "waiting for 1 ready canary replicas before 5% (0 ready): " + sim.canary_problem
+    )

@@ -7,6 +7,7 @@ and inconclusive never counts as a pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,13 +40,22 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f}%"
 
 
-def judge(analysis: AnalysisSpec, stable: ArmSample, canary: ArmSample) -> Check:
-    """Compare the arms with the spec's criteria."""
+def judge(
+    analysis: AnalysisSpec, stable: ArmSample, canary: ArmSample, *, stable_share: int = 100
+) -> Check:
+    """Compare the arms with the spec's criteria.
+
+    ``stable_share``: the percentage of traffic the stable arm gets now. At 0 (the canary
+    at 100%) the stable arm serves nothing by design: its sample count is not required,
+    and the canary is compared with the stable's last P95 if Prometheus still has one,
+    else judged on its absolute limits (``maxMilliseconds``, the error rate) alone.
+    """
 
     def check(verdict: VerdictKind, reason: str) -> Check:
         return Check(verdict, reason, stable, canary)
 
-    for arm, sample in (("stable", stable), ("canary", canary)):
+    arms = (("stable", stable), ("canary", canary)) if stable_share > 0 else (("canary", canary),)
+    for arm, sample in arms:
         if sample.requests is None:
             return check("inconclusive", f"no request series for the {arm} arm")
         samples = sample.samples or 0
@@ -59,11 +69,17 @@ def judge(analysis: AnalysisSpec, stable: ArmSample, canary: ArmSample) -> Check
             return check("inconclusive", f"no latency series for the {arm} arm")
 
     failures: list[str] = []
-    assert stable.latency_ms is not None and canary.latency_ms is not None  # checked above
+    assert canary.latency_ms is not None  # checked above, as the stable's when it has traffic
     latency = analysis.latency
-    limit = stable.latency_ms * (1 + latency.max_increase_percent / 100)
     quantile = f"p{latency.quantile * 100:g}"
+    if stable.latency_ms is None:
+        limit = math.inf
+        baseline = "no stable traffic at 100%: absolute limits only"
+    else:
+        limit = stable.latency_ms * (1 + latency.max_increase_percent / 100)
+        baseline = f"within stable {_ms(stable.latency_ms)} +{latency.max_increase_percent:g}%"
     if canary.latency_ms > limit:
+        assert stable.latency_ms is not None
         failures.append(
             f"canary {quantile} {_ms(canary.latency_ms)} > stable {_ms(stable.latency_ms)}"
             f" +{latency.max_increase_percent:g}%"
@@ -84,6 +100,5 @@ def judge(analysis: AnalysisSpec, stable: ArmSample, canary: ArmSample) -> Check
         return check("fail", "; ".join(failures))
     return check(
         "pass",
-        f"canary {quantile} {_ms(canary.latency_ms)} within stable {_ms(stable.latency_ms)}"
-        f" +{latency.max_increase_percent:g}%, error rate {_pct(canary_errors)}",
+        f"canary {quantile} {_ms(canary.latency_ms)} {baseline}, error rate {_pct(canary_errors)}",
     )

@@ -391,7 +391,7 @@ class _Tick:
             else:
                 self.set(
                     message=f"waiting for {need} ready canary replicas before {target}%"
-                    f" ({ready} ready)"
+                    f" ({ready} ready){self.canary_problem()}"
                 )
             self.plan_canary(need, self.get("canary_weight") or 0)
             return
@@ -419,7 +419,10 @@ class _Tick:
             if ready >= need:
                 self.apply_weight(target, step)
             else:
-                self.set(message=f"waiting for {need} ready canary replicas before {target}%")
+                self.set(
+                    message=f"waiting for {need} ready canary replicas before {target}%"
+                    f"{self.canary_problem()}"
+                )
             self.plan_canary(need, self.get("canary_weight") or 0)
             return
         waiting = "the step interval" if not done else "a passing check"
@@ -452,6 +455,11 @@ class _Tick:
             message=f"preflight failed: {reason}",
         )
         self.plan = Plan(self.stable_rev, revision, 0, 0)
+
+    def canary_problem(self) -> str:
+        """``": <why a canary pod is not Ready>"``, or nothing when no pod says."""
+        problem = self.obs.canary.problem if self.obs.canary else None
+        return f": {problem}" if problem else ""
 
     def canary_serves(self) -> bool:
         """Record the canary's own readiness checks; True when every one passed."""

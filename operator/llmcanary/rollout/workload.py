@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,9 @@ class WorkloadObservation:
     desired: int
     ready: int
     updated: int
+    #: Why a pod of this revision is not Ready, when its containers say (CrashLoopBackOff
+    #: with Triton's error, an image that cannot be pulled, ...): see :func:`pod_problem`.
+    problem: str | None = None
 
     @property
     def all_ready(self) -> bool:
@@ -25,3 +30,27 @@ class Problem:
 
     reason: str
     message: str
+
+
+# Waiting reasons that mean "not yet", not "wrong": they explain nothing to a user.
+_TRANSIENT = {"ContainerCreating", "PodInitializing"}
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first reason a container of these pods gives for not running, e.g.
+    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff: back-off 20s restarting failed
+    container: failed to load 'tiny-llm' ...``; None when none gives one."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason and reason not in _TRANSIENT:
+                name = pod.get("metadata", {}).get("name", "?")
+                detail = waiting.get("message") or ""
+                text = f"pod {name}: {container.get('name')} {reason}"
+                return f"{text}: {detail}" if detail else text
+    return None
