@@ -1,159 +1,88 @@
-"""``llmcanary demo``: the local cluster, the operator and the example, until it is Stable."""
+"""``llmcanary demo``: the main job, on the local stack (see llmcanary.demo.story)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-from llmcanary.devcluster import cluster as devcluster
-from llmcanary.devcluster.paths import Settings, find_repo_root
+from llmcanary.cli.bench import summary_table
+from llmcanary.demo.chart import write_chart
+from llmcanary.demo.story import NAMESPACE, DemoError, Story
+from llmcanary.demo.timeline import outcomes
+from llmcanary.localstack.stack import StackError, StackSettings
 
-DEMO_NAMESPACE = "llmcanary-demo"
 
-
-def _kubectl(settings: Settings, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [str(settings.tool("kubectl")), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        check=False,
-    )
-    if done.returncode != 0:
-        raise click.ClickException(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 @click.command()
-@click.option("--timeout", default=180, show_default=True, help="Seconds to wait for Stable.")
 @click.option(
-    "--example",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="LLMDeployment to apply (default: examples/tiny-llm.yaml).",
+    "--rollout-timeout", default=420, show_default=True, help="Seconds allowed per rollout."
 )
-def demo(timeout: int, example: Path | None) -> None:
-    """Start the local cluster and the operator, apply the example, watch it reach Stable."""
-    root = find_repo_root()
-    example = example or root / "examples" / "tiny-llm.yaml"
-    settings = Settings.from_env()
-    click.echo(
-        "==> local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+@click.option("--concurrency", default=4, show_default=True, help="Streams of steady load.")
+def demo(rollout_timeout: int, concurrency: int) -> None:
+    """Local stack + operator + tiny-llm: a healthy revision promoted, a slow one rolled back."""
+    console = Console()
+    settings = StackSettings.from_env()
+    t0 = time.monotonic()
+    story = Story(
+        settings, console.print, rollout_timeout_s=rollout_timeout, concurrency=concurrency
     )
-    devcluster.ensure_built(settings)
-    started = time.monotonic()
-    cluster = devcluster.up(settings)
-    kubeconfig = cluster.kubeconfig
-    click.echo(f"    up in {time.monotonic() - started:.1f}s, kubeconfig {kubeconfig}")
-    click.echo(_kubectl(settings, kubeconfig, "get", "nodes", "-L", "nvidia.com/gpu.product"))
-
-    click.echo("==> the LLMDeployment CRD")
-    _kubectl(
-        settings,
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(root / "crds"),
-    )
-    _kubectl(
-        settings,
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "crd/llmdeployments.llmcanary.io",
-    )
-    manifest = _kubectl(
-        settings,
-        kubeconfig,
-        "create",
-        "namespace",
-        DEMO_NAMESPACE,
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    )
-    _kubectl(settings, kubeconfig, "apply", "-f", "-", stdin=manifest)
-
-    log_path = settings.state_dir / "logs" / "operator-demo.log"
-    click.echo(f"==> the operator (llmcanary run -n {DEMO_NAMESPACE}), log {log_path}")
-    with log_path.open("ab") as log:
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llmcanary",
-                "run",
-                "-n",
-                DEMO_NAMESPACE,
-                "--log-format",
-                "json",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig), "LLMCANARY_RESYNC_SECONDS": "10"},
-        )
     try:
-        click.echo(f"==> kubectl apply -f {example}")
-        name = _kubectl(
-            settings,
-            kubeconfig,
-            "apply",
-            "-n",
-            DEMO_NAMESPACE,
-            "-f",
-            str(example),
-            "-o",
-            "jsonpath={.metadata.name}",
-        )
-        _watch_until_stable(settings, kubeconfig, name, timeout)
-        click.echo(
-            _kubectl(
-                settings,
-                kubeconfig,
-                "get",
-                "deploy,svc,cm,httproute,pods",
-                "-n",
-                DEMO_NAMESPACE,
-                "-l",
-                f"llmcanary.io/deployment={name}",
-            )
-        )
+        load = story.run()
+    except (DemoError, StackError) as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
-        operator.terminate()
-        operator.wait(timeout=30)
-    click.echo(
-        "The cluster is still up. To look around:\n"
-        '  eval "$(llmcanary devcluster env)"\n'
-        f"  kubectl get llmd -n {DEMO_NAMESPACE}\n"
-        "Stop it with `llmcanary devcluster down` (or `make down`)."
-    )
+        if story.samples:
+            chart = write_chart(
+                story.samples,
+                settings.state_dir / "demo" / "rollouts.png",
+                "llmcanary demo: canary weight and P95 per arm, as the operator saw them",
+            )
+            console.print(f"==> chart: {chart}")
 
-
-def _watch_until_stable(settings: Settings, kubeconfig: Path, name: str, timeout: int) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        table = _kubectl(settings, kubeconfig, "get", "llmd", name, "-n", DEMO_NAMESPACE)
-        if table != last:
-            click.echo(table.rstrip())
-            last = table
-        obj = json.loads(
-            _kubectl(settings, kubeconfig, "get", "llmd", name, "-n", DEMO_NAMESPACE, "-o", "json")
+    table = Table(title="Rollouts")
+    for column in (
+        "revision",
+        "outcome",
+        "seconds",
+        "max weight",
+        "checks",
+        "canary p95 ms",
+        "stable p95 ms",
+        "requests stable / canary",
+    ):
+        table.add_column(column, justify="right" if column != "revision" else "left")
+    for row in outcomes(story.samples):
+        shares = story.shares.get(row.label, {})
+        split = (
+            f"{shares.get('tiny-llm-stable', 0)} / {shares.get('tiny-llm-canary', 0)}"
+            if shares
+            else "-"
         )
-        if obj.get("status", {}).get("phase") == "Stable":
-            click.echo(f"==> {name} is Stable")
-            return
-        time.sleep(1)
-    raise click.ClickException(
-        f"{name} did not reach Stable in {timeout}s:"
-        f" see {settings.state_dir / 'logs' / 'operator-demo.log'}"
+        table.add_row(
+            row.label,
+            row.result,
+            f"{row.seconds:.0f}",
+            f"{row.max_weight}%",
+            str(row.checks),
+            _ms(row.canary_p95),
+            _ms(row.stable_p95),
+            split,
+        )
+    console.print(table)
+    console.print(summary_table(load, "The steady load through nginx, whole demo"))
+    console.print(
+        f"{load.requests} requests ({load.succeeded} ok, errors {load.errors or 'none'}),"
+        f" {load.output_tokens_per_s:.0f} output tokens/s"
+    )
+    console.print(
+        f"==> done in {time.monotonic() - t0:.0f}s. The stack is still up:\n"
+        f"    kubectl --kubeconfig .devcluster/kubeconfig -n {NAMESPACE} get llmd,pods\n"
+        "    llmcanary bench            # load through the proxy\n"
+        "    llmcanary stack down       # stop everything"
     )

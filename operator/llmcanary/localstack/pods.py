@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any
 import requests
 
 from llmcanary.kube.client import Kube
-from llmcanary.localstack.process import ManagedProcess
+from llmcanary.localstack.process import ManagedProcess, kill_group
 from llmcanary.localstack.triton import TritonInstall
 
 __all__ = ["PodRunner", "RunningPod", "triton_argv"]
@@ -50,6 +51,7 @@ INIT_CONTAINER = "stage-model"
 CONFIG_VOLUME = "model-config"
 BACKOFF_START_S = 10.0
 BACKOFF_MAX_S = 300.0
+STOP_GRACE_S = 20.0  # a pod's terminationGracePeriod, in effect
 # Flags the data plane sets itself: where the files are, and which address to bind.
 _OVERRIDDEN = (
     "--model-repository",
@@ -133,11 +135,13 @@ class PodRunner:
     model_root: Path
     pods: dict[str, RunningPod] = field(default_factory=dict)
     session: requests.Session = field(default_factory=requests.Session)
+    stopping: list[tuple[subprocess.Popen[bytes], float]] = field(default_factory=list)
 
     # --- the loop -------------------------------------------------------------------
 
     def sync(self) -> None:
         """One pass: start, check, report and stop, so that processes match the pods."""
+        self._reap()
         listed = self.kube.list_cluster("v1", "Pod", label_selector=LABEL_DEPLOYMENT)
         wanted = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in listed}
         for key in list(self.pods):
@@ -154,10 +158,6 @@ class PodRunner:
             running = self.pods.get(key) or self._adopt(pod)
             running.labels = dict(pod["metadata"].get("labels") or {})
             self._supervise(running, pod)
-
-    def stop_all(self) -> None:
-        for key in list(self.pods):
-            self._remove(key, "data plane stopping")
 
     def targets(self) -> list[tuple[str, dict[str, str]]]:
         """Prometheus targets (metrics address, PodMonitor-style labels) of live Tritons."""
@@ -205,10 +205,37 @@ class PodRunner:
         return running
 
     def _remove(self, key: str, why: str) -> None:
+        """SIGTERM the pod's Triton and move on: it drains on its own time, and the next
+        passes reap it (SIGKILL after STOP_GRACE_S), so one slow exit delays no pod."""
         pod = self.pods.pop(key)
-        if pod.process.running:
+        proc = pod.process.terminate()
+        if proc is not None:
             log.info("stopping Triton", extra={"pod": key, "reason": why})
-        pod.process.stop(timeout=15)
+            self.stopping.append((proc, time.monotonic() + STOP_GRACE_S))
+
+    def _reap(self) -> None:
+        still: list[tuple[subprocess.Popen[bytes], float]] = []
+        for proc, deadline in self.stopping:
+            if proc.poll() is not None:
+                kill_group(proc.pid)  # a stub left behind by its server
+            elif time.monotonic() > deadline:
+                kill_group(proc.pid)
+                proc.wait()
+            else:
+                still.append((proc, deadline))
+        self.stopping = still
+
+    def stop_all(self, timeout: float = STOP_GRACE_S) -> None:
+        for key in list(self.pods):
+            self._remove(key, "data plane stopping")
+        deadline = time.monotonic() + timeout
+        while self.stopping and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.1)
+        for proc, _ in self.stopping:
+            kill_group(proc.pid)
+            proc.wait()
+        self.stopping = []
 
     def _supervise(self, pod: RunningPod, body: Mapping[str, Any]) -> None:
         code = pod.process.exit_code()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "tail"]
+__all__ = ["ManagedProcess", "kill_group", "tail"]
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -61,6 +61,14 @@ class ManagedProcess:
         if self.running and self.proc is not None:
             self.proc.send_signal(sig)
 
+    def terminate(self) -> subprocess.Popen[bytes] | None:
+        """SIGTERM to the group without waiting; returns the process to reap (or None).
+        After this, this object may start a new process."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+        return proc
+
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is None:
@@ -77,6 +85,11 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_file, lines)
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL whatever is left of a process group."""
+    _signal_group(pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -16,6 +16,7 @@ backend of every request: :func:`count_requests` reads the share each arm really
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -156,8 +157,10 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def count_requests(access_log: Path, since: float = 0.0) -> Counter[tuple[str, str]]:
-    """Requests per ``(route, backend Service)`` logged at or after ``since`` (epoch s)."""
+def count_requests(
+    access_log: Path, since: float = 0.0, until: float = math.inf
+) -> Counter[tuple[str, str]]:
+    """Requests per ``(route, backend Service)`` logged in ``[since, until]`` (epoch s)."""
     counts: Counter[tuple[str, str]] = Counter()
     try:
         text = access_log.read_text(errors="replace")
@@ -168,7 +171,7 @@ def count_requests(access_log: Path, since: float = 0.0) -> Counter[tuple[str, s
             entry = json.loads(line)
         except ValueError:
             continue
-        if float(entry.get("time", 0)) >= since and entry.get("backend"):
+        if since <= float(entry.get("time", 0)) <= until and entry.get("backend"):
             counts[(entry["route"], entry["backend"].split(".", 1)[0])] += 1
     return counts
 

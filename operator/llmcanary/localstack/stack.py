@@ -66,6 +66,15 @@ class StackSettings:
             prometheus_port=int(env.get("LLMCANARY_STACK_PROMETHEUS_PORT") or 19090),
         )
 
+    def environment(self) -> dict[str, str]:
+        """These settings as the variables :meth:`from_env` reads."""
+        return {
+            "LLMCANARY_STACK_DIR": str(self.state_dir),
+            "LLMCANARY_MODEL_REPO": str(self.model_root),
+            "LLMCANARY_STACK_PROXY_PORT": str(self.proxy_port),
+            "LLMCANARY_STACK_PROMETHEUS_PORT": str(self.prometheus_port),
+        }
+
     @property
     def info_file(self) -> Path:
         return self.state_dir / "stack.json"
@@ -154,6 +163,8 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
     proxy = Nginx(nginx_binary(cache), work / "proxy", f"127.0.0.1:{settings.proxy_port}")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    claim = _claim_file(cluster)
+    claim.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(settings.state_dir)}))
     try:
         prometheus.start()
         proxy.start(read_routes(kube))
@@ -186,6 +197,7 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
             stop.wait(SYNC_INTERVAL_S)
     finally:
         settings.info_file.unlink(missing_ok=True)
+        claim.unlink(missing_ok=True)
         runner.stop_all()
         proxy.stop()
         prometheus.stop()
@@ -204,9 +216,31 @@ def running(settings: StackSettings) -> dict[str, Any] | None:
     return info
 
 
+def _claim_file(cluster: devcluster.Settings) -> Path:
+    """One data plane per cluster: two would both start a Triton on every pod IP."""
+    return cluster.state_dir / "data-plane.json"
+
+
+def _other_data_plane(settings: StackSettings, cluster: devcluster.Settings) -> str | None:
+    try:
+        claim = json.loads(_claim_file(cluster).read_text())
+        os.kill(int(claim["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError):
+        return None
+    if Path(claim["state_dir"]) == settings.state_dir:
+        return None
+    return f"pid {claim['pid']}, state {claim['state_dir']}"
+
+
 def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
     """Start whatever is not running; idempotent. Returns ``stack.json``'s content."""
     cluster_settings = devcluster.Settings.from_env()
+    other = _other_data_plane(settings, cluster_settings)
+    if other is not None:
+        raise StackError(
+            f"another data plane serves this cluster ({other}): stop it with"
+            " `llmcanary stack down` (with its LLMCANARY_STACK_DIR) first"
+        )
     devcluster.ensure_built(cluster_settings)
     devcluster.up(cluster_settings)
     devcluster.set_pod_readiness(cluster_settings, "external")
@@ -224,7 +258,7 @@ def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "LLMCANARY_STACK_DIR": str(settings.state_dir)},
+            env={**os.environ, **settings.environment()},
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,77 @@
+"""The demo's picture: canary weight over time above, both arms' P95 below.
+
+matplotlib is imported here only, when the chart is drawn (it belongs to the demo, not
+to the operator); it comes with the ``model`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from llmcanary.demo.timeline import Sample, outcomes
+
+__all__ = ["write_chart"]
+
+COLORS = {"stable": "#1f77b4", "canary": "#d62728", "weight": "#2ca02c"}
+RESULT_COLORS = {"Stable": "#2ca02c", "RolledBack": "#d62728", "Failed": "#d62728"}
+
+
+def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.2]}
+    )
+    times = [s.t for s in samples]
+    top.step(times, [s.weight for s in samples], where="post", color=COLORS["weight"], lw=2)
+    top.set_ylabel("canary weight (%)")
+    top.set_ylim(-5, 105)
+    top.grid(alpha=0.3)
+
+    checks: dict[str, Sample] = {}
+    for s in samples:
+        if s.check_time and s.phase in ("Progressing", "RolledBack", "Promoting"):
+            checks.setdefault(s.check_time, s)
+    points = sorted(checks.values(), key=lambda s: s.t)
+    for arm in ("stable", "canary"):
+        xs = [p.t for p in points if getattr(p, f"{arm}_p95") is not None]
+        ys = [getattr(p, f"{arm}_p95") for p in points if getattr(p, f"{arm}_p95") is not None]
+        bottom.plot(xs, ys, "o-", color=COLORS[arm], label=f"{arm} P95", ms=4)
+    bottom.set_ylabel("P95 request latency (ms)")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel("seconds since the demo started")
+    bottom.grid(alpha=0.3)
+    bottom.legend(loc="upper left")
+
+    for outcome in outcomes(samples):
+        mine = [s for s in samples if s.label == outcome.label]
+        start, end = mine[0].t, mine[-1].t
+        color = RESULT_COLORS.get(outcome.result, "#7f7f7f")
+        for axis in (top, bottom):
+            axis.axvspan(start, end, color=color, alpha=0.06)
+        verb = {"Stable": "promoted", "RolledBack": "rolled back"}.get(
+            outcome.result, outcome.result
+        )
+        if outcome.max_weight == 0 and outcome.result == "Stable":
+            verb = "deployed"  # the first revision: no canary
+        top.annotate(
+            f"{outcome.label}: {verb}",
+            xy=(start, 100),
+            xytext=(4, -14),
+            textcoords="offset points",
+            color=color,
+            fontsize=10,
+            fontweight="bold",
+        )
+        top.axvline(end, color=color, ls="--", lw=1)
+        bottom.axvline(end, color=color, ls="--", lw=1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

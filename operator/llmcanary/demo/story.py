@@ -1,0 +1,218 @@
+"""``llmcanary demo``: the whole story on the local stack, told as it happens.
+
+1. ``llmcanary stack up``: the dev cluster, a real ``tritonserver`` per pod, Prometheus
+   and nginx (see :mod:`llmcanary.localstack`); the CRD; the operator as a process.
+2. tiny-llm revision 1 (``examples/local/tiny-llm.yaml``) until Stable.
+3. Steady streaming load through nginx, for the rest of the story.
+4. Revision 2, as fast as 1: walked 5% -> 100% and promoted.
+5. Revision 3, a bigger model (8 layers, hidden size 512): slower, rolled back.
+6. A summary table, the load's figures, and a PNG chart of weight and P95 over time.
+
+Every number printed is what the operator wrote into the LLMDeployment's status from
+what Prometheus scraped from the real Tritons.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from llmcanary.api import API_VERSION, KIND
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.demo.timeline import Sample, describe, sample_of
+from llmcanary.devcluster.paths import find_repo_root
+from llmcanary.kube.client import Kube
+from llmcanary.loadgen.client import LoadConfig, run_load
+from llmcanary.loadgen.stats import RequestResult, Summary, summarize
+from llmcanary.localstack import stack as local
+from llmcanary.localstack.proxy import count_requests
+from llmcanary.rollout.revision import revision_of
+
+__all__ = ["CHAPTERS", "Chapter", "DemoError", "Story"]
+
+NAMESPACE = "llmcanary-demo"
+NAME = "tiny-llm"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Chapter:
+    label: str
+    spec_patch: dict[str, Any]
+    expect: str  # the phase this rollout should end in
+
+
+CHAPTERS = (
+    Chapter("v2 healthy", {"model": {"version": "2"}}, "Stable"),
+    Chapter(
+        "v3 slower",
+        {
+            "model": {"version": "3"},
+            "triton": {"parameters": {"layers": "8", "hidden_size": "512", "heads": "8"}},
+        },
+        "RolledBack",
+    ),
+)
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Story:
+    settings: local.StackSettings
+    say: Callable[[str], None]
+    rollout_timeout_s: float = 420.0
+    concurrency: int = 4
+    samples: list[Sample] = field(default_factory=list)
+    load: list[RequestResult] = field(default_factory=list)
+    shares: dict[str, dict[str, int]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def manifest(self, prometheus: str) -> dict[str, Any]:
+        doc: dict[str, Any] = yaml.safe_load(
+            (find_repo_root() / "examples" / "local" / "tiny-llm.yaml").read_text()
+        )
+        doc["metadata"]["namespace"] = NAMESPACE
+        doc["spec"]["canary"]["analysis"]["prometheus"]["address"] = prometheus
+        return doc
+
+    def start_operator(self, kubeconfig: str) -> subprocess.Popen[bytes]:
+        log_file = self.settings.state_dir / "operator.log"
+        self.say(f"==> the operator: llmcanary run -n {NAMESPACE} (log {log_file})")
+        with log_file.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "llmcanary", "run", "-n", NAMESPACE, "--log-format=json"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": kubeconfig, "LLMCANARY_RESYNC_SECONDS": "5"},
+                start_new_session=True,
+            )
+
+    # --- watching -------------------------------------------------------------------
+
+    def status(self, kube: Kube) -> dict[str, Any]:
+        obj = kube.get(API_VERSION, KIND, NAMESPACE, NAME) or {}
+        return dict(obj.get("status") or {})
+
+    def follow(
+        self, kube: Kube, label: str, done: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """Sample the status every second, print what changed, until ``done``."""
+        deadline = time.monotonic() + self.rollout_timeout_s
+        previous: Sample | None = None
+        while time.monotonic() < deadline:
+            status = self.status(kube)
+            sample = sample_of(time.monotonic() - self.started, label, status)
+            self.samples.append(sample)
+            for line in describe(previous, sample):
+                self.say("    " + line)
+            previous = sample
+            if done(status):
+                return status
+            time.sleep(1.0)
+        raise DemoError(
+            f"{label}: no outcome after {self.rollout_timeout_s:.0f}s;"
+            f" see {self.settings.state_dir / 'operator.log'}"
+        )
+
+    # --- the story ------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        self.say("==> the local stack: dev cluster, Triton per pod, Prometheus, nginx")
+        info = local.up(self.settings)
+        self.say(f"    proxy {info['proxy']}, Prometheus {info['prometheus']}")
+        kube = Kube.from_kubeconfig(info["kubeconfig"])
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        operator = self.start_operator(info["kubeconfig"])
+        stop_load = threading.Event()
+        loader: threading.Thread | None = None
+        try:
+            if kube.get(API_VERSION, KIND, NAMESPACE, NAME) is not None:
+                self.say("==> removing the previous demo's tiny-llm")
+                kube.delete(API_VERSION, KIND, NAMESPACE, NAME)
+                self._wait(lambda: kube.get(API_VERSION, KIND, NAMESPACE, NAME) is None, 120)
+            doc = self.manifest(info["prometheus"])
+            self.say("==> revision 1 (2 layers, hidden size 128): kubectl apply")
+            kube.apply(doc)
+            self.follow(kube, "v1", lambda st: st.get("phase") == "Stable")
+            url = f"{info['proxy']}/{NAMESPACE}/{NAME}"
+            self.say(f"==> steady load: {self.concurrency} streams through nginx at {url}")
+            loader = threading.Thread(
+                target=self._drive, args=(url, stop_load), name="load", daemon=True
+            )
+            loader.start()
+            time.sleep(10)  # both arms' series exist before the first canary check
+            for chapter in CHAPTERS:
+                doc = {**doc, "spec": _merge(doc["spec"], chapter.spec_patch)}
+                self.say(f"==> {chapter.label}: kubectl apply (expected: {chapter.expect})")
+                since = time.time()
+                kube.apply(doc)
+                new = revision_of(LLMDeploymentSpec.model_validate(doc["spec"]))
+                final = self.follow(kube, chapter.label, functools.partial(_finished, revision=new))
+                counts = count_requests(self.settings.access_log, since=since)
+                self.shares[chapter.label] = {
+                    backend: n
+                    for (route, backend), n in counts.items()
+                    if route == f"{NAMESPACE}/{NAME}"
+                }
+                outcome = final.get("phase")
+                reason = (final.get("history") or [{}])[0].get("reason") or final.get("message")
+                self.say(f"    {chapter.label}: {outcome}: {reason}")
+                if outcome != chapter.expect:
+                    raise DemoError(f"{chapter.label} ended {outcome}, expected {chapter.expect}")
+        finally:
+            stop_load.set()
+            if loader is not None:
+                loader.join(timeout=60)
+            operator.terminate()
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        duration = self.samples[-1].t - self.samples[0].t if self.samples else 0.0
+        return summarize(self.load, duration)
+
+    def _drive(self, url: str, stop: threading.Event) -> None:
+        config = LoadConfig(
+            url=url, concurrency=self.concurrency, warmup_s=0.0, duration_s=None, max_tokens=32
+        )
+        results, _ = run_load(config, stop=stop)
+        self.load.extend(results)
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise DemoError("timed out waiting for the previous demo to be removed")
+            time.sleep(0.5)
+
+
+def _finished(status: dict[str, Any], revision: str) -> bool:
+    """The rollout of ``revision`` has an outcome (or stopped for a person: Paused)."""
+    if status.get("phase") == "Paused":
+        return True
+    return any(h.get("revision") == revision for h in status.get("history") or [])

@@ -1,0 +1,31 @@
+"""Steady streaming load through the local stack's nginx, in a thread, for a test."""
+
+from __future__ import annotations
+
+import threading
+
+from llmcanary.loadgen.client import LoadConfig, run_load
+from llmcanary.loadgen.stats import RequestResult
+
+
+class LoadDriver:
+    """Closed-loop streaming load through nginx in a thread, until stopped."""
+
+    def __init__(self, url: str, concurrency: int = 4) -> None:
+        self.config = LoadConfig(url=url, concurrency=concurrency, warmup_s=0, duration_s=None)
+        self.results: list[RequestResult] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        results, _ = run_load(self.config, stop=self._stop)
+        self.results.extend(results)
+
+    def start(self) -> LoadDriver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[RequestResult]:
+        self._stop.set()
+        self._thread.join(timeout=90)
+        return self.results

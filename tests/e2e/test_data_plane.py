@@ -1,0 +1,238 @@
+"""The operator on real inference: tiny-llm on real Triton, traffic through nginx by the
+operator's HTTPRoute, judged on what a real Prometheus scraped from those Tritons.
+
+Bounded: every wait has a timeout; the stack and the namespaces are cleaned up by the
+fixtures (conftest.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import time
+from typing import Any
+
+import pytest
+import yaml
+from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from load_driver import LoadDriver
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.localstack import stack as local
+from llmcanary.localstack.proxy import count_requests
+from llmcanary.rollout.revision import revision_of
+
+pytestmark = pytest.mark.k8s
+
+NAME = "tiny-llm"
+REPLICAS = 2
+SLOW = {"layers": "8", "hidden_size": "512", "heads": "8"}
+
+
+def manifest(stack: local.StackSettings, **canary: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(
+        (ROOT / "examples" / "local" / "tiny-llm.yaml").read_text()
+    )
+    doc["spec"]["replicas"] = REPLICAS
+    doc["spec"]["canary"]["analysis"]["prometheus"]["address"] = stack.prometheus_url
+    doc["spec"]["canary"].update(canary)
+    return doc
+
+
+def changed(doc: dict[str, Any], version: str, **triton: Any) -> dict[str, Any]:
+    new = copy.deepcopy(doc)
+    new["spec"]["model"]["version"] = version
+    for key, value in triton.items():
+        new["spec"]["triton"][key] = value
+    return new
+
+
+def revision(doc: dict[str, Any]) -> str:
+    return revision_of(LLMDeploymentSpec.model_validate(doc["spec"]))
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    obj = kubectl.get("llmd", NAME, namespace) or {}
+    found: dict[str, Any] = obj.get("status") or {}
+    return found
+
+
+def route_weight(kubectl: Kubectl, namespace: str) -> int | None:
+    route = kubectl.get("httproute", NAME, namespace)
+    if route is None:
+        return None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return next(int(r["weight"]) for r in refs if r["name"] == f"{NAME}-canary")
+
+
+def triton_starts(stack: local.StackSettings, namespace: str, rev: str) -> int:
+    """How many times the data plane started a tritonserver (loaded the model) for ``rev``."""
+    lines = stack.starts_file.read_text().splitlines() if stack.starts_file.exists() else []
+    records = [json.loads(line) for line in lines]
+    return sum(1 for r in records if r["namespace"] == namespace and r["revision"] == rev)
+
+
+def deploy_stable(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> None:
+    kubectl.apply(doc, namespace)
+    wait_for(
+        "revision 1 Stable with Triton serving",
+        lambda: status(kubectl, namespace).get("phase") == "Stable",
+        timeout=180,
+    )
+
+
+def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stack: local.StackSettings,
+    load: LoadDriver,
+) -> None:
+    doc = manifest(stack, stepWeight=30)
+    deploy_stable(kubectl, namespace, doc)
+    load.start()
+    time.sleep(5)  # both arms' series exist in Prometheus before the first check
+    healthy = changed(doc, "2")
+    new = revision(healthy)
+    kubectl.apply(healthy, namespace)
+    final = wait_for(
+        "revision 2 promoted",
+        lambda: (
+            (st := status(kubectl, namespace)).get("stableRevision") == new
+            and st.get("phase") == "Stable"
+            and st
+        ),
+        timeout=300,
+    )
+    results = load.stop()
+    assert final["history"][0]["outcome"] == "Promoted"
+    # Zero extra model loads: during the whole rollout the data plane started exactly
+    # REPLICAS Tritons for the new revision, and those same pods serve as stable now.
+    assert triton_starts(stack, namespace, new) == REPLICAS
+    pods = kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")
+    assert len(pods) == REPLICAS
+    assert {p["metadata"]["labels"]["llmcanary.io/track"] for p in pods} == {"stable"}
+    assert all(
+        c["status"] == "True"
+        for p in pods
+        for c in p["status"]["conditions"]
+        if c["type"] == "Ready"
+    )
+    counts = count_requests(stack.access_log)
+    assert counts[(f"{namespace}/{NAME}", f"{NAME}-canary")] > 0  # real traffic reached it
+    errors = [r for r in results if not r.ok]
+    print(f"load: {len(results)} requests, {len(errors)} errors: {errors[:3]}")
+    assert len(results) > 100
+    assert len(errors) <= len(results) * 0.01
+
+
+def test_a_slower_revision_gets_its_share_then_is_rolled_back(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stack: local.StackSettings,
+    load: LoadDriver,
+) -> None:
+    doc = manifest(stack)
+    deploy_stable(kubectl, namespace, doc)
+    load.start()
+    time.sleep(5)
+    slow = changed(doc, "3", parameters=SLOW)
+    new = revision(slow)
+    kubectl.apply(slow, namespace)
+
+    # Watch the route itself: when the canary got 5%, and when it lost it.
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            weight = route_weight(kubectl, namespace)
+            if weight == 5 and "at_5" not in seen:
+                seen["at_5"] = time.time()
+            if weight == 0 and "at_5" in seen and "at_0" not in seen:
+                seen["at_0"] = time.time()
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        st = wait_for(
+            "phase RolledBack",
+            lambda: (s := status(kubectl, namespace)).get("phase") == "RolledBack" and s,
+            timeout=240,
+        )
+        wait_for("the route back at 0", lambda: "at_0" in seen, timeout=10)
+    finally:
+        stop.set()
+        watcher.join()
+    load.stop()
+    assert st["rolledBackRevision"] == new
+    reason = st["history"][0]["reason"]
+    assert "canary p95" in reason and "> stable" in reason, reason
+    print(f"rollback: {reason}")
+
+    # While the route said 5%, the proxy sent the canary 5% of the requests. Binomial
+    # tolerance: 4 standard deviations of the share over n requests, plus 1 point for
+    # requests in flight across nginx's reloads at the edges (1 s trimmed at each end).
+    counts = count_requests(stack.access_log, since=seen["at_5"] + 1.0, until=seen["at_0"] - 1.0)
+    route = f"{namespace}/{NAME}"
+    canary, stable = counts[(route, f"{NAME}-canary")], counts[(route, f"{NAME}-stable")]
+    total = canary + stable
+    share = canary / total
+    tolerance = 4 * math.sqrt(0.05 * 0.95 / total) + 0.01
+    print(f"at 5%: canary {canary} of {total} requests = {share:.2%} (tolerance {tolerance:.2%})")
+    assert total >= 100
+    assert abs(share - 0.05) <= tolerance
+
+    # One canary replica was enough for 5%, loaded once; it is scaled away again.
+    assert triton_starts(stack, namespace, new) == 1
+    deployment = kubectl.get("deployment", f"{NAME}-{new}", namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 0
+    wait_for(
+        "the canary pod gone",
+        lambda: not kubectl.list("pod", namespace, f"llmcanary.io/revision={new}"),
+        timeout=60,
+    )
+
+
+def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stack: local.StackSettings,
+    load: LoadDriver,
+) -> None:
+    doc = manifest(stack)
+    deploy_stable(kubectl, namespace, doc)
+    load.start()
+    # KIND_GPU on a machine without a GPU: the rendered config.pbtxt asks Triton for
+    # something it cannot give, and Triton refuses to load the model.
+    bad = changed(doc, "4", instanceGroup={"kind": "KIND_GPU", "count": 1})
+    new = revision(bad)
+    since = time.time()
+    kubectl.apply(bad, namespace)
+    st = wait_for(
+        "the status to say why the canary is not ready",
+        lambda: "CrashLoopBackOff" in (s := status(kubectl, namespace)).get("message", "") and s,
+        timeout=120,
+    )
+    message = st["message"]
+    print(f"status: {message}")
+    assert st["canaryRevision"] == new and st["phase"] == "Progressing"
+    assert "waiting for 1 ready canary replicas before 5%" in message
+    assert "failed to load 'tiny-llm'" in message
+    time.sleep(5)
+    load.stop()
+    assert route_weight(kubectl, namespace) == 0
+    assert status(kubectl, namespace).get("canaryWeight", 0) == 0
+    counts = count_requests(stack.access_log, since=since)
+    route = f"{namespace}/{NAME}"
+    assert counts[(route, f"{NAME}-canary")] == 0
+    assert counts[(route, f"{NAME}-stable")] > 0
+    pod = kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")[0]
+    triton = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "triton")
+    assert triton["ready"] is False and triton["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert triton["lastState"]["terminated"]["exitCode"] != 0
