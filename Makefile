@@ -45,8 +45,8 @@ crds: venv  ## Regenerate crds/ from the API models
 
 .PHONY: lint
 lint: venv  ## ruff, mypy --strict, import-linter contracts
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench model_repo
+	$(BIN)/ruff format --check operator tests bench model_repo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -58,17 +58,22 @@ unit: venv  ## Fast tests of the pure core
 integration: venv cluster-bins prometheus-bin  ## The operator against the real local control plane
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+.PHONY: e2e
+e2e: venv cluster-bins prometheus-bin nginx-bin  ## The whole local stack with real Triton
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+# e2e last: it hands pod readiness to the data plane (a KWOK restart) for its own tests.
 .PHONY: test
 test: lint venv cluster-bins prometheus-bin nginx-bin  ## Everything CI runs
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: venv cluster-bins prometheus-bin nginx-bin  ## Local cluster + operator + the example, until it is Stable
+demo: venv cluster-bins prometheus-bin nginx-bin  ## The local stack: v2 promoted, v3 rolled back, a chart
 	$(BIN)/llmcanary demo
 
 .PHONY: down
-down: venv  ## Stop the local cluster
-	$(BIN)/llmcanary devcluster down
+down: venv  ## Stop the local stack (data plane and cluster)
+	$(BIN)/llmcanary stack down
 
 .PHONY: clean
 clean:  ## Remove .venv and the local cluster state (keeps the binary cache)

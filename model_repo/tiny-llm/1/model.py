@@ -133,9 +133,7 @@ class TinyLM(nn.Module):
         self.position = nn.Embedding(
             arch.max_prompt_bytes + arch.max_tokens_limit, arch.hidden_size
         )
-        self.blocks = nn.ModuleList(
-            Block(arch.hidden_size, arch.heads) for _ in range(arch.layers)
-        )
+        self.blocks = nn.ModuleList(Block(arch.hidden_size, arch.heads) for _ in range(arch.layers))
         self.norm = nn.LayerNorm(arch.hidden_size)
         self.head = nn.Linear(arch.hidden_size, VOCAB, bias=False)
 
@@ -213,7 +211,8 @@ class Generator:
                         finish(i)
             if not any(r > 0 for r in remaining):
                 return
-            valid = torch.cat([valid, torch.ones((batch, 1), dtype=torch.bool, device=self.device)], 1)
+            grown = torch.ones((batch, 1), dtype=torch.bool, device=self.device)
+            valid = torch.cat([valid, grown], dim=1)
             logits, caches = self.model(
                 chosen[:, None], next_position[:, None], valid[:, None, None, :], caches
             )

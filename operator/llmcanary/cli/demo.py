@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 
 import click
@@ -26,7 +28,9 @@ def _ms(value: float | None) -> str:
 @click.option("--concurrency", default=4, show_default=True, help="Streams of steady load.")
 def demo(rollout_timeout: int, concurrency: int) -> None:
     """Local stack + operator + tiny-llm: a healthy revision promoted, a slow one rolled back."""
-    console = Console()
+    # SIGTERM ends the story like Ctrl-C: the operator and the load stop with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    console = Console(width=max(Console().width, 110))
     settings = StackSettings.from_env()
     t0 = time.monotonic()
     story = Story(

@@ -38,16 +38,24 @@ def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
             checks.setdefault(s.check_time, s)
     points = sorted(checks.values(), key=lambda s: s.t)
     for arm in ("stable", "canary"):
-        xs = [p.t for p in points if getattr(p, f"{arm}_p95") is not None]
-        ys = [getattr(p, f"{arm}_p95") for p in points if getattr(p, f"{arm}_p95") is not None]
-        bottom.plot(xs, ys, "o-", color=COLORS[arm], label=f"{arm} P95", ms=4)
+        # One line per rollout: a canary of v2 and one of v3 are different models.
+        for i, label in enumerate(dict.fromkeys(p.label for p in points)):
+            mine = [p for p in points if p.label == label and getattr(p, f"{arm}_p95") is not None]
+            bottom.plot(
+                [p.t for p in mine],
+                [getattr(p, f"{arm}_p95") for p in mine],
+                "o-",
+                color=COLORS[arm],
+                label=f"{arm} P95" if i == 0 else None,
+                ms=4,
+            )
     bottom.set_ylabel("P95 request latency (ms)")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel("seconds since the demo started")
     bottom.grid(alpha=0.3)
     bottom.legend(loc="upper left")
 
-    for outcome in outcomes(samples):
+    for index, outcome in enumerate(outcomes(samples)):
         mine = [s for s in samples if s.label == outcome.label]
         start, end = mine[0].t, mine[-1].t
         color = RESULT_COLORS.get(outcome.result, "#7f7f7f")
@@ -60,7 +68,7 @@ def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
             verb = "deployed"  # the first revision: no canary
         top.annotate(
             f"{outcome.label}: {verb}",
-            xy=(start, 100),
+            xy=(start, 100 - 12 * (index % 2)),  # staggered: short spans do not collide
             xytext=(4, -14),
             textcoords="offset points",
             color=color,

@@ -136,7 +136,10 @@ async def _run(
             on_result(result)
 
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-    connector = aiohttp.TCPConnector(limit=0)
+    # A connection per request: nginx closes idle keep-alive connections when it reloads
+    # (the local proxy does at every weight change), and a request racing that close
+    # would count as an error of the model under test.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         if config.rate is None:
 

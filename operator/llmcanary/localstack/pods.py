@@ -271,6 +271,23 @@ class PodRunner:
                 pod.last_failure = str(exc)
                 self._report_waiting(pod, body, "CreateContainerConfigError", str(exc))
             return
+        holder = next(
+            (
+                p
+                for p in self.pods.values()
+                if p is not pod and p.ip == pod.ip and p.process.running
+            ),
+            None,
+        )
+        if holder is not None:
+            # Two live pods with one IP: KWOK was restarted while pods came and went.
+            message = f"pod IP {pod.ip} is also {holder.key}'s; delete this pod to get another"
+            pod.next_start = time.monotonic() + BACKOFF_START_S
+            if pod.last_failure != message:
+                pod.last_failure = message
+                log.error("pod IP conflict", extra={"pod": pod.key, "holder": holder.key})
+                self._report_waiting(pod, body, "PodIPConflict", message)
+            return
         argv = triton_argv(container, self.install, repository, pod.ip)
         pod.process.start(argv, env=self.install.environment(env), cwd=pod.work_dir)
         pod.starts += 1

@@ -1,6 +1,7 @@
-"""One child process of the local stack: started with its output in a log file, stopped
-with SIGTERM and then SIGKILL, in its own process group so that nothing it spawned (the
-Python backend's stubs) outlives it."""
+"""One child process of the local stack: started with its output in a log file in its own
+process group, stopped with SIGTERM to the leader (a Triton whose stubs were signalled
+too would wait on them until its exit timeout), then SIGKILL to the whole group so that
+nothing it spawned (the Python backend's stubs) outlives it."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class ManagedProcess:
         After this, this object may start a new process."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            proc.terminate()  # the leader only: Triton shuts its own stubs down
         return proc
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -74,7 +75,7 @@ class ManagedProcess:
         if proc is None:
             return
         if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            proc.terminate()  # the leader only: Triton shuts its own stubs down
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

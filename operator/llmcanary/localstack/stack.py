@@ -16,6 +16,7 @@ readiness back to KWOK and stops the cluster unless told to keep it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -242,7 +243,10 @@ def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
             " `llmcanary stack down` (with its LLMCANARY_STACK_DIR) first"
         )
     devcluster.ensure_built(cluster_settings)
-    devcluster.up(cluster_settings)
+    # Started fresh, KWOK gets the data plane's readiness at once; a running cluster has
+    # KWOK restarted once (KWOK keeps pod IPs in memory: restarting it while pods come and
+    # go can hand one IP to two pods, which the data plane then refuses to start).
+    devcluster.up(dataclasses.replace(cluster_settings, pod_readiness="external"))
     devcluster.set_pod_readiness(cluster_settings, "external")
     crds = find_repo_root() / "crds"
     devcluster.kubectl("apply", "--server-side", "-f", str(crds), settings=cluster_settings)
