@@ -27,5 +27,6 @@ class LoadDriver:
 
     def stop(self) -> list[RequestResult]:
         self._stop.set()
-        self._thread.join(timeout=90)
+        if self._thread.is_alive():
+            self._thread.join(timeout=90)
         return self.results

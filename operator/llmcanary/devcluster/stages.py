@@ -6,10 +6,12 @@ starts a pod and marks it Ready at once: what the operator's integration tests n
 With the local data plane (:mod:`llmcanary.localstack`), the pods of LLMDeployments run
 real ``tritonserver`` processes, and a pod must be Ready only while its Triton is, or
 traffic would reach a model that has not loaded. In ``external`` readiness KWOK still
-starts those pods (phase Running, a pod IP, init containers completed) but leaves
-``Ready``/``ContainersReady`` False with the container waiting in ``ContainerCreating``;
-the data plane sets them from Triton's own ``/v2/health/ready``. Every other pod is
-handled as before.
+starts those pods (phase Running, init containers completed) but leaves
+``Ready``/``ContainersReady`` False with the container waiting in ``ContainerCreating``,
+and gives them **no pod IP**: the data plane assigns one (it reads the IPs in use from the
+API server; KWOK keeps its pool in memory and, restarted while pods run, hands out IPs
+that live pods hold) and sets readiness from Triton's own ``/v2/health/ready``. Every
+other pod is handled as before.
 """
 
 from __future__ import annotations
@@ -76,15 +78,6 @@ initContainerStatuses:
 {{ with $hostIPs }}
 hostIP: {{ index . 0 | Quote }}
 hostIPs:
-{{ range . }}
-- ip: {{ . | Quote }}
-{{ end }}
-{{ end }}
-{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" )
-     ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
-{{ with $podIPs }}
-podIP: {{ index . 0 | Quote }}
-podIPs:
 {{ range . }}
 - ip: {{ . | Quote }}
 {{ end }}

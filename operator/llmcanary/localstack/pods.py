@@ -23,6 +23,7 @@ test can prove how many times a revision's model was loaded.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import re
@@ -51,7 +52,10 @@ INIT_CONTAINER = "stage-model"
 CONFIG_VOLUME = "model-config"
 BACKOFF_START_S = 10.0
 BACKOFF_MAX_S = 300.0
-STOP_GRACE_S = 20.0  # a pod's terminationGracePeriod, in effect
+STOP_GRACE_S = 20.0
+#: The data plane's pod IPs: loopback (local without configuration, never leaves the
+#: machine), apart from KWOK's 127.244.0.0/16 for the other pods.
+POD_NETWORK = ipaddress.ip_network("127.245.0.0/16")  # a pod's terminationGracePeriod, in effect
 # Flags the data plane sets itself: where the files are, and which address to bind.
 _OVERRIDDEN = (
     "--model-repository",
@@ -143,6 +147,7 @@ class PodRunner:
         """One pass: start, check, report and stop, so that processes match the pods."""
         self._reap()
         listed = self.kube.list_cluster("v1", "Pod", label_selector=LABEL_DEPLOYMENT)
+        self._assign_ips(listed)
         wanted = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in listed}
         for key in list(self.pods):
             pod = wanted.get(key)
@@ -175,6 +180,37 @@ class PodRunner:
         return out
 
     # --- pods -----------------------------------------------------------------------
+
+    def _assign_ips(self, pods: list[dict[str, Any]]) -> None:
+        """IPAM: a started pod without an IP gets the lowest free address of POD_NETWORK,
+        free meaning held by no pod the API server knows (not by anyone's memory)."""
+        used = {(p.get("status") or {}).get("podIP") for p in pods}
+        free = (str(ip) for ip in POD_NETWORK.hosts() if str(ip) not in used)
+        for pod in pods:
+            status = pod.get("status") or {}
+            if status.get("phase") != "Running" or status.get("podIP"):
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            ip = next(free)
+            meta = pod["metadata"]
+            try:
+                self.kube.patch_status(
+                    "v1",
+                    "Pod",
+                    meta["namespace"],
+                    meta["name"],
+                    {"podIP": ip, "podIPs": [{"ip": ip}]},
+                )
+            except Exception as exc:  # gone since the list: the next pass sees
+                log.info(
+                    "could not assign a pod IP", extra={"pod": meta["name"], "error": str(exc)}
+                )
+                continue
+            status["podIP"] = ip
+            log.info(
+                "assigned pod IP", extra={"pod": f"{meta['namespace']}/{meta['name']}", "ip": ip}
+            )
 
     @staticmethod
     def _runnable(pod: Mapping[str, Any]) -> bool:
