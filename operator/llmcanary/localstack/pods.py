@@ -139,7 +139,8 @@ class PodRunner:
     model_root: Path
     pods: dict[str, RunningPod] = field(default_factory=dict)
     session: requests.Session = field(default_factory=requests.Session)
-    stopping: list[tuple[subprocess.Popen[bytes], float]] = field(default_factory=list)
+    #: Tritons told to stop, with their deadline and pod IP (held until they are gone).
+    stopping: list[tuple[subprocess.Popen[bytes], float, str]] = field(default_factory=list)
 
     # --- the loop -------------------------------------------------------------------
 
@@ -182,9 +183,11 @@ class PodRunner:
     # --- pods -----------------------------------------------------------------------
 
     def _assign_ips(self, pods: list[dict[str, Any]]) -> None:
-        """IPAM: a started pod without an IP gets the lowest free address of POD_NETWORK,
-        free meaning held by no pod the API server knows (not by anyone's memory)."""
+        """IPAM: a started pod without an IP gets the lowest free address of POD_NETWORK:
+        held by no pod the API server knows, nor by a Triton still stopping."""
         used = {(p.get("status") or {}).get("podIP") for p in pods}
+        # A deleted pod's Triton may still be draining on its address.
+        used |= {ip for _, _, ip in self.stopping} | {p.ip for p in self.pods.values()}
         free = (str(ip) for ip in POD_NETWORK.hosts() if str(ip) not in used)
         for pod in pods:
             status = pod.get("status") or {}
@@ -247,18 +250,18 @@ class PodRunner:
         proc = pod.process.terminate()
         if proc is not None:
             log.info("stopping Triton", extra={"pod": key, "reason": why})
-            self.stopping.append((proc, time.monotonic() + STOP_GRACE_S))
+            self.stopping.append((proc, time.monotonic() + STOP_GRACE_S, pod.ip))
 
     def _reap(self) -> None:
-        still: list[tuple[subprocess.Popen[bytes], float]] = []
-        for proc, deadline in self.stopping:
+        still: list[tuple[subprocess.Popen[bytes], float, str]] = []
+        for proc, deadline, ip in self.stopping:
             if proc.poll() is not None:
                 kill_group(proc.pid)  # a stub left behind by its server
             elif time.monotonic() > deadline:
                 kill_group(proc.pid)
                 proc.wait()
             else:
-                still.append((proc, deadline))
+                still.append((proc, deadline, ip))
         self.stopping = still
 
     def stop_all(self, timeout: float = STOP_GRACE_S) -> None:
@@ -268,7 +271,7 @@ class PodRunner:
         while self.stopping and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
-        for proc, _ in self.stopping:
+        for proc, _, _ in self.stopping:
             kill_group(proc.pid)
             proc.wait()
         self.stopping = []
