@@ -1,6 +1,6 @@
 from typing import Any
 
-from conftest import make_spec
+from specs import make_spec
 
 from llmcanary.builders import Owner
 from llmcanary.builders.route import build_httproute, route_weights

@@ -1,5 +1,6 @@
 """The package layout rules that keep the operator importable and light."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,15 @@ def test_test_module_basenames_are_unique() -> None:
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     assert duplicates == []
+
+
+def test_no_test_imports_helpers_from_a_conftest() -> None:
+    # Every test directory has a conftest.py, all imported as "conftest": a helper
+    # imported from one resolves to whichever pytest loaded first (CI broke on it).
+    statement = re.compile(r"^\s*(from conftest import|import conftest\b)", re.MULTILINE)
+    importers = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").rglob("*.py")
+        if statement.search(p.read_text())
+    ]
+    assert importers == []

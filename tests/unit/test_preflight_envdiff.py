@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import make_spec
+from specs import make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import PreflightStatus

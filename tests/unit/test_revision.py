@@ -1,5 +1,5 @@
 import pytest
-from conftest import make_spec
+from specs import make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of

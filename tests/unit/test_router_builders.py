@@ -1,7 +1,7 @@
 from typing import Any, cast
 
 import pytest
-from conftest import make_spec
+from specs import make_spec
 
 from llmcanary.builders import Owner
 from llmcanary.builders.replicas_service import build_shared_service, nearest_share

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from conftest import make_spec
+from specs import make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
