@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import argocd_lua
 import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
@@ -197,6 +198,12 @@ def assert_stopped(
         canary,
         "0",
     )
+    # Argo CD shows it Degraded, with the reason, and offers retry (argocd/ health.lua).
+    obj = kubectl.get("llmd", NAME, namespace)
+    assert obj is not None
+    health = argocd_lua.health(obj)
+    assert health["status"] == "Degraded" and why in health["message"]
+    assert argocd_lua.discovery(obj)["retry"] and not argocd_lua.discovery(obj)["promote"]
     return st
 
 

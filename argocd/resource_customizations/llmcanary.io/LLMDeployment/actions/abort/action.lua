@@ -1,0 +1,7 @@
+-- Ask the llmcanary operator to abort: the same annotation `kubectl llmcanary abort` sets,
+-- with a new value each time (the operator acts on a value it has not seen).
+if obj.metadata.annotations == nil then
+  obj.metadata.annotations = {}
+end
+obj.metadata.annotations["llmcanary.io/abort"] = os.date("!%Y-%m-%dT%H:%M:%SZ")
+return obj
