@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, wait_for
 from load_driver import LoadDriver
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -60,11 +60,7 @@ def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
 
 
 def route_weight(kubectl: Kubectl, namespace: str) -> int | None:
-    route = kubectl.get("httproute", NAME, namespace)
-    if route is None:
-        return None
-    refs = route["spec"]["rules"][0]["backendRefs"]
-    return next(int(r["weight"]) for r in refs if r["name"] == f"{NAME}-canary")
+    return canary_route_weight(kubectl, namespace, NAME)
 
 
 def triton_starts(stack: local.StackSettings, namespace: str, rev: str) -> int:

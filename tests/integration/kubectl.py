@@ -126,3 +126,31 @@ class OperatorProcess:
 
     def log_lines(self) -> list[str]:
         return self.log_file.read_text().splitlines() if self.log_file.exists() else []
+
+
+def canary_route_weight(kubectl: Kubectl, namespace: str, name: str) -> int | None:
+    """The canary backend's weight in the LLMDeployment's HTTPRoute (None: no route yet)."""
+    route = kubectl.get("httproute", name, namespace)
+    if route is None:
+        return None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return int(next(r["weight"] for r in refs if r["name"] == f"{name}-canary"))
+
+
+def gpu_hog(node: str, gpus: int) -> dict[str, Any]:
+    """A plain pod bound to ``node`` that holds ``gpus`` of its nvidia.com/gpu."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"hog-{node}"},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }

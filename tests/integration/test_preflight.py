@@ -25,7 +25,7 @@ from typing import Any
 import argocd_lua
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from kubectl import ROOT, Kubectl, OperatorProcess, gpu_hog, wait_for
 from metrics import free_port
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -330,24 +330,7 @@ def every_free_gpu_taken(
     )
     for node, gpus in free.items():
         if gpus > 0:
-            kubectl.apply(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": f"hog-{node}"},
-                    "spec": {
-                        "nodeName": node,
-                        "containers": [
-                            {
-                                "name": "c",
-                                "image": "busybox",
-                                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                            }
-                        ],
-                    },
-                },
-                namespace,
-            )
+            kubectl.apply(gpu_hog(node, gpus), namespace)
     assert all(gpus == 0 for gpus in _gpu_holders(kubectl)[0].values())
     yield free
     hogs = [f"hog-{node}" for node, gpus in free.items() if gpus > 0]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, wait_for
+from kubectl import ROOT, Kubectl, gpu_hog, wait_for
 from kubernetes import client, config
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -136,24 +136,7 @@ def gpu_hogs(kubectl: Kubectl, namespace: str) -> Iterator[dict[str, int]]:
     before = free_gpus(kubectl)
     take = {"gpu-node-a": before["gpu-node-a"] - 1, "gpu-node-b": before["gpu-node-b"]}
     for node, gpus in take.items():
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": f"hog-{node}"},
-                "spec": {
-                    "nodeName": node,
-                    "containers": [
-                        {
-                            "name": "c",
-                            "image": "busybox",
-                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                        }
-                    ],
-                },
-            },
-            namespace,
-        )
+        kubectl.apply(gpu_hog(node, gpus), namespace)
     for node in take:
         wait_for(
             f"hog-{node} Running",
