@@ -1,6 +1,6 @@
 """Dynamic batching on real Triton: tiny-llm with and without it, same load.
 
-Starts the nvidia-pytriton wheel's tritonserver on 127.0.0.1 twice, each time with the
+Starts the nvidia-pytriton wheel's tritonserver on a loopback address twice, each time with the
 config.pbtxt the operator renders (llmcanary.builders.triton_config) for tiny-llm on
 KIND_CPU, once with ``dynamic_batching`` and once without, and drives the same
 closed-loop streaming load (llmcanary.loadgen) at each. Prints throughput, latency and
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from llmcanary.builders.workload import tritonserver_args
 from llmcanary.devcluster.paths import find_repo_root
 from llmcanary.loadgen.client import LoadConfig, run_load
 from llmcanary.loadgen.stats import summarize
+from llmcanary.localstack.pods import triton_argv
 from llmcanary.localstack.process import ManagedProcess
 from llmcanary.localstack.triton import find_triton
 
@@ -55,13 +55,6 @@ def spec(batching: bool, kind: str, max_batch: int) -> LLMDeploymentSpec:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def counters(metrics_url: str) -> dict[str, float]:
     text = requests.get(metrics_url, timeout=5).text
     out = {}
@@ -79,31 +72,18 @@ def run_one(batching: bool, args: argparse.Namespace, work: Path) -> dict[str, A
     (model_dir / "1").symlink_to(find_repo_root() / "model_repo" / MODEL / "1")
     (model_dir / "config.pbtxt").write_text(render_config_pbtxt(the_spec.model, the_spec.triton))
     install = find_triton(work / "triton")
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    # The operator's own arguments, with this run's ports and paths.
-    argv = [
-        str(install.server),
-        *(
-            a
-            for a in tritonserver_args(the_spec)
-            if not a.startswith(
-                ("--model-repository", "--http-port", "--grpc-port", "--metrics-port")
-            )
-        ),
-        f"--model-repository={repo}",
-        f"--backend-directory={install.backends}",
-        "--http-address=127.0.0.1",
-        f"--http-port={http}",
-        f"--grpc-port={grpc}",
-        f"--metrics-port={metrics}",
-    ]
+    # The operator's own arguments, as the local data plane runs them for a pod, on a
+    # loopback address of its own: the pod ports 8000/8002 are free there.
+    address = "127.246.0.1"
+    http, metrics = f"http://{address}:8000", f"http://{address}:8002"
+    argv = triton_argv({"args": tritonserver_args(the_spec)}, install, repo, address)
     process = ManagedProcess("triton", work / f"triton-{'batching' if batching else 'plain'}.log")
     process.start(argv, env=install.environment())
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1).ok:
+                if requests.get(f"{http}/v2/health/ready", timeout=1).ok:
                     break
             except requests.RequestException:
                 pass
@@ -111,16 +91,16 @@ def run_one(batching: bool, args: argparse.Namespace, work: Path) -> dict[str, A
                 raise SystemExit(f"Triton did not start:\n{process.log_tail(30)}")
             time.sleep(0.2)
         config = LoadConfig(
-            url=f"http://127.0.0.1:{http}",
+            url=http,
             concurrency=args.concurrency,
             warmup_s=args.warmup,
             duration_s=args.duration,
             prompt_length=args.prompt_length,
             max_tokens=args.max_tokens,
         )
-        before = counters(f"http://127.0.0.1:{metrics}/metrics")
+        before = counters(f"{metrics}/metrics")
         results, measured = run_load(config)
-        after = counters(f"http://127.0.0.1:{metrics}/metrics")
+        after = counters(f"{metrics}/metrics")
     finally:
         process.stop()
     summary = summarize(results, measured)

@@ -6,11 +6,12 @@ patches applied to the cluster as Argo CD would apply them."""
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 import pytest
 from argocd_lua import annotation_patch, discovery, health
-from kubectl import Kubectl, wait_for
+from kubectl import Kubectl, OperatorProcess, wait_for
 from metrics import ExporterFleet, PrometheusServer
 from test_canary import (  # noqa: F401  (fixtures)
     NAME,
@@ -50,6 +51,7 @@ def health_when(
 def test_argo_cd_health_and_actions_follow_a_real_rollout(
     kubectl: Kubectl,
     namespace: str,
+    operator: OperatorProcess,
     stable_v1: dict[str, Any],  # noqa: F811
     prometheus: PrometheusServer,
     exporters: ExporterFleet,  # noqa: F811
@@ -60,14 +62,24 @@ def test_argo_cd_health_and_actions_follow_a_real_rollout(
     assert not actions["promote"] and not actions["abort"] and not actions["retry"]
     assert actions["pause"] and not actions["resume"]
 
-    # A spec change the operator has not observed yet is Progressing, whatever the phase.
+    # A spec change the operator has not observed yet is Progressing, whatever the phase:
+    # the operator is stopped (SIGSTOP) while the change lands, so the lag is certain.
     doc = manifest("2", prometheus=prometheus.url)
     new = revision(doc)
-    kubectl.apply(doc, namespace)
-    lagging = live(kubectl, namespace)
-    if lagging["status"].get("observedGeneration", 0) < lagging["metadata"]["generation"]:
-        assert health(lagging)["status"] == "Progressing"
-        assert "observe generation" in health(lagging)["message"]
+    assert operator.proc is not None
+    operator.proc.send_signal(signal.SIGSTOP)
+    try:
+        kubectl.apply(doc, namespace)
+        lagging = live(kubectl, namespace)
+    finally:
+        operator.proc.send_signal(signal.SIGCONT)
+    assert lagging["status"]["phase"] == "Stable"
+    assert lagging["status"]["observedGeneration"] < lagging["metadata"]["generation"]
+    assert health(lagging) == {
+        "status": "Progressing",
+        "message": "Waiting for the llmcanary operator to observe generation "
+        + str(lagging["metadata"]["generation"]),
+    }
 
     progressing = health_when(kubectl, namespace, "Progressing")
     assert progressing["status"] == "Progressing"
