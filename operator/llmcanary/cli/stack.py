@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import click
+import kopf
 
 from llmcanary.localstack import stack as local
-
-# Attributes every LogRecord has; anything else came in through ``extra=``.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-
-
-class JsonLines(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the record's extras."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
-        return json.dumps(line, default=str)
 
 
 @click.group()
@@ -66,8 +49,7 @@ def status() -> None:
 @stack.command(hidden=True)
 def serve() -> None:
     """Run the data plane in the foreground (what `stack up` starts in the background)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # The operator's own structured logs (kopf's JSON lines, extras included).
+    kopf.configure(log_format=kopf.LogFormat.JSON)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     local.serve(local.StackSettings.from_env())

@@ -16,8 +16,8 @@ does what a kubelet would do with its ``triton`` container:
 - stops the process when the pod is deleted or terminating (the operator scaled the
   revision down).
 
-Every start is counted in :attr:`PodRunner.starts` and in ``starts.jsonl``, so that a
-test can prove how many times a revision's model was loaded.
+Every start is appended to ``starts.jsonl``, so that a test can prove how many times a
+revision's model was loaded.
 """
 
 from __future__ import annotations
@@ -124,7 +124,6 @@ class RunningPod:
     next_start: float = 0.0
     reported_ready: bool | None = None
     last_failure: str | None = None
-    starts: int = 0
 
     @property
     def key(self) -> str:
@@ -144,10 +143,11 @@ class PodRunner:
 
     # --- the loop -------------------------------------------------------------------
 
-    def sync(self) -> None:
-        """One pass: start, check, report and stop, so that processes match the pods."""
+    def sync(self, pods: list[dict[str, Any]]) -> None:
+        """One pass over every pod of the cluster (the caller lists them once for all the
+        data plane): start, check, report and stop, so that processes match the pods."""
         self._reap()
-        listed = self.kube.list_cluster("v1", "Pod", label_selector=LABEL_DEPLOYMENT)
+        listed = [p for p in pods if LABEL_DEPLOYMENT in (p["metadata"].get("labels") or {})]
         self._assign_ips(listed)
         wanted = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in listed}
         for key in list(self.pods):
@@ -310,26 +310,8 @@ class PodRunner:
                 pod.last_failure = str(exc)
                 self._report_waiting(pod, body, "CreateContainerConfigError", str(exc))
             return
-        holder = next(
-            (
-                p
-                for p in self.pods.values()
-                if p is not pod and p.ip == pod.ip and p.process.running
-            ),
-            None,
-        )
-        if holder is not None:
-            # Two live pods with one IP: KWOK was restarted while pods came and went.
-            message = f"pod IP {pod.ip} is also {holder.key}'s; delete this pod to get another"
-            pod.next_start = time.monotonic() + BACKOFF_START_S
-            if pod.last_failure != message:
-                pod.last_failure = message
-                log.error("pod IP conflict", extra={"pod": pod.key, "holder": holder.key})
-                self._report_waiting(pod, body, "PodIPConflict", message)
-            return
         argv = triton_argv(container, self.install, repository, pod.ip)
         pod.process.start(argv, env=self.install.environment(env), cwd=pod.work_dir)
-        pod.starts += 1
         pod.reported_ready = None
         record = {
             "time": time.time(),
@@ -488,17 +470,12 @@ class PodRunner:
     def _report_crash(
         self, pod: RunningPod, body: Mapping[str, Any], code: int, reason: str, delay: float
     ) -> None:
-        status = self._container_status(
-            body,
+        self._report_waiting(
             pod,
-            ready=False,
-            started=False,
-            state={
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off {delay:.0f}s restarting failed container: {reason}",
-                }
-            },
+            body,
+            "CrashLoopBackOff",
+            f"back-off {delay:.0f}s restarting failed container: {reason}",
+            condition=f"tritonserver exited with {code}: {reason}",
             lastState={
                 "terminated": {
                     "exitCode": code,
@@ -508,19 +485,28 @@ class PodRunner:
                 }
             },
         )
-        self._patch(pod, body, False, status, f"tritonserver exited with {code}: {reason}")
 
     def _report_waiting(
-        self, pod: RunningPod, body: Mapping[str, Any], reason: str, message: str
+        self,
+        pod: RunningPod,
+        body: Mapping[str, Any],
+        reason: str,
+        message: str,
+        *,
+        condition: str | None = None,
+        **extra: Any,
     ) -> None:
+        """The container is not running: waiting for ``reason``; ``condition`` is the
+        Ready condition's message (default: ``message``)."""
         status = self._container_status(
             body,
             pod,
             ready=False,
             started=False,
             state={"waiting": {"reason": reason, "message": message}},
+            **extra,
         )
-        self._patch(pod, body, False, status, message)
+        self._patch(pod, body, False, status, condition or message)
 
 
 class _ConfigError(Exception):

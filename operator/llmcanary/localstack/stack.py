@@ -126,10 +126,14 @@ def _ready_endpoints(
     return tuple(sorted(found))
 
 
-def read_routes(kube: Kube) -> list[Route]:
-    """Every HTTPRoute with its backends' weights and Ready endpoints (first rule)."""
+def read_routes(kube: Kube, pods: list[dict[str, Any]]) -> list[Route]:
+    """Every HTTPRoute with its backends' weights and Ready endpoints among ``pods``
+    (first rule). Two list calls (routes, Services), whatever the number of routes."""
     routes = []
-    pods = kube.list_cluster("v1", "Pod")
+    services = {
+        (s["metadata"]["namespace"], s["metadata"]["name"]): s
+        for s in kube.list_cluster("v1", "Service")
+    }
     for item in sorted(
         kube.list_cluster(*HTTPROUTE),
         key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"]),
@@ -138,7 +142,7 @@ def read_routes(kube: Kube) -> list[Route]:
         rules = item.get("spec", {}).get("rules") or [{}]
         backends = []
         for ref in rules[0].get("backendRefs") or []:
-            service = kube.get("v1", "Service", namespace, ref["name"])
+            service = services.get((namespace, ref["name"]))
             selector = ((service or {}).get("spec") or {}).get("selector") or {}
             in_namespace = [p for p in pods if p["metadata"]["namespace"] == namespace]
             endpoints = (
@@ -168,7 +172,7 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
     claim.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(settings.state_dir)}))
     try:
         prometheus.start()
-        proxy.start(read_routes(kube))
+        proxy.start(read_routes(kube, kube.list_cluster("v1", "Pod")))
         settings.info_file.write_text(
             json.dumps(
                 {
@@ -187,9 +191,12 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
         )
         while not stop.is_set():
             try:
-                runner.sync()
+                runner.sync(kube.list_cluster("v1", "Pod"))
                 prometheus.set_targets(runner.targets())
-                if proxy.update(read_routes(kube)):
+                # Listed again: the runner has just patched readiness and pod IPs, and the
+                # operator may have re-pointed a Service meanwhile; routes built from the
+                # first list would send traffic by a state that is already gone.
+                if proxy.update(read_routes(kube, kube.list_cluster("v1", "Pod"))):
                     log.info("proxy reloaded")
             except Exception as exc:  # the API server restarting: try again next pass
                 log.warning("data plane sync failed", extra={"error": str(exc)})
@@ -245,7 +252,7 @@ def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
     devcluster.ensure_built(cluster_settings)
     # Started fresh, KWOK gets the data plane's readiness at once; a running cluster has
     # KWOK restarted once (KWOK keeps pod IPs in memory: restarting it while pods come and
-    # go can hand one IP to two pods, which the data plane then refuses to start).
+    # go can hand one IP to two pods; LLMDeployment pods get theirs from the data plane).
     devcluster.up(dataclasses.replace(cluster_settings, pod_readiness="external"))
     devcluster.set_pod_readiness(cluster_settings, "external")
     crds = find_repo_root() / "crds"
