@@ -40,13 +40,18 @@ class Condition(ApiModel):
 
 class ArmMeasurement(ApiModel):
     p95_ms: float | None = None
+    """Latency at spec.canary.analysis.latency.quantile, in milliseconds."""
     error_rate: float | None = None
+    """Failed requests / all requests over the window (0 to 1)."""
     samples: int | None = None
+    """Requests (successful and failed) over the window."""
 
 
 class AnalysisRecord(ApiModel):
     time: str
+    """When the check was taken."""
     verdict: Literal["pass", "fail", "inconclusive"]
+    """inconclusive: too few samples, a missing series or no answer; never a pass."""
     reason: str = ""
     stable: ArmMeasurement = Field(default_factory=ArmMeasurement)
     canary: ArmMeasurement = Field(default_factory=ArmMeasurement)
@@ -94,6 +99,8 @@ class PreflightStatus(ApiModel):
 class HistoryEntry(ApiModel):
     revision: str
     outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+    """Aborted: an abort request, or the spec returned to the stable revision; Superseded:
+    another revision replaced it; Failed: its preflight failed."""
     started_at: str | None = None
     finished_at: str | None = None
     reason: str = ""
