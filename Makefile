@@ -40,8 +40,12 @@ nginx-bin:  ## Fetch (or reuse) Debian's nginx binary: the local stack's gateway
 	bash scripts/ensure-deb-binary.sh nginx usr/sbin/nginx
 
 .PHONY: crds
-crds: venv  ## Regenerate crds/ from the API models
+crds: venv  ## Regenerate crds/ and the CRD reference from the API models
 	$(BIN)/llmcanary crd > crds/llmdeployments.yaml
+	$(BIN)/llmcanary crd --reference > docs/reference/llmdeployment.md
+
+.PHONY: docs
+docs: crds  ## Regenerate the generated docs (docs/reference/llmdeployment.md)
 
 .PHONY: lint
 lint: venv  ## ruff, mypy --strict, import-linter contracts

@@ -99,6 +99,8 @@ def _structural(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
             out[key] = {k: _structural(v, defs, keep_defaults) for k, v in value.items()}
         elif key in ("items", "additionalProperties", "anyOf"):
             out[key] = _structural(value, defs, keep_defaults)
+        elif key == "description" and isinstance(value, str):
+            out[key] = " ".join(value.split())  # field docstrings wrap; kubectl explain rewraps
         else:
             out[key] = value
     return out

@@ -42,6 +42,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # A docstring under a field is its description in the CRD (kubectl explain).
+        use_attribute_docstrings=True,
     )
 
 
@@ -71,9 +73,13 @@ class ModelSizing(ApiModel):
     parameters: float = Field(gt=0, description="Number of weights, e.g. 7e9.")
     dtype: Dtype = Field(description="Datatype of the weights and the KV cache.")
     layers: int | None = Field(default=None, ge=1, le=1024)
+    """Transformer layers (for the KV cache estimate)."""
     kv_heads: int | None = Field(default=None, ge=1, le=1024)
+    """Key/value attention heads per layer."""
     head_dim: int | None = Field(default=None, ge=1, le=4096)
+    """Dimension of one attention head."""
     max_sequence_length: int | None = Field(default=None, ge=1, le=10_000_000)
+    """Longest sequence in tokens; the KV cache is sized for maxBatchSize (at least 1) of them."""
 
     @model_validator(mode="after")
     def _kv_fields_together(self) -> Self:
@@ -114,6 +120,7 @@ class ModelSpec(ApiModel):
         description="Revision label users bump; part of the revision hash.",
     )
     sizing: ModelSizing | None = None
+    """Needed by the GPU memory preflight check; without it that check does not apply."""
 
 
 # --- triton ----------------------------------------------------------------------------
@@ -121,6 +128,7 @@ class ModelSpec(ApiModel):
 
 class QueuePolicy(ApiModel):
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    """What Triton does with a request that timed out in the queue."""
     default_timeout_microseconds: int = Field(default=0, ge=0)
     allow_timeout_override: bool = False
     max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded.")
@@ -128,7 +136,9 @@ class QueuePolicy(ApiModel):
 
 class DynamicBatching(ApiModel):
     max_queue_delay_microseconds: int = Field(default=2000, ge=0, le=60_000_000)
+    """Longest a request waits in the queue for a batch to fill."""
     preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=32)
+    """Batch sizes Triton prefers to form (each between 1 and maxBatchSize)."""
     preserve_ordering: bool = False
     default_queue_policy: QueuePolicy | None = None
 
@@ -141,7 +151,9 @@ class DynamicBatching(ApiModel):
 
 class InstanceGroup(ApiModel):
     kind: Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"] = "KIND_GPU"
+    """Where the model instances run."""
     count: int = Field(default=1, ge=1, le=64)
+    """Model instances per pod."""
 
 
 class TritonSpec(ApiModel):
@@ -176,8 +188,11 @@ class TritonSpec(ApiModel):
         description="Triton backend of the model (python, tensorrtllm, onnxruntime, ...).",
     )
     max_batch_size: int = Field(default=8, ge=0, le=4096)
+    """Largest batch Triton forms; 0: no batching."""
     dynamic_batching: DynamicBatching | None = None
+    """Rendered as dynamic_batching in config.pbtxt; absent: no dynamic batching."""
     instance_group: InstanceGroup = Field(default_factory=InstanceGroup)
+    """Rendered as instance_group in config.pbtxt."""
     decoupled: bool = Field(
         default=False, description="Streaming model: responses sent as tokens are generated."
     )
@@ -287,12 +302,16 @@ class ParentRef(ApiModel):
 
 class GatewayAPITraffic(ApiModel):
     parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32)
+    """Gateways the HTTPRoute attaches to."""
     hostnames: list[str] = Field(default_factory=list, max_length=16)
+    """Hostnames of the HTTPRoute."""
 
 
 class IstioTraffic(ApiModel):
     hosts: list[str] = Field(min_length=1, max_length=16)
+    """The VirtualService's hosts."""
     gateways: list[str] = Field(default_factory=list, max_length=16)
+    """The VirtualService's gateways."""
 
 
 class TrafficSpec(ApiModel):
@@ -309,8 +328,13 @@ class TrafficSpec(ApiModel):
     )
 
     router: Literal["gatewayAPI", "istio", "replicas"] = "gatewayAPI"
+    """gatewayAPI: an HTTPRoute NAME with weights; istio: a VirtualService NAME with
+    weights; replicas: one Service NAME over both revisions' Ready pods (the split follows
+    pod counts)."""
     gateway_api: GatewayAPITraffic = Field(default_factory=GatewayAPITraffic, alias="gatewayAPI")
+    """Settings of the HTTPRoute (router gatewayAPI)."""
     istio: IstioTraffic | None = None
+    """Settings of the VirtualService (router istio)."""
 
     @model_validator(mode="after")
     def _router_config(self) -> Self:
@@ -328,36 +352,54 @@ class PrometheusSource(ApiModel):
         pattern=r"^https?://[^\s]+$",
         max_length=512,
     )
+    """Base URL of the Prometheus HTTP API."""
 
 
 class LatencyCriterion(ApiModel):
     quantile: float = Field(default=0.95, gt=0, lt=1)
+    """The latency quantile compared ({quantile} in query templates)."""
     max_increase_percent: float = Field(default=20, ge=0, le=10_000)
+    """A check fails when the canary's latency exceeds the stable's by more than this."""
     max_milliseconds: float | None = Field(default=None, gt=0)
+    """A check fails when the canary's latency exceeds this, whatever the stable's."""
 
 
 class ErrorRateCriterion(ApiModel):
     max_percent: float = Field(default=1, ge=0, le=100)
+    """A check fails when the canary's error rate exceeds this."""
 
 
 class QueryTemplates(ApiModel):
     """PromQL overrides; ``{arm}``, ``{namespace}``, ``{name}``, ``{revision}``, ``{window}``."""
 
     latency: str | None = Field(default=None, max_length=4096)
+    """PromQL answering the arm's latency in milliseconds."""
     requests: str | None = Field(default=None, max_length=4096)
+    """PromQL answering the arm's successful requests over {window}."""
     errors: str | None = Field(default=None, max_length=4096)
+    """PromQL answering the arm's failed requests over {window}."""
 
 
 class AnalysisSpec(ApiModel):
     interval: Duration = "1m"
+    """How often the arms are compared; also the query window ({window})."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """Where the operator reads the metrics."""
     metric: Literal["summary", "histogram"] = "summary"
+    """Built-in latency query: Triton's request summary (the worst pod's quantile), or its
+    first-response histogram (Triton 2.52+)."""
     latency: LatencyCriterion = Field(default_factory=LatencyCriterion)
+    """When the canary's latency fails a check."""
     error_rate: ErrorRateCriterion = Field(default_factory=ErrorRateCriterion)
+    """When the canary's error rate fails a check."""
     min_samples: int = Field(default=200, ge=1)
+    """An arm with fewer requests over the window makes the check inconclusive."""
     failure_limit: int = Field(default=1, ge=1, le=100)
+    """Failed checks in one rollout that roll the canary back."""
     inconclusive_limit: int = Field(default=5, ge=1, le=1000)
+    """Inconclusive checks in a row that pause the rollout."""
     queries: QueryTemplates = Field(default_factory=QueryTemplates)
+    """Your own PromQL instead of the built-in queries."""
 
 
 class CanarySpec(ApiModel):
@@ -384,11 +426,17 @@ class CanarySpec(ApiModel):
     )
 
     initial_weight: int = Field(default=5, ge=1, le=100)
+    """Percent of the traffic at the first step."""
     step_weight: int = Field(default=10, ge=1, le=100)
+    """Percent added at each later step."""
     max_weight: int = Field(default=100, ge=1, le=100)
+    """Weights are capped here; a passing step at this weight promotes the canary."""
     initial_step_interval: Duration = "15m"
+    """Shortest duration of the first step."""
     step_interval: Duration = "30m"
+    """Shortest duration of each later step; a step also needs a passing check."""
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    """How each step is judged."""
 
     @model_validator(mode="after")
     def _weights_and_intervals(self) -> Self:
@@ -411,33 +459,46 @@ class EnvDiffCheck(ApiModel):
     allowed_differences: list[str] = Field(
         default_factory=lambda: ["image", "model.version", "env.MODEL_*"], max_length=64
     )
+    """Keys (fnmatch patterns) stable and canary may differ in; any other difference
+    fails preflight."""
 
 
 class GpuProbe(ApiModel):
     enabled: bool = False
+    """Run a Job on a GPU node to measure its free GPU memory."""
     image: str | None = Field(default=None, max_length=512)
+    """The probe Job's image, with python and torch (default: the operator's
+    LLMCANARY_GPU_PROBE_IMAGE)."""
 
 
 class GpuMemoryCheck(ApiModel):
     enabled: bool = True
+    """Check that weights, KV cache and headroom fit the GPUs (needs model.sizing)."""
     headroom_percent: float = Field(default=10, ge=0, le=100)
+    """Added on top of weights and KV cache."""
     probe: GpuProbe = Field(default_factory=GpuProbe)
+    """The opt-in measurement of free GPU memory."""
 
 
 class Dependency(ApiModel):
     name: str = Field(min_length=1, max_length=63)
+    """Names the dependency in status and messages."""
     url: str = Field(
         pattern=r"^(https?://[^\s]+|tcp://[^\s/]+:[0-9]+)$",
         max_length=1024,
         description="http(s)://... or tcp://host:port",
     )
     timeout_milliseconds: int = Field(default=1000, ge=1, le=60_000)
+    """Longest wait for the dependency."""
     expect_status: int = Field(default=200, ge=100, le=599)
+    """HTTP status that counts as healthy (http and https only)."""
 
 
 class PreflightSpec(ApiModel):
     env_diff: EnvDiffCheck = Field(default_factory=EnvDiffCheck)
+    """Compare the canary's environment with the stable's."""
     gpu_memory: GpuMemoryCheck = Field(default_factory=GpuMemoryCheck)
+    """Check that the model fits the GPUs its pods can land on."""
     dependencies: list[Dependency] = Field(
         default_factory=list, max_length=32, json_schema_extra=LIST_BY_NAME
     )
@@ -450,14 +511,23 @@ class LLMDeploymentSpec(ApiModel):
     model: ModelSpec
     triton: TritonSpec = Field(default_factory=TritonSpec)
     replicas: int = Field(default=1, ge=1, le=1000)
+    """Triton pods of the stable revision; a canary grows to this many before it is
+    promoted. Not part of the revision."""
     resources: Resources = Field(default_factory=Resources)
     env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_BY_NAME)
+    """Environment of the Triton container."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the Triton pods need; the GPU memory check considers only nodes that match."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Tolerations of the Triton pods."""
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    """How traffic is split between the stable and the canary revision."""
     canary: CanarySpec = Field(default_factory=CanarySpec)
+    """The rollout: steps, intervals and the analysis that judges each step."""
     preflight: PreflightSpec = Field(default_factory=PreflightSpec)
+    """Checks a new revision must pass before it gets any traffic."""
     paused: bool = False
+    """Hold any rollout where it is (no weight change, no checks) while true."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:

@@ -40,13 +40,18 @@ class Condition(ApiModel):
 
 class ArmMeasurement(ApiModel):
     p95_ms: float | None = None
+    """Latency at spec.canary.analysis.latency.quantile, in milliseconds."""
     error_rate: float | None = None
+    """Failed requests / all requests over the window (0 to 1)."""
     samples: int | None = None
+    """Requests (successful and failed) over the window."""
 
 
 class AnalysisRecord(ApiModel):
     time: str
+    """When the check was taken."""
     verdict: Literal["pass", "fail", "inconclusive"]
+    """inconclusive: too few samples, a missing series or no answer; never a pass."""
     reason: str = ""
     stable: ArmMeasurement = Field(default_factory=ArmMeasurement)
     canary: ArmMeasurement = Field(default_factory=ArmMeasurement)
@@ -94,6 +99,8 @@ class PreflightStatus(ApiModel):
 class HistoryEntry(ApiModel):
     revision: str
     outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+    """Aborted: an abort request, or the spec returned to the stable revision; Superseded:
+    another revision replaced it; Failed: its preflight failed."""
     started_at: str | None = None
     finished_at: str | None = None
     reason: str = ""
@@ -103,18 +110,31 @@ class LLMDeploymentStatus(ApiModel):
     """Everything a restarted operator needs to continue a rollout exactly where it was."""
 
     observed_generation: int | None = None
+    """The spec generation this status describes."""
     phase: Phase | None = None
+    """Where the resource is in its lifecycle (docs/concepts.md has the phases)."""
     message: str | None = None
+    """What the operator waits for, or what is wrong and what to do."""
     stable_revision: str | None = None
+    """The revision that serves the traffic not sent to the canary."""
     canary_revision: str | None = None
+    """The revision being rolled out (or the one rolled back)."""
     canary_weight: int | None = Field(default=None, ge=0, le=100)
+    """Percent of the traffic the canary gets now."""
     current_step: int | None = Field(default=None, ge=0)
+    """The rollout step, from 0."""
     step_started_at: str | None = None
+    """When the current weight was applied."""
     failed_checks: int | None = Field(default=None, ge=0)
+    """Failed checks in this rollout."""
     inconclusive_checks: int | None = Field(default=None, ge=0)
+    """Inconclusive checks in a row."""
     canary_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the canary Deployment should have now."""
     canary_ready_replicas: int | None = Field(default=None, ge=0)
+    """Ready pods of the canary revision."""
     rollout_started_at: str | None = None
+    """When this rollout began."""
     pause_reason: str | None = Field(
         default=None, description="Why the operator paused the rollout; cleared by a resume."
     )
@@ -127,11 +147,16 @@ class LLMDeploymentStatus(ApiModel):
         description="Request annotation -> the value already acted on (each value acts once).",
     )
     replicas: int | None = None
+    """spec.replicas, as last reconciled."""
     ready_replicas: int | None = None
+    """Ready pods of the stable revision."""
     router: str | None = None
+    """The router that splits traffic (spec.traffic.router)."""
     p95: str | None = Field(default=None, description="P95 canary / stable, for kubectl get.")
     last_analysis: AnalysisRecord | None = None
+    """The latest check: verdict, why, and both arms' numbers."""
     preflight: PreflightStatus | None = None
+    """The latest preflight, of the canary revision."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={
@@ -139,4 +164,6 @@ class LLMDeploymentStatus(ApiModel):
             "x-kubernetes-list-map-keys": ["type"],
         },
     )
+    """Ready, Progressing, Degraded and PreflightPassed (metav1.Condition)."""
     history: list[HistoryEntry] = Field(default_factory=list, max_length=20)
+    """Finished rollouts, newest first (at most 10 kept)."""
