@@ -349,7 +349,7 @@ class Reconciler:
         if patch:
             self.kube.patch("apps/v1", "Deployment", owner.namespace, name, patch)
             log.info(
-                "resized %s to %d", name, replicas, extra={"object": name, "replicas": replicas}
+                "resized %s to %d", name, replicas, extra={"child": name, "replicas": replicas}
             )
 
     def _label_pods(self, owner: Owner, tracks: Mapping[str, Track]) -> None:

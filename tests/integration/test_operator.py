@@ -203,14 +203,23 @@ def test_deleting_the_llmdeployment_removes_its_children(
     wait_for("children garbage-collected", lambda: not children(kubectl, namespace), timeout=60)
 
 
+def applied_children(operator: OperatorProcess) -> list[str]:
+    """The operator's "created/updated KIND NS/NAME" log lines."""
+    return [line for line in operator.log_lines() if '"outcome"' in line]
+
+
 def test_idle_operator_writes_nothing_and_a_restart_duplicates_nothing(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str, stable: dict[str, Any]
 ) -> None:
     # Let the last readiness changes settle, then take the picture.
     time.sleep(3)
     before = versions(kubectl, namespace)
+    applies = applied_children(operator)
     time.sleep(8)  # four resync periods (LLMCANARY_RESYNC_SECONDS=2) and watch events
     assert versions(kubectl, namespace) == before, "an idle operator wrote something"
+    # A no-op apply changes no resourceVersion but is still a request and a log line
+    # (tests/unit/test_children.py has the case that did it: a spec without env).
+    assert applied_children(operator) == applies, "an idle operator re-sent its children"
 
     operator.stop()
     operator.start()

@@ -22,11 +22,13 @@ def contains(actual: Any, desired: Any) -> bool:
     """True when every field of ``desired`` is in ``actual`` with the same value.
 
     The API server adds defaults (``imagePullPolicy``, ``clusterIP``, ...) that the
-    builders do not set; those are not drift. Lists match item by item.
+    builders do not set; those are not drift. It also drops empty lists and maps
+    (``env: []``), so a field desired empty matches a field that is absent. Lists match
+    item by item.
     """
     if isinstance(desired, dict):
         return isinstance(actual, dict) and all(
-            k in actual and contains(actual[k], v) for k, v in desired.items()
+            contains(actual[k], v) if k in actual else _empty(v) for k, v in desired.items()
         )
     if isinstance(desired, list):
         return (
@@ -35,6 +37,10 @@ def contains(actual: Any, desired: Any) -> bool:
             and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
         )
     return bool(actual == desired)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, list | dict) and not value)
 
 
 def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
@@ -54,5 +60,5 @@ def ensure(kube: Kube, desired: dict[str, Any]) -> tuple[Outcome, dict[str, Any]
             return Outcome.UNCHANGED, current
     applied = kube.apply(desired)
     outcome = Outcome.CREATED if current is None else Outcome.UPDATED
-    log.info("%s %s", outcome.value, key, extra={"object": str(key), "outcome": outcome.value})
+    log.info("%s %s", outcome.value, key, extra={"child": str(key), "outcome": outcome.value})
     return outcome, applied
