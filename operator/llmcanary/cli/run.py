@@ -79,8 +79,11 @@ def serve_metrics(port: int | None) -> OperatorMetrics | None:
         port = OperatorConfig().metrics_port
     if not port:
         return None
+    from prometheus_client import disable_created_metrics
+
     from llmcanary.observability.metrics import OperatorMetrics
 
+    disable_created_metrics()  # no *_created series: half the lines, nothing lost
     telemetry = OperatorMetrics()
     try:
         telemetry.serve(port)
