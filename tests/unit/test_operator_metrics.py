@@ -242,3 +242,24 @@ def test_the_provider_says_why_a_query_failed() -> None:
         provider.sample(ArmQueries("canary", "1", "1", "1"))
     assert caught.value.reason == "connection"
     assert MetricsUnavailable("anything").reason == "error"
+
+
+def test_a_taken_metrics_port_stops_llmcanary_run_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from llmcanary.cli.run import run
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(run, ["-n", "x", "--metrics-port", str(port)])
+        assert result.exit_code == 1
+        assert f"cannot serve metrics on port {port}" in result.output
+        assert "--metrics-port" in result.output
+        monkeypatch.setenv("LLMCANARY_METRICS_PORT", str(port))  # the setting, without the flag
+        result = CliRunner().invoke(run, ["-n", "x"])
+        assert f"cannot serve metrics on port {port}" in result.output
+    assert CliRunner().invoke(run, ["-n", "x", "--metrics-port", "70000"]).exit_code == 2
