@@ -6,6 +6,7 @@ the LLMDeployment's status at that moment.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,9 @@ def test_metrics_follow_a_rollout_through_rollback_retry_and_promotion(
         return not any(dict(labels).get("namespace") == namespace for _, labels in scrape(operator))
 
     wait_for("its series to leave /metrics", gone, timeout=20)
+    # The start-up line about /metrics is structured like every other log line.
+    records = [json.loads(line) for line in operator.log_lines() if line.strip()]
+    assert any(r.get("port") == operator.metrics_port for r in records)
 
 
 def test_prometheus_going_away_shows_as_query_errors_and_a_paused_phase(
