@@ -12,6 +12,15 @@ class OperatorConfig(BaseSettings):
     kubeconfig: str | None = Field(
         default=None, description="Kubeconfig to use outside a cluster (default: $KUBECONFIG)."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "Serve Prometheus metrics on 0.0.0.0:PORT/metrics (0: off); `llmcanary run"
+            " --metrics-port` overrides it. See docs/metrics.md."
+        ),
+    )
     resync_seconds: float = Field(
         default=60, gt=0, description="How often every LLMDeployment is reconciled anyway."
     )

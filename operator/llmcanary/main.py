@@ -21,6 +21,7 @@ from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from llmcanary.config import OperatorConfig
 from llmcanary.kube.client import Kube
+from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.preflight.envdiff_source import environment_diff
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler import Reconciler
@@ -56,6 +57,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.watching.server_timeout = 300
     kube = Kube.connect(config.kubeconfig)
+    # `llmcanary run` puts the metrics it serves in the memo; else they are only kept.
+    telemetry = memo.get("telemetry")
     memo.reconciler = Reconciler(
         kube,
         utcnow,
@@ -70,6 +73,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             gpu_probe_image=config.gpu_probe_image,
             check_canary=config.canary_ready_check,
         ),
+        telemetry=telemetry if isinstance(telemetry, OperatorMetrics) else None,
     )
 
 
@@ -77,7 +81,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
 def llmdeployment_event(
     type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    if type != "DELETED" and namespace:
+    if not namespace:
+        return
+    if type == "DELETED":
+        memo.reconciler.forget(namespace, name)
+    else:
         memo.reconciler.reconcile(namespace, name)
 
 

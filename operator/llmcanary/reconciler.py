@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,6 +34,7 @@ from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.children import ensure, owned_by
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import ReconcileError
+from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.preflight.run import Preflight
 from llmcanary.rollout.machine import (
     Decision,
@@ -97,8 +99,11 @@ class Reconciler:
         post_event: EventPoster,
         metrics: MetricsFactory,
         preflight: Preflight,
+        telemetry: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
+        # The operator's own /metrics (``metrics`` is the analysis' metrics source).
+        self.telemetry = telemetry if telemetry is not None else OperatorMetrics(process=False)
         self.preflight = preflight
         self.clock = clock
         self.post_event = post_event
@@ -119,10 +124,25 @@ class Reconciler:
         announce (or take) the same step twice.
         """
         with self._lock(namespace, name):
-            body = self.kube.get(API_VERSION, KIND, namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return None
-            return self._reconcile(body)
+            started = time.monotonic()
+            try:
+                body = self.kube.get(API_VERSION, KIND, namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    self.telemetry.forget(namespace, name)
+                    result = None
+                else:
+                    result = self._reconcile(body)
+            except Exception:
+                self.telemetry.reconciled(time.monotonic() - started, "error")
+                raise
+            failed = result is not None and result.problem is not None
+            self.telemetry.reconciled(time.monotonic() - started, "error" if failed else "ok")
+            return result
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The LLMDeployment was deleted: its series leave /metrics."""
+        with self._lock(namespace, name):
+            self.telemetry.forget(namespace, name)
 
     def _reconcile(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
@@ -144,6 +164,7 @@ class Reconciler:
             wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
             if wrote:
                 self.post_event(body, "Warning", invalid.reason, invalid.message)
+            self.telemetry.observe(owner.namespace, owner.name, status, new, written=wrote)
             return Result(status.phase, wrote, invalid)
 
         current = revision_of(spec)
@@ -171,6 +192,8 @@ class Reconciler:
                 else None
             ),
         )
+        if observation.canary_checks is not None:
+            self.telemetry.canary_checks(owner.namespace, owner.name, observation.canary_checks)
         decision = decide(spec, generation, status, observation, now)
         try:
             router = self._act(owner, spec, decision.plan, previous_router=status.router)
@@ -192,6 +215,8 @@ class Reconciler:
         wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
         if wrote:
             self._announce(body, status.phase, status.message, decision, observation.problem)
+        # After the write: a status that failed to be written counts nothing.
+        self.telemetry.observe(owner.namespace, owner.name, status, new, written=wrote)
         return Result(
             new.phase, wrote, observation.problem, wakeup=next_wakeup(spec, new, self.clock())
         )
@@ -241,6 +266,7 @@ class Reconciler:
             stable_sample = provider.sample(arm_queries(analysis, context, "stable"))
             canary_sample = provider.sample(arm_queries(analysis, context, "canary"))
         except MetricsUnavailable as exc:
+            self.telemetry.query_error(exc.reason)
             return unavailable(f"metrics unavailable: {exc}")
         except ValueError as exc:  # a template the CRD could not check
             return unavailable(f"spec.canary.analysis.queries: {exc}")

@@ -86,6 +86,8 @@ class OperatorProcess:
     namespace: str
     log_file: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Serve /metrics on this port (llmcanary run --metrics-port); None: off.
+    metrics_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -106,6 +108,7 @@ class OperatorProcess:
                 self.namespace,
                 "--log-format",
                 "json",
+                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -784,7 +784,11 @@ class TargetSync:
                 if str(exc) != self.last_error:
                     log.warning(
                         "target sync pass failed",
-                        extra={"namespace": self.namespace, "name": self.name, "error": str(exc)},
+                        extra={
+                            "namespace": self.namespace,
+                            "llmdeployment": self.name,
+                            "error": str(exc),
+                        },
                     )
                 self.last_error = str(exc)
             self.passes += 1

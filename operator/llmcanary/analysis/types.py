@@ -7,7 +7,7 @@ verdict (pure) compares two samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 Arm = Literal["stable", "canary"]
 
@@ -49,8 +49,18 @@ class ArmSample:
         return (self.errors or 0.0) / total
 
 
+# Why a query got no usable answer: no answer in time, no connection, an HTTP error
+# (bad PromQL included), an answer that is not one number, anything else.
+QueryErrorReason = Literal["timeout", "connection", "http", "answer", "error"]
+QUERY_ERROR_REASONS: tuple[QueryErrorReason, ...] = get_args(QueryErrorReason)
+
+
 class MetricsUnavailable(Exception):
     """The metrics source did not answer, or answered something unusable."""
+
+    def __init__(self, message: str, reason: QueryErrorReason = "error") -> None:
+        super().__init__(message)
+        self.reason: QueryErrorReason = reason
 
 
 class MetricsProvider(Protocol):

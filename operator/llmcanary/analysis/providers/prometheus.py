@@ -27,7 +27,12 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from llmcanary.analysis.types import ArmQueries, ArmSample, MetricsUnavailable
+from llmcanary.analysis.types import (
+    ArmQueries,
+    ArmSample,
+    MetricsUnavailable,
+    QueryErrorReason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +84,20 @@ class PrometheusProvider:
             )
         except requests.Timeout:
             raise self._unavailable(
-                f"{where}: no answer within {self.timeout_seconds:g}s", extra
+                f"{where}: no answer within {self.timeout_seconds:g}s", extra, "timeout"
             ) from None
         except requests.ConnectionError as exc:
-            raise self._unavailable(f"{where}: cannot connect ({_reason(exc)})", extra) from None
+            raise self._unavailable(
+                f"{where}: cannot connect ({_reason(exc)})", extra, "connection"
+            ) from None
         except requests.RequestException as exc:
             raise self._unavailable(f"{where}: request failed ({_reason(exc)})", extra) from None
         except PrometheusApiClientException as exc:
-            raise self._unavailable(f"{where}: {_http_error(exc)}", extra) from None
+            raise self._unavailable(f"{where}: {_http_error(exc)}", extra, "http") from None
         except ValueError as exc:  # the body was not JSON: not a Prometheus API
-            raise self._unavailable(f"{where}: unreadable answer ({exc})", extra) from None
+            raise self._unavailable(
+                f"{where}: unreadable answer ({exc})", extra, "answer"
+            ) from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
 
         value = self._one_value(result, where, extra)
@@ -102,7 +111,9 @@ class PrometheusProvider:
         if isinstance(result, dict):  # a scalar or string result: {"resultType":..., ...}
             result = [{"metric": {}, "value": result.get("result")}]
         if not isinstance(result, list):
-            raise self._unavailable(f"{where}: unexpected answer {str(result)[:80]!r}", extra)
+            raise self._unavailable(
+                f"{where}: unexpected answer {str(result)[:80]!r}", extra, "answer"
+            )
         if not result:
             log.info("prometheus query: no series", extra=extra)
             return None
@@ -113,13 +124,14 @@ class PrometheusProvider:
                 f"{where} returned {len(result)} series ({labels}{more}); aggregate it to one"
                 " number per arm (max for latency quantiles, sum for counts)",
                 extra,
+                "answer",
             )
         item = result[0]
         try:
             value = float(item["value"][1]) if "value" in item else float(item[1])
         except (KeyError, IndexError, TypeError, ValueError):
             raise self._unavailable(
-                f"{where}: unexpected answer {str(item)[:80]!r} (a range query?)", extra
+                f"{where}: unexpected answer {str(item)[:80]!r} (a range query?)", extra, "answer"
             ) from None
         if math.isnan(value) or math.isinf(value):
             log.info("prometheus query: not a number", extra={**extra, "value": str(value)})
@@ -127,9 +139,11 @@ class PrometheusProvider:
         return value
 
     @staticmethod
-    def _unavailable(message: str, extra: dict[str, Any]) -> MetricsUnavailable:
-        log.warning("prometheus query failed", extra={**extra, "error": message})
-        return MetricsUnavailable(message)
+    def _unavailable(
+        message: str, extra: dict[str, Any], reason: QueryErrorReason = "error"
+    ) -> MetricsUnavailable:
+        log.warning("prometheus query failed", extra={**extra, "error": message, "reason": reason})
+        return MetricsUnavailable(message, reason)
 
 
 def _labels(item: Any) -> str:

@@ -1,0 +1,1 @@
+"""What the operator tells the outside about itself: Prometheus metrics (an edge)."""
