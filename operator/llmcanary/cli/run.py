@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import click
 import kopf
 
@@ -29,6 +31,24 @@ import kopf
     metavar="URL",
     help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.",
 )
+@click.option(
+    "--peering",
+    "peering_name",
+    default=None,
+    metavar="NAME",
+    envvar="LLMCANARY_PEERING",
+    help="Run beside other replicas: only the one with the highest --priority among those"
+    " alive in kopf's peering object NAME (a ClusterKopfPeering with -A, a KopfPeering in each"
+    " namespace otherwise) is active, the others wait. Without it: standalone.",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="LLMCANARY_PEERING_PRIORITY",
+    help="Peering priority (with --peering). Default: a random one per process, so that"
+    " replicas of one Deployment do not tie (kopf pauses every operator of a tie).",
+)
 def run(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
@@ -36,6 +56,8 @@ def run(
     verbose: bool,
     quiet: bool,
     liveness_endpoint: str | None,
+    peering_name: str | None,
+    priority: int | None,
 ) -> None:
     """Run the operator (reads LLMCANARY_* settings and KUBECONFIG)."""
     if not namespaces and not all_namespaces:
@@ -43,9 +65,18 @@ def run(
     kopf.configure(verbose=verbose, quiet=quiet, log_format=kopf.LogFormat[log_format.upper()])
     import llmcanary.main  # noqa: F401  (registers the handlers)
 
+    if peering_name is not None and priority is None:
+        priority = peering_priority()
     kopf.run(
         clusterwide=all_namespaces,
         namespaces=namespaces,
-        standalone=True,
+        standalone=peering_name is None,
+        peering_name=peering_name,
+        priority=priority,
         liveness_endpoint=liveness_endpoint,
     )
+
+
+def peering_priority() -> int:
+    """A random peering priority: two replicas tie with a chance of 1 in 2**31."""
+    return random.SystemRandom().randint(1, 2**31 - 1)
