@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import click
@@ -65,8 +66,15 @@ def run(
     kopf.configure(verbose=verbose, quiet=quiet, log_format=kopf.LogFormat[log_format.upper()])
     import llmcanary.main  # noqa: F401  (registers the handlers)
 
-    if peering_name is not None and priority is None:
-        priority = peering_priority()
+    if peering_name is not None:
+        priority = peering_priority() if priority is None else priority
+        logging.getLogger("llmcanary").info(
+            "peering %s with priority %d: the live replica with the highest priority works,"
+            " the others wait (kopf logs when this one pauses or resumes)",
+            peering_name,
+            priority,
+            extra={"peering": peering_name, "priority": priority},
+        )
     kopf.run(
         clusterwide=all_namespaces,
         namespaces=namespaces,
