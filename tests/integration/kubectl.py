@@ -86,6 +86,8 @@ class OperatorProcess:
     namespace: str
     log_file: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # What it serves and how it runs (default: -n NAMESPACE), e.g. ["-A", "--peering", "x"].
+    serve: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -102,8 +104,7 @@ class OperatorProcess:
                 "-m",
                 "llmcanary",
                 "run",
-                "-n",
-                self.namespace,
+                *(self.serve or ["-n", self.namespace]),
                 "--log-format",
                 "json",
             ],
