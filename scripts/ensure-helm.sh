@@ -2,7 +2,7 @@
 # Builds a pinned helm v3 from its Go module (through the Go module proxy: there is
 # no Debian or PyPI package of helm) into $LLMCANARY_CACHE/bin/helm, with Go's
 # caches under $LLMCANARY_CACHE/go like devcluster/build.sh. The chart's tests
-# (tests/unit/test_chart.py, tests/integration/test_chart.py) run this binary.
+# (tests/unit/test_helm_chart.py, tests/integration/test_chart.py) run this binary.
 #
 #   scripts/ensure-helm.sh          # or: make helm-bin
 #

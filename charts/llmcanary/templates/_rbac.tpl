@@ -2,7 +2,7 @@
 The operator's permissions: the ONE place they are written. rbac.yaml renders them into
 the ClusterRole (all namespaces) or into a Role per watched namespace plus a ClusterRole
 for the cluster-scoped reads. Each rule says which code needs it; nothing here is a
-wildcard. tests/unit/test_chart.py checks the rendered rules against this list, and
+wildcard. tests/unit/test_helm_chart.py checks the rendered rules against this list, and
 tests/integration/test_chart.py runs the canary flow under exactly these rules.
 docs/install.md has the same table for readers.
 */}}
