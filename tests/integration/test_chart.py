@@ -132,6 +132,29 @@ def show(proc: OperatorProcess, label: str, lines: int = 25) -> None:
     print("\n".join(proc.log_lines()[-lines:]))
 
 
+def canary_flow(kubectl: Kubectl, namespace: str, prometheus: PrometheusServer) -> None:
+    """test_canary's healthy rollout: revision 1 Stable, then revision 2 walked through
+    every weight of its HTTPRoute and promoted."""
+    v1 = manifest("1", prometheus=prometheus.url)
+    kubectl.apply(v1, namespace)
+    wait_for("revision 1 Stable", lambda: status(kubectl, namespace).get("phase") == "Stable", 90)
+    v2 = manifest("2", prometheus=prometheus.url)
+    kubectl.apply(v2, namespace)
+    wait_for(
+        "a canary with its HTTPRoute weight",
+        lambda: (canary_route_weight(kubectl, namespace, NAME) or 0) > 0,
+        timeout=90,
+    )
+    final = wait_for(
+        "revision 2 promoted",
+        lambda: (st := status(kubectl, namespace)).get("stableRevision") == revision(v2) and st,
+        timeout=180,
+    )
+    assert final["phase"] == "Stable"
+    assert final["history"][0]["outcome"] == "Promoted"
+    assert weight_changes(kubectl, namespace) == WALK
+
+
 def test_the_chart_installs_its_objects(kubectl: Kubectl, release: Release) -> None:
     ns = release.namespace
     deployment = kubectl.get("deployment", RELEASE, ns)
@@ -229,26 +252,7 @@ def test_the_canary_flow_runs_under_the_charts_service_account_with_one_active_p
         live = {p["priority"] for p in peering["status"].values() if p["lifetime"] > 0}
         assert live == {100, 200}
 
-        v1 = manifest("1", prometheus=prometheus.url)
-        kubectl.apply(v1, namespace)
-        wait_for(
-            "revision 1 Stable", lambda: status(kubectl, namespace).get("phase") == "Stable", 90
-        )
-        v2 = manifest("2", prometheus=prometheus.url)
-        kubectl.apply(v2, namespace)
-        wait_for(
-            "a canary with its HTTPRoute weight",
-            lambda: (canary_route_weight(kubectl, namespace, NAME) or 0) > 0,
-            timeout=90,
-        )
-        final = wait_for(
-            "revision 2 promoted",
-            lambda: (st := status(kubectl, namespace)).get("stableRevision") == revision(v2) and st,
-            timeout=180,
-        )
-        assert final["phase"] == "Stable"
-        assert final["history"][0]["outcome"] == "Promoted"
-        assert weight_changes(kubectl, namespace) == WALK
+        canary_flow(kubectl, namespace, prometheus)
 
         assert active.proc is not None and active.proc.poll() is None
         assert passive.proc is not None and passive.proc.poll() is None
@@ -376,3 +380,59 @@ def test_a_missing_permission_is_a_clear_error_in_log_and_status_not_a_crash(
         show(proc, "crippled", 6)
         kubectl.run("delete", "clusterrolebinding,clusterrole", crippled, check=False)
         kubectl.run("delete", "serviceaccount", crippled, "-n", release.namespace, check=False)
+
+
+def test_the_namespaced_mode_runs_the_canary_flow_under_its_roles(
+    kubectl: Kubectl,
+    cluster: Any,
+    crd: None,
+    release: Release,  # the CRDs, installed by the first release
+    namespace: str,
+    prometheus: PrometheusServer,
+    exporters: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """watchNamespaces: a Role in the served namespace, a small ClusterRole, a KopfPeering."""
+    name, system = "llmcanary-ns", "llmcanary-ns-system"
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"watchNamespaces": [namespace]}))
+    helm(
+        kubectl,
+        *("upgrade", "--install", name, str(CHART), "-n", system, "--create-namespace"),
+        *("-f", str(values), "--wait", "--timeout", "120s"),
+    )
+    proc = None
+    try:
+        assert kubectl.get("role", name, namespace) is not None
+        assert kubectl.get("kopfpeering", name, namespace) is not None
+        config = token_kubeconfig(kubectl, cluster, system, name, tmp_path / "sa.kubeconfig")
+        wait_for(
+            "the Role to take effect",
+            lambda: can_i(config, kubectl, "patch", "httproutes", "-n", namespace) == "yes",
+        )
+        elsewhere = {
+            ("patch", "httproutes", "default"): can_i(
+                config, kubectl, "patch", "httproutes", "-n", "default"
+            ),
+            ("get", "secrets", "default"): can_i(
+                config, kubectl, "get", "secrets", "-n", "default"
+            ),
+            ("list", "llmdeployments", "all"): can_i(
+                config, kubectl, "list", "llmdeployments", "-A"
+            ),
+        }
+        print(f"kubectl auth can-i outside {namespace}: {elsewhere}")
+        assert set(elsewhere.values()) == {"no"}, elsewhere
+
+        proc = OperatorProcess(
+            config, namespace, tmp_path / "op.log", serve=["-n", namespace, "--peering", name]
+        ).start()
+        wait_for("the operator working", lambda: logged(proc, "Resuming operations"), 60)
+        canary_flow(kubectl, namespace, prometheus)
+        text = "\n".join(proc.log_lines())
+        assert "Forbidden" not in text and " 403" not in text, text[-4000:]
+    finally:
+        if proc is not None:
+            proc.stop()
+            show(proc, "namespaced", 6)
+        helm(kubectl, "uninstall", name, "-n", system, "--wait")
