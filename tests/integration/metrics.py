@@ -784,7 +784,7 @@ class TargetSync:
                 if str(exc) != self.last_error:
                     log.warning(
                         "target sync pass failed",
-                        extra={"namespace": self.namespace, "name": self.name, "error": str(exc)},
+                        extra={"namespace": self.namespace, "llmd": self.name, "error": str(exc)},
                     )
                 self.last_error = str(exc)
             self.passes += 1
