@@ -31,6 +31,10 @@ venv: $(VENV_STAMP)  ## Create .venv with llmcanary and the dev tools
 cluster-bins:  ## Build (or reuse) etcd, kube-apiserver, ..., kwok and kubectl
 	bash devcluster/build.sh
 
+.PHONY: helm-bin
+helm-bin:  ## Build (or reuse) a pinned helm v3 from its Go module, for the chart's tests
+	bash scripts/ensure-helm.sh
+
 .PHONY: prometheus-bin
 prometheus-bin:  ## Fetch (or reuse) Debian's prometheus binary for the tests
 	bash scripts/ensure-deb-binary.sh prometheus usr/bin/prometheus usr/bin/promtool
@@ -40,8 +44,9 @@ nginx-bin:  ## Fetch (or reuse) Debian's nginx binary: the local stack's gateway
 	bash scripts/ensure-deb-binary.sh nginx usr/sbin/nginx
 
 .PHONY: crds
-crds: venv  ## Regenerate crds/ and the CRD reference from the API models
+crds: venv  ## Regenerate crds/ (and the chart's copy) and the CRD reference from the API models
 	$(BIN)/llmcanary crd > crds/llmdeployments.yaml
+	cp crds/llmdeployments.yaml charts/llmcanary/crds/llmdeployments.yaml
 	$(BIN)/llmcanary crd --reference > docs/reference/llmdeployment.md
 
 .PHONY: docs
@@ -55,11 +60,11 @@ lint: venv  ## ruff, mypy --strict, import-linter contracts
 	$(BIN)/lint-imports
 
 .PHONY: unit
-unit: venv  ## Fast tests of the pure core
+unit: venv helm-bin  ## Fast tests of the pure core
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: integration
-integration: venv cluster-bins prometheus-bin  ## The operator against the real local control plane
+integration: venv cluster-bins prometheus-bin helm-bin  ## The operator against the real local control plane
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e
@@ -68,7 +73,7 @@ e2e: venv cluster-bins prometheus-bin nginx-bin  ## The whole local stack with r
 
 # e2e last: it hands pod readiness to the data plane (a KWOK restart) for its own tests.
 .PHONY: test
-test: lint venv cluster-bins prometheus-bin nginx-bin  ## Everything CI runs
+test: lint venv cluster-bins prometheus-bin nginx-bin helm-bin  ## Everything CI runs
 	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo

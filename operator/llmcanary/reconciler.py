@@ -61,6 +61,10 @@ EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 MetricsFactory = Callable[[str], MetricsProvider]
 
 
+# How soon a pass that could not observe the cluster (e.g. a 403) is tried again.
+RETRY_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class Result:
     phase: str | None
@@ -170,28 +174,40 @@ class Reconciler:
         current = revision_of(spec)
         stable_rev = status.stable_revision or current
         requests = requests_of(meta)
-        check = None
-        if analysis_due(spec, status, requests, now):
-            stable_share = 100 - (status.canary_weight or 0)
-            check = self._analyse(owner, spec, stable_rev, current, stable_share)
-        canary = self._observe(owner, current) if current != stable_rev else None
-        observation = Observation(
-            revision=current,
-            stable=self._observe(owner, stable_rev),
-            canary=canary,
-            check=check,
-            requests=requests,
-            preflight=(
-                self._preflight(owner, spec, stable_rev, current, now)
-                if preflight_due(status, current)
-                else None
-            ),
-            canary_checks=(
-                self.preflight.canary_checks(owner, spec, current)
-                if canary is not None and canary_checks_due(spec, status, canary.ready)
-                else None
-            ),
-        )
+        try:
+            check = None
+            if analysis_due(spec, status, requests, now):
+                stable_share = 100 - (status.canary_weight or 0)
+                check = self._analyse(owner, spec, stable_rev, current, stable_share)
+            canary = self._observe(owner, current) if current != stable_rev else None
+            observation = Observation(
+                revision=current,
+                stable=self._observe(owner, stable_rev),
+                canary=canary,
+                check=check,
+                requests=requests,
+                preflight=(
+                    self._preflight(owner, spec, stable_rev, current, now)
+                    if preflight_due(status, current)
+                    else None
+                ),
+                canary_checks=(
+                    self.preflight.canary_checks(owner, spec, current)
+                    if canary is not None and canary_checks_due(spec, status, canary.ready)
+                    else None
+                ),
+            )
+        except ReconcileError as exc:  # e.g. not allowed to read its children
+            # Nothing to decide on: say why in status (the rollout stays where it is).
+            blind = Problem(exc.reason, exc.message)
+            log.warning(
+                exc.message, extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"}
+            )
+            new = status.model_copy(update={"message": blind.message})
+            wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
+            if wrote:
+                self.post_event(body, "Warning", blind.reason, blind.message)
+            return Result(status.phase, wrote, blind, wakeup=RETRY_SECONDS)
         if observation.canary_checks is not None:
             self.telemetry.canary_checks(owner.namespace, owner.name, observation.canary_checks)
         decision = decide(spec, generation, status, observation, now)

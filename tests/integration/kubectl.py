@@ -88,6 +88,8 @@ class OperatorProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Serve /metrics on this port (llmcanary run --metrics-port); None: off.
     metrics_port: int | None = None
+    # What it serves and how it runs (default: -n NAMESPACE), e.g. ["-A", "--peering", "x"].
+    serve: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -104,8 +106,7 @@ class OperatorProcess:
                 "-m",
                 "llmcanary",
                 "run",
-                "-n",
-                self.namespace,
+                *(self.serve or ["-n", self.namespace]),
                 "--log-format",
                 "json",
                 *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING
 
 import click
@@ -47,6 +48,24 @@ log = logging.getLogger(__name__)
     help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics; 0 turns them off"
     " [default: LLMCANARY_METRICS_PORT, else 0]. See docs/metrics.md.",
 )
+@click.option(
+    "--peering",
+    "peering_name",
+    default=None,
+    metavar="NAME",
+    envvar="LLMCANARY_PEERING",
+    help="Run beside other replicas: only the one with the highest --priority among those"
+    " alive in kopf's peering object NAME (a ClusterKopfPeering with -A, a KopfPeering in each"
+    " namespace otherwise) is active, the others wait. Without it: standalone.",
+)
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="LLMCANARY_PEERING_PRIORITY",
+    help="Peering priority (with --peering). Default: a random one per process, so that"
+    " replicas of one Deployment do not tie (kopf pauses every operator of a tie).",
+)
 def run(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
@@ -55,6 +74,8 @@ def run(
     quiet: bool,
     liveness_endpoint: str | None,
     metrics_port: int | None,
+    peering_name: str | None,
+    priority: int | None,
 ) -> None:
     """Run the operator (reads LLMCANARY_* settings and KUBECONFIG)."""
     if not namespaces and not all_namespaces:
@@ -64,10 +85,21 @@ def run(
 
     memo = kopf.Memo(telemetry=serve_metrics(metrics_port))
 
+    if peering_name is not None:
+        priority = peering_priority() if priority is None else priority
+        log.info(
+            "peering %s with priority %d: the live replica with the highest priority works,"
+            " the others wait (kopf logs when this one pauses or resumes)",
+            peering_name,
+            priority,
+            extra={"peering": peering_name, "priority": priority},
+        )
     kopf.run(
         clusterwide=all_namespaces,
         namespaces=namespaces,
-        standalone=True,
+        standalone=peering_name is None,
+        peering_name=peering_name,
+        priority=priority,
         liveness_endpoint=liveness_endpoint,
         memo=memo,
     )
@@ -95,3 +127,8 @@ def serve_metrics(port: int | None) -> OperatorMetrics | None:
         ) from exc
     log.info("serving Prometheus metrics on http://0.0.0.0:%d/metrics", port, extra={"port": port})
     return telemetry
+
+
+def peering_priority() -> int:
+    """A random peering priority: two replicas tie with a chance of 1 in 2**31."""
+    return random.SystemRandom().randint(1, 2**31 - 1)

@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from llmcanary.kube.errors import Forbidden, MissingApi
+from llmcanary.kube.errors import Forbidden, MissingApi, api_message
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ class Kube:
             return fn(**kwargs)
         except ApiException as exc:
             if exc.status == 403:
-                raise Forbidden(verb, kind, kwargs.get("namespace", "")) from exc
+                namespace = kwargs.get("namespace", "")
+                raise Forbidden(verb, kind, namespace, api_message(exc)) from exc
             raise
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

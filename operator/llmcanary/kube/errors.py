@@ -27,13 +27,29 @@ class ChildConflict(ReconcileError):
         )
 
 
+# The RBAC verbs behind the operator's calls where they differ from the call's name:
+# server-side apply is a PATCH, and a PATCH that creates the object also needs create.
+RBAC_VERBS = {"apply": "patch, and create for a new object"}
+
+
 class Forbidden(ReconcileError):
-    def __init__(self, verb: str, kind: str, namespace: str) -> None:
-        super().__init__(
-            "Forbidden",
-            f"the operator may not {verb} {kind} in namespace {namespace!r}: grant it to the"
-            " operator's ServiceAccount (see the chart's Role/ClusterRole)",
+    """The API server answered 403: the message names the call, the RBAC verb, the kind,
+    the namespace and the API server's own words, and says where to grant it."""
+
+    def __init__(self, verb: str, kind: str, namespace: str, detail: str = "") -> None:
+        where = f"in namespace {namespace!r}" if namespace else "cluster-wide"
+        message = (
+            f"the operator may not {verb} {kind} {where} (RBAC verb:"
+            f" {RBAC_VERBS.get(verb, verb)}): grant it to the operator's ServiceAccount in its"
+            " ClusterRole or Role (the chart's rules are in charts/llmcanary/templates/_rbac.tpl,"
+            " see docs/install.md)"
         )
+        if detail:
+            message += f"; the API server said: {detail}"
+        super().__init__("Forbidden", message)
+        self.verb = verb
+        self.kind = kind
+        self.namespace = namespace
 
 
 class MissingApi(ReconcileError):

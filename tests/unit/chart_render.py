@@ -1,0 +1,58 @@
+"""Render charts/llmcanary with the helm binary that `make helm-bin` builds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "llmcanary"
+
+
+def helm_binary() -> Path:
+    cache = Path(os.environ.get("LLMCANARY_CACHE") or Path.home() / ".cache" / "llmcanary")
+    binary = cache / "bin" / "helm"
+    if not os.access(binary, os.X_OK):
+        raise AssertionError(
+            f"{binary} is missing: build it with `make helm-bin` (scripts/ensure-helm.sh)"
+        )
+    return binary
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(helm_binary()), *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def values_args(values: dict[str, Any] | None, tmp: Path) -> list[str]:
+    if not values:
+        return []
+    path = tmp / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ["-f", str(path)]
+
+
+def render(
+    tmp: Path, values: dict[str, Any] | None = None, namespace: str = "llmcanary"
+) -> list[dict[str, Any]]:
+    """The objects `helm template` renders (not the crds/ directory), parsed."""
+    out = helm("template", "llmcanary", str(CHART), "-n", namespace, *values_args(values, tmp))
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def one(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> dict[str, Any]:
+    found = [
+        d
+        for d in docs
+        if d["kind"] == kind and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
+    assert len(found) == 1, f"{len(found)} {kind} objects rendered"
+    return found[0]
