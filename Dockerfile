@@ -21,6 +21,7 @@ COPY scripts/build-operator-venv.sh scripts/
 RUN bash scripts/build-operator-venv.sh --no-cache /opt/llmcanary
 
 FROM ${PYTHON_IMAGE} AS runtime
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="llmcanary" \
