@@ -234,13 +234,11 @@ def test_installed_operator_reconciles_with_a_read_only_filesystem(
         def stable() -> dict[str, Any] | None:
             assert proc.poll() is None, f"the operator exited:\n{log_path.read_text()}"
             obj = kubectl.get("llmd", name, namespace)
-            status = (obj or {}).get("status", {})
-            done = obj and status.get("phase") == "Stable"
-            return (
-                obj
-                if done and status["observedGeneration"] == obj["metadata"]["generation"]
-                else None
-            )
+            if obj is None:
+                return None
+            status = obj.get("status", {})
+            caught_up = status.get("observedGeneration") == obj["metadata"]["generation"]
+            return obj if status.get("phase") == "Stable" and caught_up else None
 
         # A fresh LLMDeployment on the simulated GPU nodes goes straight to Stable; its
         # status, with observedGeneration caught up, is written by the installed operator.
