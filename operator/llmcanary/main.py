@@ -9,6 +9,8 @@ daemon adds one finalizer so that it is stopped before the object goes.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -40,6 +42,10 @@ CHILD_LABELS: dict[str, str | MetaFilterToken] = {
 }
 RESYNC_SECONDS = OperatorConfig().resync_seconds
 MIN_WAKEUP_SECONDS = 0.2
+#: How often a waiting rollout loop looks at OPERATOR_EXITING (see rollout_loop).
+EXIT_POLL_SECONDS = 1.0
+#: Set by the cleanup activity, when the operator exits.
+OPERATOR_EXITING = threading.Event()
 
 
 def utcnow() -> datetime:
@@ -89,14 +95,33 @@ def llmdeployment_event(
         memo.reconciler.reconcile(namespace, name)
 
 
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    OPERATOR_EXITING.set()
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
 def rollout_loop(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    while namespace and not stopped:
+    # kopf stops every daemon when the operator exits, except one spawned by an event that
+    # was still being handled then: its stop flag is never set, and its thread would keep
+    # the process alive after SIGTERM until SIGKILL. So the loop also ends on
+    # OPERATOR_EXITING, which kopf's cleanup activity sets before the threads are joined.
+    while namespace and not stopped and not OPERATOR_EXITING.is_set():
         result = memo.reconciler.reconcile(namespace, name)
         wakeup = result.wakeup if result is not None else RESYNC_SECONDS
-        stopped.wait(min(max(wakeup, MIN_WAKEUP_SECONDS), RESYNC_SECONDS))
+        pause(stopped, min(max(wakeup, MIN_WAKEUP_SECONDS), RESYNC_SECONDS))
+
+
+def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Wait ``seconds``, or less if the daemon is stopped or the operator exits."""
+    deadline = time.monotonic() + seconds
+    while not stopped and not OPERATOR_EXITING.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        stopped.wait(min(left, EXIT_POLL_SECONDS))
 
 
 def child_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from typing import Any
 
@@ -286,3 +288,29 @@ def test_a_name_collision_is_reported_not_adopted(
     assert svc is not None and not svc["metadata"].get("ownerReferences")
     warnings = [e for e in kubectl.list("event", namespace) if e.get("reason") == "ChildConflict"]
     assert warnings and warnings[0]["type"] == "Warning"
+
+
+def test_sigterm_while_the_first_events_are_handled_stops_the_operator(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, stable: dict[str, Any]
+) -> None:
+    # The race: kopf spawns the rollout daemon after handling the LLMDeployment's event; a
+    # SIGTERM in between left a daemon nobody stopped, and the process alive until SIGKILL.
+    # The first handled event marks the burst; a pod's grace period is 30 s by default.
+    operator.stop()
+    for attempt in range(5):
+        operator.log_file.write_text("")
+        operator.start()
+        wait_for(
+            "the restarted operator to handle an event",
+            lambda: any("Handler '" in line for line in operator.log_lines()),
+            timeout=30,
+            every=0.02,
+        )
+        assert operator.proc is not None
+        operator.proc.send_signal(signal.SIGTERM)
+        try:
+            operator.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            operator.proc.kill()
+            pytest.fail(f"attempt {attempt}: still running 15 s after SIGTERM")
+        operator.proc = None
