@@ -17,10 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 OPERATIONS = DOCS / "operations.md"
 
-# Written on other branches of the same issue; the lead merges them. A link to one of these
-# that does not resolve yet is not a broken link.
-PENDING_DOCS = {"install.md", "metrics.md", "image.md"}
-
 
 def _root_schema() -> dict[str, Any]:
     schema: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -122,7 +118,7 @@ def test_relative_links_resolve(path: Path) -> None:
         if re.match(r"[a-z]+:", target) or target.startswith("#"):
             continue
         file = (path.parent / target.split("#", 1)[0]).resolve()
-        if not file.exists() and file.name not in PENDING_DOCS:
+        if not file.exists():
             broken.append(target)
     assert not broken, f"{path.relative_to(ROOT)}: links to missing files {broken}"
 
