@@ -25,7 +25,7 @@ from llmcanary.analysis.types import MetricsProvider, MetricsUnavailable
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_PAUSED, API_VERSION, KIND, REQUEST_ANNOTATIONS
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
-from llmcanary.api.status import PreflightStatus
+from llmcanary.api.status import LLMDeploymentStatus, PreflightStatus
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, Track
 from llmcanary.builders.meta import deployment_name as revision_deployment
@@ -162,14 +162,9 @@ class Reconciler:
             # Admission normally stops this; an object stored under an older CRD can still
             # carry it. Report it and leave the running workload alone.
             invalid = Problem("InvalidSpec", describe_errors(exc))
-            new = status.model_copy(
-                update={"observed_generation": generation, "message": invalid.message}
+            return self._stand_still(
+                body, owner, raw_status, status, invalid, observed_generation=generation
             )
-            wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
-            if wrote:
-                self.post_event(body, "Warning", invalid.reason, invalid.message)
-            self.telemetry.observe(owner.namespace, owner.name, status, new, written=wrote)
-            return Result(status.phase, wrote, invalid)
 
         current = revision_of(spec)
         stable_rev = status.stable_revision or current
@@ -198,16 +193,9 @@ class Reconciler:
                 ),
             )
         except ReconcileError as exc:  # e.g. not allowed to read its children
-            # Nothing to decide on: say why in status (the rollout stays where it is).
-            blind = Problem(exc.reason, exc.message)
-            log.warning(
-                exc.message, extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"}
-            )
-            new = status.model_copy(update={"message": blind.message})
-            wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
-            if wrote:
-                self.post_event(body, "Warning", blind.reason, blind.message)
-            return Result(status.phase, wrote, blind, wakeup=RETRY_SECONDS)
+            # Nothing to decide on: the next pass tries again.
+            blind = self._problem(owner, exc)
+            return self._stand_still(body, owner, raw_status, status, blind, wakeup=RETRY_SECONDS)
         if observation.canary_checks is not None:
             self.telemetry.canary_checks(owner.namespace, owner.name, observation.canary_checks)
         decision = decide(spec, generation, status, observation, now)
@@ -220,11 +208,7 @@ class Reconciler:
                 )
                 decision = decide(spec, generation, status, observation, now)
         except ReconcileError as exc:
-            problem = Problem(exc.reason, exc.message)
-            log.warning(
-                exc.message, extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"}
-            )
-            observation = replace(observation, problem=problem)
+            observation = replace(observation, problem=self._problem(owner, exc))
             decision = decide(spec, generation, status, observation, now)
 
         new = decision.status
@@ -236,6 +220,33 @@ class Reconciler:
         return Result(
             new.phase, wrote, observation.problem, wakeup=next_wakeup(spec, new, self.clock())
         )
+
+    def _stand_still(
+        self,
+        body: Mapping[str, Any],
+        owner: Owner,
+        raw_status: dict[str, Any],
+        status: LLMDeploymentStatus,
+        problem: Problem,
+        *,
+        wakeup: float = math.inf,
+        **update: Any,
+    ) -> Result:
+        """No decision this pass: the rollout stays where it is, and status.message (plus
+        ``update``) and one Warning event say why."""
+        new = status.model_copy(update={"message": problem.message, **update})
+        wrote = write_status(self.kube, owner.namespace, owner.name, raw_status, new)
+        if wrote:
+            self.post_event(body, "Warning", problem.reason, problem.message)
+        self.telemetry.observe(owner.namespace, owner.name, status, new, written=wrote)
+        return Result(status.phase, wrote, problem, wakeup=wakeup)
+
+    @staticmethod
+    def _problem(owner: Owner, exc: ReconcileError) -> Problem:
+        log.warning(
+            exc.message, extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"}
+        )
+        return Problem(exc.reason, exc.message)
 
     # --- observe ------------------------------------------------------------------
 

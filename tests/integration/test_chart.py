@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, wait_for
+from kubectl import Kubectl, OperatorProcess, canary_route_weight, wait_for
 from metrics import PrometheusServer
 from test_canary import (  # noqa: F401  (exporters: a fixture, used by name)
     NAME,
@@ -33,24 +33,17 @@ from test_canary import (  # noqa: F401  (exporters: a fixture, used by name)
     weight_changes,
 )
 
+import chart_render
+
 pytestmark = pytest.mark.k8s
 
 RELEASE = "llmcanary"
 RELEASE_NS = "llmcanary-system"
-CHART = ROOT / "charts" / "llmcanary"
+CHART = chart_render.CHART
 
 
 def helm(kubectl: Kubectl, *args: str) -> str:
-    cache = Path(os.environ.get("LLMCANARY_CACHE") or Path.home() / ".cache" / "llmcanary")
-    binary = cache / "bin" / "helm"
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"{binary} is missing: build it with `make helm-bin`", pytrace=False)
-    done = subprocess.run(
-        [str(binary), *args], capture_output=True, text=True, env=kubectl.env, timeout=300
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
+    return chart_render.helm(*args, env=kubectl.env, timeout=300).stdout
 
 
 @dataclass(frozen=True)

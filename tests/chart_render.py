@@ -1,21 +1,24 @@
-"""Render charts/llmcanary with the helm binary that `make helm-bin` builds."""
+"""charts/llmcanary and the helm binary that `make helm-bin` builds: rendered for the unit
+tests, installed by tests/integration/test_chart.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from llmcanary.devcluster import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "llmcanary"
 
 
 def helm_binary() -> Path:
-    cache = Path(os.environ.get("LLMCANARY_CACHE") or Path.home() / ".cache" / "llmcanary")
-    binary = cache / "bin" / "helm"
+    binary = Settings.from_env().tool("helm")
     if not os.access(binary, os.X_OK):
         raise AssertionError(
             f"{binary} is missing: build it with `make helm-bin` (scripts/ensure-helm.sh)"
@@ -23,9 +26,17 @@ def helm_binary() -> Path:
     return binary
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def helm(
+    *args: str, check: bool = True, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run helm; ``env`` (e.g. with KUBECONFIG) for commands that reach a cluster."""
     done = subprocess.run(
-        [str(helm_binary()), *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [str(helm_binary()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=None if env is None else dict(env),
     )
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
