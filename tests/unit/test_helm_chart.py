@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 import pytest
-from chart_render import CHART, ROOT, helm, one, render, values_args
 
+from chart_render import CHART, ROOT, helm, one, render, values_args
 from llmcanary.analysis.queries import SUMMARY_LATENCY
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
 from llmcanary.cli.run import run
