@@ -22,7 +22,30 @@ class OperatorConfig(BaseSettings):
         ),
     )
     resync_seconds: float = Field(
-        default=60, gt=0, description="How often every LLMDeployment is reconciled anyway."
+        default=600,
+        gt=0,
+        description=(
+            "How often every LLMDeployment is reconciled anyway (spread over its last 20%)."
+            " Changes of an LLMDeployment or its children and a rollout's own checks and"
+            " steps are acted on at once; the resync only repairs what no watch reported."
+        ),
+    )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Threads that reconcile LLMDeployments, one object each at a time; the"
+            " operator's threads are bounded by this, not by the number of objects."
+        ),
+    )
+    worker_stuck_seconds: float = Field(
+        default=120,
+        gt=0,
+        description=(
+            "When every worker has been in one pass longer than this while work waits, the"
+            " liveness probe fails (`llmcanary run --liveness`), so the pod is restarted."
+        ),
     )
     prometheus_timeout_seconds: float = Field(
         default=5,

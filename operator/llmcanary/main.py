@@ -1,21 +1,29 @@
 """The kopf routing table. Each handler delegates in one line; the work is elsewhere.
 
-Handlers are synchronous: kopf runs them in its thread pool, and the Kubernetes client
-they use is synchronous. Watch-event handlers react to changes at once; one daemon per
-LLMDeployment wakes the loop when the rollout needs it (the next check or step end) and
-at least every resync period. kopf keeps no progress annotations on the objects; the
-daemon adds one finalizer so that it is stopped before the object goes.
+kopf watches; a fixed pool of worker threads reconciles. Watch events of an
+LLMDeployment and of its children only put the object's key in the work queue
+(:mod:`llmcanary.workqueue`), from asyncio, without a thread; ``workers`` threads take
+keys from it and run the synchronous reconciler, one object per worker at a time. After
+each pass the object is scheduled again at its rollout's next wake-up (a check or a
+step end), and at the latest after the resync period.
+
+One async daemon per LLMDeployment marks the objects this operator is responsible for:
+kopf starts it when the object appears and stops it when the object goes, when this
+replica pauses for a peer (peering), and when the operator exits; while it is stopped,
+nothing is scheduled for the object. It costs an idle coroutine, not a thread. kopf keeps
+no progress annotations on the objects; the daemon adds one finalizer so that it is
+stopped before the object goes.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import contextvars
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
+from kopf._cogs.structs.references import Selector  # what settings.watching keys by
 from kopf._core.intents.filters import MetaFilterToken  # the type of kopf.PRESENT
 
 from llmcanary.analysis.providers.prometheus import PrometheusProvider
@@ -27,6 +35,8 @@ from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.preflight.envdiff_source import environment_diff
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler import Reconciler
+from llmcanary.workqueue import Key, WorkerPool, WorkQueue
+from llmcanary.workqueue.triggers import ChangeFilter
 
 # (group/version..., plural) as kopf's resource selectors take them; core kinds have no group.
 CHILD_KINDS: tuple[tuple[str, ...], ...] = (
@@ -40,12 +50,11 @@ CHILD_LABELS: dict[str, str | MetaFilterToken] = {
     LABEL_MANAGED_BY: MANAGER,
     LABEL_DEPLOYMENT: kopf.PRESENT,
 }
-RESYNC_SECONDS = OperatorConfig().resync_seconds
-MIN_WAKEUP_SECONDS = 0.2
-#: How often a waiting rollout loop looks at OPERATOR_EXITING (see rollout_loop).
-EXIT_POLL_SECONDS = 1.0
-#: Set by the cleanup activity, when the operator exits.
-OPERATOR_EXITING = threading.Event()
+#: The same filter as a label selector, applied by the API server to the child watches:
+#: the operator receives its own children, not every pod and Service of the cluster.
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_DEPLOYMENT}"
+#: How long SIGTERM waits for passes in progress before the process exits anyway.
+STOP_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
@@ -62,10 +71,19 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = OperatorConfig()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.watching.server_timeout = 300
-    kube = Kube.connect(config.kubeconfig)
+    for kind in CHILD_KINDS:
+        # The same positional forms as the handlers' decorators take (mypy knows no overload).
+        settings.watching.label_selectors[cast(Any, Selector)(*kind)] = CHILD_SELECTOR
     # `llmcanary run` puts the metrics it serves in the memo; else they are only kept.
-    telemetry = memo.get("telemetry")
-    memo.reconciler = Reconciler(
+    served = memo.get("telemetry")
+    telemetry = served if isinstance(served, OperatorMetrics) else OperatorMetrics(process=False)
+    kube = Kube.connect(
+        config.kubeconfig,
+        # Every worker may hold a connection, plus the preflight's and the cleanup's.
+        pool_size=config.workers + 2,
+        on_request=telemetry.kube_request,
+    )
+    reconciler = Reconciler(
         kube,
         utcnow,
         post_event,
@@ -79,54 +97,69 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             gpu_probe_image=config.gpu_probe_image,
             check_canary=config.canary_ready_check,
         ),
-        telemetry=telemetry if isinstance(telemetry, OperatorMetrics) else None,
+        telemetry=telemetry,
     )
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def llmdeployment_event(
-    type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-) -> None:
-    if not namespace:
-        return
-    if type == "DELETED":
-        memo.reconciler.forget(namespace, name)
-    else:
-        memo.reconciler.reconcile(namespace, name)
+    queue = WorkQueue()
+    pool = WorkerPool(
+        queue,
+        reconciler.reconcile_key,
+        workers=config.workers,
+        resync_seconds=config.resync_seconds,
+        stuck_seconds=config.worker_stuck_seconds,
+        # kopf's event poster is found through this handler's context variables.
+        context=contextvars.copy_context(),
+    )
+    telemetry.watch_workers(pool)
+    pool.start()
+    memo.reconciler, memo.queue, memo.pool, memo.changes = reconciler, queue, pool, ChangeFilter()
 
 
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
-    OPERATOR_EXITING.set()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    pool = memo.get("pool")
+    if isinstance(pool, WorkerPool):
+        pool.stop(timeout=STOP_SECONDS)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
-def rollout_loop(
+@kopf.on.probe(id="workers")
+async def workers_alive(memo: kopf.Memo, **_: Any) -> dict[str, float]:
+    """Part of ``--liveness``: fails when every worker is stuck while work waits."""
+    health = memo.pool.health()
+    if not health.ok:
+        raise kopf.PermanentError(health.reason)
+    stats = health.stats
+    return {"depth": stats.depth, "busy": stats.busy, "tracked": stats.tracked}
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL)
+async def responsible_for(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    # kopf stops every daemon when the operator exits, except one spawned by an event that
-    # was still being handled then: its stop flag is never set, and its thread would keep
-    # the process alive after SIGTERM until SIGKILL. So the loop also ends on
-    # OPERATOR_EXITING, which kopf's cleanup activity sets before the threads are joined.
-    while namespace and not stopped and not OPERATOR_EXITING.is_set():
-        result = memo.reconciler.reconcile(namespace, name)
-        wakeup = result.wakeup if result is not None else RESYNC_SECONDS
-        pause(stopped, min(max(wakeup, MIN_WAKEUP_SECONDS), RESYNC_SECONDS))
+    if not namespace:
+        return
+    key: Key = (namespace, name)
+    memo.queue.track(key)
+    try:
+        await stopped.wait()
+    finally:
+        memo.queue.untrack(key)
+        memo.changes.forget(key)
+        memo.reconciler.forget(namespace, name)
 
 
-def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
-    """Wait ``seconds``, or less if the daemon is stopped or the operator exits."""
-    deadline = time.monotonic() + seconds
-    while not stopped and not OPERATOR_EXITING.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        stopped.wait(min(left, EXIT_POLL_SECONDS))
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def llmdeployment_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if namespace and type != "DELETED" and memo.changes.changed((namespace, name), body):
+        memo.queue.add((namespace, name))
 
 
-def child_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def child_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
     if namespace:
-        memo.reconciler.reconcile(namespace, labels[LABEL_DEPLOYMENT])
+        memo.queue.add((namespace, labels[LABEL_DEPLOYMENT]))
 
 
 for _selector in CHILD_KINDS:

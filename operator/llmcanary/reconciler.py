@@ -113,40 +113,39 @@ class Reconciler:
         self.post_event = post_event
         self.metrics = metrics
         self._providers: dict[str, MetricsProvider] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        self._providers_guard = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Result | None:
-        """Reconcile one LLMDeployment, whatever triggered it.
+        """Reconcile one LLMDeployment, whatever triggered it; None if it is gone.
 
-        The object is read fresh under a per-object lock: a watch event's body can be
-        older than a status this operator has just written, and acting on it would
-        announce (or take) the same step twice.
+        The caller runs at most one pass per object at a time (the work queue sees to
+        it). The object is read fresh: a watch event's body can be older than a status
+        this operator has just written, and acting on it would announce (or take) the
+        same step twice.
         """
-        with self._lock(namespace, name):
-            started = time.monotonic()
-            try:
-                body = self.kube.get(API_VERSION, KIND, namespace, name)
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    self.telemetry.forget(namespace, name)
-                    result = None
-                else:
-                    result = self._reconcile(body)
-            except Exception:
-                self.telemetry.reconciled(time.monotonic() - started, "error")
-                raise
-            failed = result is not None and result.problem is not None
-            self.telemetry.reconciled(time.monotonic() - started, "error" if failed else "ok")
-            return result
+        started = time.monotonic()
+        try:
+            body = self.kube.get(API_VERSION, KIND, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                self.telemetry.forget(namespace, name)
+                result = None
+            else:
+                result = self._reconcile(body)
+        except Exception:
+            self.telemetry.reconciled(time.monotonic() - started, "error")
+            raise
+        failed = result is not None and result.problem is not None
+        self.telemetry.reconciled(time.monotonic() - started, "error" if failed else "ok")
+        return result
+
+    def reconcile_key(self, key: tuple[str, str]) -> float | None:
+        """One pass for the work queue: seconds until the next one is needed, None if gone."""
+        result = self.reconcile(*key)
+        return None if result is None else result.wakeup
 
     def forget(self, namespace: str, name: str) -> None:
-        """The LLMDeployment was deleted: its series leave /metrics."""
-        with self._lock(namespace, name):
-            self.telemetry.forget(namespace, name)
+        """The LLMDeployment is no longer this operator's: its series leave /metrics."""
+        self.telemetry.forget(namespace, name)
 
     def _reconcile(self, body: Mapping[str, Any]) -> Result:
         meta = body["metadata"]
@@ -217,9 +216,8 @@ class Reconciler:
             self._announce(body, status.phase, status.message, decision, observation.problem)
         # After the write: a status that failed to be written counts nothing.
         self.telemetry.observe(owner.namespace, owner.name, status, new, written=wrote)
-        return Result(
-            new.phase, wrote, observation.problem, wakeup=next_wakeup(spec, new, self.clock())
-        )
+        wakeup = 0.0 if decision.again else next_wakeup(spec, new, self.clock())
+        return Result(new.phase, wrote, observation.problem, wakeup=wakeup)
 
     def _stand_still(
         self,
@@ -285,7 +283,7 @@ class Reconciler:
             revisions={"stable": stable, "canary": canary},
         )
         address = analysis.prometheus.address
-        with self._locks_guard:
+        with self._providers_guard:
             provider = self._providers.get(address) or self._providers.setdefault(
                 address, self.metrics(address)
             )

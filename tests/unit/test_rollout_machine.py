@@ -572,3 +572,93 @@ def test_a_canary_pod_that_cannot_start_says_why_in_the_status_and_gets_no_traff
     assert sim.status.message == (
         "waiting for 1 ready canary replicas before 5% (0 ready): " + sim.canary_problem
     )
+
+
+# --- earned wake-ups: a pass only for a change or for time ----------------------------
+
+
+def drive_on_earned_wakeups(sim: Sim, seconds: float) -> int:
+    """Tick only when a watch event or the machine's own wake-up would bring a pass.
+
+    A plan that changes the children (replicas, weight, revisions) is followed by their
+    watch events, so by a pass at once; otherwise the next pass comes at ``next_wakeup``
+    (or at once when the decision asks ``again``); an idle rollout ends the drive. Returns
+    the number of passes.
+    """
+    end = sim.now + timedelta(seconds=seconds)
+    passes, previous = 0, None
+    decision = sim.tick()
+    while sim.now < end:
+        passes += 1
+        assert passes < 500, f"the loop spins: {sim.status.phase}, {sim.status.message}"
+        if decision.plan != previous or decision.again:
+            previous = decision.plan
+            decision = sim.tick(0)
+            continue
+        wait = next_wakeup(sim.spec, sim.status, sim.now)
+        if wait == float("inf"):
+            break
+        assert wait > 0, f"a pass without a reason in {sim.status.phase}: {sim.status.message}"
+        decision = sim.tick(wait)
+    return passes
+
+
+def test_a_rollout_completes_on_earned_wakeups_alone() -> None:
+    sim = Sim(spec_for("1"))
+    sim.tick()
+    sim.spec = spec_for("2")
+    passes = drive_on_earned_wakeups(sim, seconds=3600)
+    assert sim.status.phase == "Stable"
+    assert sim.status.stable_revision == revision_of(sim.spec)
+    assert sim.distinct_weights()[1:-1] == [5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100]
+    # One pass per check (every 20 s over 11 steps of 60 s) and a few per weight change.
+    assert sim.checks <= 11 * 3 + 2
+    assert passes <= sim.checks + 11 * 3 + 10
+
+
+def test_an_idle_or_held_rollout_needs_no_timer() -> None:
+    sim = stable_sim()
+    sim.run(seconds=70)
+    assert sim.status.phase == "Progressing"
+    sim.spec = sim.spec.model_copy(update={"paused": True})
+    sim.tick(1)
+    assert sim.status.phase == "Paused"
+    assert next_wakeup(sim.spec, sim.status, sim.now) == float("inf"), "its own event resumes it"
+
+    quiet = stable_sim(measure=samples(canary=ArmSample(100.0, 20.0, 0.0)))
+    quiet.spec = spec_for("2", analysis={"inconclusiveLimit": 2})
+    quiet.run(seconds=300)
+    assert quiet.status.phase == "Paused"
+    assert next_wakeup(quiet.spec, quiet.status, quiet.now) == float("inf")
+
+
+def test_promotion_waits_for_pod_events_not_a_timer() -> None:
+    sim = stable_sim()
+    sim.run(seconds=10)
+    sim.canary_ready_cap = 1  # the new pods load their model for minutes
+    sim.annotations[ANNOTATION_PROMOTE] = "p1"
+    sim.tick(1)
+    assert sim.status.phase == "Promoting"
+    assert next_wakeup(sim.spec, sim.status, sim.now) == float("inf")
+
+
+def test_a_step_whose_time_is_up_waits_for_the_next_check_not_for_nothing() -> None:
+    quiet = ArmSample(latency_ms=100.0, requests=20.0, errors=0.0)  # never enough to pass
+    sim = stable_sim(measure=samples(canary=quiet))
+    sim.spec = spec_for("2", analysis={"inconclusiveLimit": 50})
+    sim.run(seconds=120, every=5)
+    assert sim.status.phase == "Progressing" and sim.status.canary_weight == 5
+    started = datetime.fromisoformat(str(sim.status.step_started_at).replace("Z", "+00:00"))
+    assert sim.now - started > timedelta(seconds=60), "the step's time is up"
+    wait = next_wakeup(sim.spec, sim.status, sim.now)
+    assert 0 < wait <= 20, "the next analysis, one interval after the last"
+
+
+def test_a_rollout_that_enters_preflight_asks_for_the_next_pass_at_once() -> None:
+    sim = Sim(spec_for("1"))
+    sim.tick()
+    sim.spec = spec_for("2")
+    decision = sim.tick()
+    assert sim.status.phase == "Preflight" and decision.again
+    decision = sim.tick()
+    assert sim.preflights == 1 and not decision.again

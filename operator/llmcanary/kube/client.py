@@ -7,6 +7,7 @@ in and out as plain dicts, the same dicts the pure builders produce.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,10 @@ from llmcanary.kube.errors import Forbidden, MissingApi, api_message
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "llmcanary"
+#: (connect, read) seconds for one API call: a hung call ends as an error, not a held worker.
+REQUEST_TIMEOUT = (10.0, 60.0)
+#: Told the verb of every API request made (the operator counts them on /metrics).
+RequestObserver = Callable[[str], None]
 
 _MISSING_API_HINTS = {
     "HTTPRoute": "install the Gateway API CRDs (standard channel) or choose another"
@@ -47,20 +52,35 @@ class ObjectKey:
 class Kube:
     """Get, list, apply and status-patch any kind, with errors turned into advice."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, on_request: RequestObserver | None = None
+    ) -> None:
         self.api_client = api_client
         self._dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        self._on_request = on_request
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster credentials when running in a pod, otherwise the kubeconfig."""
+    def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        pool_size: int | None = None,
+        on_request: RequestObserver | None = None,
+    ) -> Kube:
+        """In-cluster credentials when running in a pod, otherwise the kubeconfig.
+
+        ``pool_size``: connections kept to the API server (one per thread that calls it).
+        """
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             log.info("using in-cluster Kubernetes credentials")
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
             log.info("using kubeconfig credentials", extra={"kubeconfig": kubeconfig})
-        return cls(client.ApiClient())
+        configuration = client.Configuration.get_default_copy()
+        if pool_size is not None:
+            configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration), on_request)
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -80,6 +100,12 @@ class Kube:
             hint = _MISSING_API_HINTS.get(kind, "install the API that serves it")
             raise MissingApi(api_version, kind, hint) from None
 
+    def _request(self, verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
+        """One API request: counted, bounded in time, its errors turned into advice."""
+        if self._on_request is not None:
+            self._on_request(verb)
+        return self._call(verb, kind, fn, **kwargs, _request_timeout=REQUEST_TIMEOUT)
+
     @staticmethod
     def _call(verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
         """Call the API; a 403 becomes advice naming the permission the operator lacks."""
@@ -94,7 +120,7 @@ class Kube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            found = self._call("get", kind, resource.get, name=name, namespace=namespace)
+            found = self._request("get", kind, resource.get, name=name, namespace=namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -106,7 +132,7 @@ class Kube:
     ) -> list[dict[str, Any]]:
         """List a cluster-scoped kind (Node), or a namespaced kind across all namespaces."""
         resource = self._resource(api_version, kind)
-        found = self._call(
+        found = self._request(
             "list",
             kind,
             resource.get,
@@ -119,7 +145,7 @@ class Kube:
         self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        found = self._call(
+        found = self._request(
             "list",
             kind,
             resource.get,
@@ -137,7 +163,7 @@ class Kube:
         key = ObjectKey.of(obj)
         resource = self._resource(key.api_version, key.kind)
         extra = {"dry_run": "All"} if dry_run else {}
-        applied = self._call(
+        applied = self._request(
             "apply",
             key.kind,
             resource.server_side_apply,
@@ -155,7 +181,7 @@ class Kube:
     ) -> dict[str, Any]:
         """JSON-merge-patch the status subresource."""
         resource = self._resource(api_version, kind)
-        patched = self._call(
+        patched = self._request(
             "patch",
             f"{kind}/status",
             resource.status.patch,
@@ -172,7 +198,7 @@ class Kube:
         """JSON-merge-patch an object (labels, replicas); None if it does not exist."""
         resource = self._resource(api_version, kind)
         try:
-            patched = self._call(
+            patched = self._request(
                 "patch",
                 kind,
                 resource.patch,
@@ -191,7 +217,7 @@ class Kube:
         """Delete an object; False if it was already gone."""
         resource = self._resource(api_version, kind)
         try:
-            self._call("delete", kind, resource.delete, name=name, namespace=namespace)
+            self._request("delete", kind, resource.delete, name=name, namespace=namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -207,7 +233,7 @@ class Kube:
         if container:
             kwargs["container"] = container
         try:
-            text = self._call(
+            text = self._request(
                 "get",
                 "pods/log",
                 core.read_namespaced_pod_log,

@@ -17,9 +17,9 @@ several instances in one process do not collide.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -30,8 +30,10 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.registry import Collector
 
 from llmcanary import __version__
 from llmcanary.analysis.types import QUERY_ERROR_REASONS
@@ -43,6 +45,7 @@ from llmcanary.api.status import (
     Phase,
     PreflightStatus,
 )
+from llmcanary.workqueue import QueueStats
 
 PHASES: tuple[str, ...] = get_args(Phase)
 VERDICTS: tuple[str, ...] = get_args(VerdictKind)
@@ -54,6 +57,8 @@ ROLLBACK_OUTCOMES = frozenset({"RolledBack", "Aborted"})
 # The prefix of the canary's own readiness checks in status.preflight.dependencies.
 CANARY_CHECK_PREFIX = "canary/"
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The verbs of the operator's own Kubernetes API requests (kube/client.py).
+KUBE_VERBS = ("get", "list", "apply", "patch", "delete")
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,15 @@ class OperatorMetrics:
             ["reason"],
             registry=reg,
         )
+        self.kube_requests = Counter(
+            "llmcanary_kube_requests",
+            "Kubernetes API requests the reconciler made, by verb (kopf's watches and event"
+            " posts are not counted).",
+            ["verb"],
+            registry=reg,
+        )
+        for verb in KUBE_VERBS:
+            self.kube_requests.labels(verb)
         for result in get_args(ReconcileResult):
             self.reconcile_duration.labels(result)
         for reason in QUERY_ERROR_REASONS:
@@ -236,11 +250,60 @@ class OperatorMetrics:
     def query_error(self, reason: str) -> None:
         self.query_errors.labels(reason).inc()
 
+    def kube_request(self, verb: str) -> None:
+        self.kube_requests.labels(verb).inc()
+
+    def watch_workers(self, pool: WorkerStats) -> None:
+        """Serve the work queue's state, read at each scrape."""
+        self.registry.register(_WorkQueueCollector(pool))
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
         """Serve ``/metrics`` on ``addr:port`` in a daemon thread. Raises OSError if the
         port is taken."""
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server
+
+
+class WorkerStats(Protocol):
+    """What :meth:`OperatorMetrics.watch_workers` reads (a WorkerPool)."""
+
+    workers: int
+
+    def stats(self) -> QueueStats: ...
+
+
+class _WorkQueueCollector(Collector):
+    def __init__(self, pool: WorkerStats) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.pool.stats()
+        for name, doc, value in (
+            ("workers", "Worker threads that reconcile LLMDeployments.", self.pool.workers),
+            ("workers_busy", "Workers in a pass now.", stats.busy),
+            (
+                "objects",
+                "LLMDeployments this operator is responsible for (0 on a standby replica).",
+                stats.tracked,
+            ),
+            ("queue_depth", "LLMDeployments due for a pass and waiting for a worker.", stats.depth),
+            (
+                "queue_oldest_wait_seconds",
+                "How long the longest-waiting due LLMDeployment has waited for a worker.",
+                stats.oldest_wait_seconds,
+            ),
+            (
+                "queue_scheduled",
+                "LLMDeployments waiting for a later pass (a check, a step end or a resync).",
+                stats.scheduled,
+            ),
+            (
+                "longest_pass_seconds",
+                "How long the longest pass in progress has run (0: none).",
+                stats.longest_busy_seconds,
+            ),
+        ):
+            yield GaugeMetricFamily(f"llmcanary_{name}", doc, value=value)
 
 
 def _remove(metric: Gauge | Counter, label_sets: Iterable[tuple[str, ...]]) -> None:

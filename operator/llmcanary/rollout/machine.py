@@ -104,6 +104,9 @@ class Decision:
     status: LLMDeploymentStatus
     plan: Plan
     events: tuple[Event, ...]
+    # The next pass is needed at once, and no watch event may bring it: a rollout that
+    # just started needs its preflight, which the next pass observes.
+    again: bool = False
 
 
 def step_weight(canary: CanarySpec, step: int) -> int:
@@ -176,17 +179,34 @@ def analysis_due(
 
 
 def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datetime) -> float:
-    """Seconds until the rollout next needs the loop (a check or a step end); inf if idle."""
-    if status.phase not in ACTIVE:
+    """Seconds until the rollout needs a pass that no watch event will bring; inf if none.
+
+    A pass is earned by a change or by time. Changes come as watch events: of the object
+    (the spec, ``spec.paused``, a request annotation) and of its children (a canary pod
+    becoming Ready, a route). So a Paused rollout, a Promoting one, and one waiting for
+    Ready canary replicas need no timer. Time is what events cannot report: the next
+    analysis and the end of a step while it is ahead; once a step's time is up, a passing
+    check is what it waits for, so the next analysis time. What nothing watches is
+    polled once per analysis interval: Triton serving the model on Ready canary pods
+    before the first weight, and a preflight whose GPU probe Job runs.
+    """
+    if status.phase not in ("Preflight", "Progressing") or status.pause_reason:
         return math.inf
     interval = parse_duration(spec.canary.analysis.interval)
-    moments = [now + interval]
+    if status.phase == "Preflight":
+        return interval.total_seconds()
+    step = status.current_step or 0
+    target = step_weight(spec.canary, step)
+    if (status.canary_weight or 0) < target:
+        ready = status.canary_ready_replicas or 0
+        serving_check = ready >= replicas_for(spec.replicas, target)
+        return interval.total_seconds() if serving_check else math.inf
     reference = _analysis_reference(status)
-    if reference is not None:
-        moments.append(reference + interval)
+    moments = [reference + interval if reference is not None else now]
     if status.step_started_at is not None:
-        step = status.current_step or 0
-        moments.append(parse_time(status.step_started_at) + step_interval(spec.canary, step))
+        step_end = parse_time(status.step_started_at) + step_interval(spec.canary, step)
+        if step_end > now:
+            moments.append(step_end)
     return max(0.0, (min(moments) - now).total_seconds())
 
 
@@ -648,4 +668,6 @@ class _Tick:
             handled_requests=self.handled,
         )
         status = self.old.model_copy(update=self.update)
-        return Decision(status, self.plan, tuple(self.events))
+        # Entered Preflight this pass, which could not observe it: the next pass runs it.
+        again = phase == "Preflight" and not preflight_due(self.old, obs.revision)
+        return Decision(status, self.plan, tuple(self.events), again=again)
