@@ -106,8 +106,6 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         workers=config.workers,
         resync_seconds=config.resync_seconds,
         stuck_seconds=config.worker_stuck_seconds,
-        # kopf's event poster is found through this handler's context variables.
-        context=contextvars.copy_context(),
     )
     telemetry.watch_workers(pool)
     pool.start()
@@ -138,6 +136,10 @@ async def responsible_for(
     if not namespace:
         return
     key: Key = (namespace, name)
+    # kopf.event() finds kopf's event poster through the context variables of a resource
+    # handler like this one: the workers' passes run in a copy of it. (Before the first
+    # daemon nothing is tracked, so no pass runs without it.)
+    memo.pool.run_passes_in(contextvars.copy_context())
     memo.queue.track(key)
     try:
         await stopped.wait()

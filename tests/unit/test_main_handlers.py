@@ -33,8 +33,11 @@ class Forgetful:
 
 
 def memo(pool: WorkerPool | None = None) -> kopf.Memo:
-    queue = pool.queue if pool else WorkQueue()
-    return kopf.Memo(queue=queue, pool=pool, changes=ChangeFilter(), reconciler=Forgetful())
+    if pool is None:  # never started: the test looks at the queue itself
+        pool = WorkerPool(
+            WorkQueue(), lambda _key: None, workers=1, resync_seconds=60, stuck_seconds=60
+        )
+    return kopf.Memo(queue=pool.queue, pool=pool, changes=ChangeFilter(), reconciler=Forgetful())
 
 
 def test_per_object_handlers_are_coroutines() -> None:
@@ -60,6 +63,7 @@ def test_the_daemon_marks_the_object_as_ours_while_it_runs() -> None:
         await asyncio.wait_for(task, 2)
 
     asyncio.run(run())
+    assert m.pool._context is not None, "the workers' passes run in a resource handler's context"
     assert not m.queue.tracked(KEY)
     assert not m.queue.add(KEY), "a standby or a deleted object schedules nothing"
     assert m.reconciler.forgotten == [KEY]

@@ -54,7 +54,6 @@ class WorkerPool:
         workers: int,
         resync_seconds: float,
         stuck_seconds: float,
-        context: contextvars.Context | None = None,
         random_share: Callable[[], float] = random.random,
     ) -> None:
         if workers < 1:
@@ -64,19 +63,21 @@ class WorkerPool:
         self.workers = workers
         self.resync_seconds = resync_seconds
         self.stuck_seconds = stuck_seconds
-        # Run each worker in a copy of this context: kopf's event poster lives in
-        # context variables of the thread that started the pool.
-        self._context = context
+        self._context: contextvars.Context | None = None
         self._random_share = random_share
         self._failures: dict[Key, int] = {}
         self._threads: list[threading.Thread] = []
 
+    def run_passes_in(self, context: contextvars.Context) -> None:
+        """Run every pass in a copy of ``context``: what the reconcile function finds
+        through context variables (kopf's event poster lives in those of its resource
+        handlers) is then there on the worker threads too."""
+        self._context = context
+
     def start(self) -> None:
         for index in range(self.workers):
-            context = (self._context or contextvars.copy_context()).copy()
             thread = threading.Thread(
-                target=context.run,
-                args=(self._run,),
+                target=self._run,
                 name=f"llmcanary-worker-{index}",
                 # A pass stuck in a read must not keep the process alive after SIGTERM.
                 daemon=True,
@@ -113,7 +114,8 @@ class WorkerPool:
     def _run(self) -> None:
         while (key := self.queue.get()) is not None:
             try:
-                delay = self._pass(key)
+                context = self._context
+                delay = self._pass(key) if context is None else context.copy().run(self._pass, key)
                 if delay is not None:
                     self.queue.add(key, delay)
             finally:
