@@ -249,14 +249,15 @@ def test_the_probe_job_and_its_script_are_created_owned_by_the_llmdeployment(
     )
     assert pod["spec"]["nodeName"] == "gpu-node-a"
     assert pod["spec"]["containers"][0]["image"] == image
-    # A second call creates nothing new and still waits.
+    # A second call creates nothing new and still waits. (Not the resourceVersion: the Job
+    # controller keeps writing the Job's status while its pod starts.)
     again = run_probe(kube, owner, llmd, "r1", H100, image)
     assert (again.done, again.job) == (False, outcome.job)
-    assert job["metadata"]["resourceVersion"] == (
-        (kubectl.get("job", outcome.job, namespace) or {})
-        .get("metadata", {})
-        .get("resourceVersion")
-    )
+    after = (kubectl.get("job", outcome.job, namespace) or {}).get("metadata", {})
+    assert (after.get("uid"), after.get("generation")) == (
+        job["metadata"]["uid"],
+        job["metadata"]["generation"],
+    ), "the probe Job was created again or its spec rewritten"
     # Deleting the owner takes the probe with it (garbage collector).
     kubectl.run("delete", "llmdeployment", "tiny-llm", "-n", namespace, "--wait=true")
     wait_for("the probe Job gone", lambda: kubectl.get("job", outcome.job, namespace) is None)

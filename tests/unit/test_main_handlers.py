@@ -92,16 +92,22 @@ def test_status_echoes_schedule_nothing_spec_changes_do() -> None:
     assert m.queue.get(timeout=0) == KEY
 
 
-def test_cleanup_stops_the_workers_even_when_one_is_stuck() -> None:
-    release = threading.Event()
+def hanging_pool(release: threading.Event, workers: int, stuck_seconds: float) -> WorkerPool:
+    """A started pool whose every pass hangs until ``release`` is set."""
     pool = WorkerPool(
         WorkQueue(),
         lambda _key: release.wait(30) and None,
-        workers=2,
+        workers=workers,
         resync_seconds=60,
-        stuck_seconds=60,
+        stuck_seconds=stuck_seconds,
     )
     pool.start()
+    return pool
+
+
+def test_cleanup_stops_the_workers_even_when_one_is_stuck() -> None:
+    release = threading.Event()
+    pool = hanging_pool(release, workers=2, stuck_seconds=60)
     pool.queue.track(KEY)
     time.sleep(0.1)
     started = time.monotonic()
@@ -113,14 +119,7 @@ def test_cleanup_stops_the_workers_even_when_one_is_stuck() -> None:
 
 def test_the_liveness_probe_fails_when_every_worker_is_stuck() -> None:
     release = threading.Event()
-    pool = WorkerPool(
-        WorkQueue(),
-        lambda _key: release.wait(30) and None,
-        workers=1,
-        resync_seconds=60,
-        stuck_seconds=0.1,
-    )
-    pool.start()
+    pool = hanging_pool(release, workers=1, stuck_seconds=0.1)
     try:
         pool.queue.track(("ml", "hung"))
         pool.queue.track(("ml", "waiting"))
