@@ -47,6 +47,7 @@ import requests
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmcanary import devcluster
@@ -123,6 +124,7 @@ class Operator:
         self.workdir = workdir
         self.env = env
         self.metrics_port = free_port()
+        self.resync_seconds = float(env["LLMCANARY_RESYNC_SECONDS"])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -210,13 +212,11 @@ def passes(scraped: dict[str, float]) -> float:
     )
 
 
-def apiserver_requests(api: client.ApiClient) -> dict[str, float]:
+def apiserver_requests(cluster: devcluster.Cluster) -> dict[str, float]:
     """apiserver_request_total summed by verb, over the kinds the operator touches."""
-    response = api.call_api(
-        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
-    )[0]
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(response.data.decode()):
+    for family in text_string_to_metric_families(text):
         if family.name != "apiserver_request":
             continue
         for sample in family.samples:
@@ -231,6 +231,10 @@ def apiserver_requests(api: client.ApiClient) -> dict[str, float]:
     return out
 
 
+def scraped_objects(scraped: dict[str, float]) -> float:
+    return scraped.get("llmcanary_objects{}", 0.0)
+
+
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(after) | set(before)}
 
@@ -242,14 +246,18 @@ def per_minute(
     return sum(v for k, v in chosen.items() if k != "WATCH") * 60 / seconds
 
 
-def measure_window(op: Operator, api: client.ApiClient, seconds: float) -> dict[str, Any]:
-    ours0, server0, passes0 = kube_requests(op.scrape()), apiserver_requests(api), op.scrape()
+def measure_window(op: Operator, cluster: devcluster.Cluster, seconds: float) -> dict[str, Any]:
+    ours0, server0, passes0 = kube_requests(op.scrape()), apiserver_requests(cluster), op.scrape()
     time.sleep(seconds)
     scraped = op.scrape()
     ours = delta(kube_requests(scraped), ours0)
-    server = delta(apiserver_requests(api), server0)
+    server = delta(apiserver_requests(cluster), server0)
+    n = scraped_objects(scraped)
     return {
         "seconds": seconds,
+        # Above 1 would mean more than one pass per object per resync period.
+        "passes_per_object_per_resync": (passes(scraped) - passes(passes0))
+        / max(1.0, n * seconds / op.resync_seconds),
         "operator_requests_per_min": per_minute(ours, seconds),
         "operator_writes": sum(ours.get(v, 0) for v in ("apply", "patch", "delete")),
         "operator_by_verb": {k: v for k, v in sorted(ours.items()) if v},
@@ -269,6 +277,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     api.configuration.connection_pool_maxsize = 16
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     custom = client.CustomObjectsApi(api)
+    # Plain dicts, as the API server takes them (the typed client insists on every field).
+    dynamic = DynamicClient(api)
+    node_api = dynamic.resources.get(api_version="v1", kind="Node")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/llmdeployments.llmcanary.io"
@@ -276,7 +287,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     n = args.objects
     namespace = f"scale-{int(time.time())}"
-    core.create_namespace({"metadata": {"name": namespace}})
+    dynamic.resources.get(api_version="v1", kind="Namespace").create(
+        body={"metadata": {"name": namespace}}
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="llmcanary-scale-"))
+    env = {
+        "LLMCANARY_CANARY_READY_CHECK": "false",  # KWOK pods run no Triton
+        "LLMCANARY_WORKERS": str(args.workers),
+        "LLMCANARY_RESYNC_SECONDS": str(args.resync_seconds),
+    }
+    op = Operator(kubeconfig, workdir, env)
     nodes = [
         GpuNode(
             f"{SCALE_NODE_PREFIX}{i:03d}",
@@ -289,32 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for i in range(math.ceil(n / args.gpus_per_node))
     ]
-    for node in nodes:
-        try:
-            core.create_node(node_manifest(node))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    print(
-        f"{n} objects in namespace {namespace};"
-        f" {len(nodes)} KWOK nodes of {args.gpus_per_node} GPUs"
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the default ServiceAccount, for the pods
-        try:
-            core.read_namespaced_service_account("default", namespace)
-            break
-        except ApiException:
-            time.sleep(0.5)
-
-    workdir = Path(tempfile.mkdtemp(prefix="llmcanary-scale-"))
-    env = {
-        "LLMCANARY_CANARY_READY_CHECK": "false",  # KWOK pods run no Triton
-        "LLMCANARY_WORKERS": str(args.workers),
-        "LLMCANARY_RESYNC_SECONDS": str(args.resync_seconds),
-    }
-    op = Operator(kubeconfig, workdir, env)
-    op.start()
+    watchers: list[Watcher] = []
     figures: dict[str, Any] = {
         "objects": n,
         "workers": args.workers,
@@ -323,18 +318,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f" Python {platform.python_version()}",
         "operator_log": str(workdir / "operator.log"),
     }
-    stable = Watcher(
-        custom.list_namespaced_custom_object,
-        {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": PLURAL},
-        lambda _t, obj: (obj.get("status") or {}).get("phase") == "Stable",
-    ).start()
-    created_deployments = Watcher(
-        apps.list_namespaced_deployment,
-        {"namespace": namespace},
-        lambda t, _obj: t in ("ADDED", "MODIFIED"),
-    ).start()
-
     try:
+        for node in nodes:
+            try:
+                node_api.create(body=node_manifest(node))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # KWOK marks the new nodes Ready
+            ready = sum(
+                any(c.type == "Ready" and c.status == "True" for c in (k.status.conditions or []))
+                for k in core.list_node(label_selector="type=kwok").items
+                if k.metadata.name.startswith(SCALE_NODE_PREFIX)
+            )
+            if ready == len(nodes):
+                break
+            time.sleep(1)
+        print(
+            f"{n} objects in namespace {namespace};"
+            f" {len(nodes)} KWOK nodes of {args.gpus_per_node} GPUs"
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the default ServiceAccount, for the pods
+            try:
+                core.read_namespaced_service_account("default", namespace)
+                break
+            except ApiException:
+                time.sleep(0.5)
+        op.start()
+        stable = Watcher(
+            custom.list_namespaced_custom_object,
+            {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": PLURAL},
+            lambda _t, obj: (obj.get("status") or {}).get("phase") == "Stable",
+        ).start()
+        created_deployments = Watcher(
+            apps.list_namespaced_deployment,
+            {"namespace": namespace},
+            lambda t, _obj: t in ("ADDED", "MODIFIED"),
+        ).start()
+        watchers += [stable, created_deployments]
+
         # --- creation to Stable ---------------------------------------------------------
         created: dict[str, float] = {}
 
@@ -358,6 +382,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         print()
         latencies = [stable.seen[k] - created[k] for k in created if k in stable.seen]
+        first_revision = {k: canary_name(manifest(int(k.split("-")[1]))) for k in created}
+        to_children = [
+            created_deployments.seen[first_revision[k]] - created[k]
+            for k in created
+            if first_revision[k] in created_deployments.seen
+        ]
+        figures["deployment_created"] = {
+            "count": len(to_children),
+            "p50": percentile(to_children, 0.5),
+            "p99": percentile(to_children, 0.99),
+            "max": max(to_children, default=math.nan),
+        }
+        print(f"creation to its Deployment: {figures['deployment_created']}")
         figures["stable"] = {
             "count": len(latencies),
             "all_stable_seconds": (max(stable.seen.values()) - started) if stable.seen else None,
@@ -369,7 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # --- idle -------------------------------------------------------------------------
         time.sleep(args.settle)
-        figures["idle"] = measure_window(op, api, args.window)
+        figures["idle"] = measure_window(op, cluster, args.window)
         print(f"idle: {figures['idle']}")
 
         # --- one rollout Paused -------------------------------------------------------------
@@ -388,7 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             print("the held rollout never reached Paused", file=sys.stderr)
         time.sleep(args.settle)
-        figures["paused"] = measure_window(op, api, args.window)
+        figures["paused"] = measure_window(op, cluster, args.window)
         print(f"one Paused: {figures['paused']}")
 
         # --- spec change to canary Deployment --------------------------------------------------
@@ -427,8 +464,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["sigterm_seconds"] = op.sigterm()
         print(f"SIGTERM to exit: {figures['sigterm_seconds']:.2f} s")
     finally:
-        stable.stop()
-        created_deployments.stop()
+        for watcher in watchers:
+            watcher.stop()
         if op.proc is not None:
             op.sigterm()
         if not args.keep:
@@ -458,6 +495,7 @@ def cleanup(op: Operator, core: client.CoreV1Api, namespace: str, nodes: list[Gp
 
 
 def markdown(f: dict[str, Any]) -> str:
+    d = f["deployment_created"]
     s, idle, paused, change, op = (
         f["stable"],
         f["idle"],
@@ -472,12 +510,17 @@ def markdown(f: dict[str, Any]) -> str:
             f"{s['p50']:.1f} / {s['p99']:.1f} / {s['max']:.1f}",
         ),
         ("all Stable after (s)", f"{s['all_stable_seconds']:.0f}"),
+        (
+            "creation to its Deployment p50 / p99 / max (s): the operator's share",
+            f"{d['p50']:.2f} / {d['p99']:.2f} / {d['max']:.2f}",
+        ),
         ("operator RSS now / peak (MiB)", f"{op['rss_mib']:.0f} / {op['peak_rss_mib']:.0f}"),
         ("operator threads", f"{op['threads']} (peak sampled {op['peak_threads_sampled']})"),
         (
             f"idle: operator requests/min, writes ({idle['seconds']:.0f} s window)",
             f"{idle['operator_requests_per_min']:.1f}, {idle['operator_writes']:.0f}"
-            f" ({idle['passes']:.0f} passes)",
+            f" ({idle['passes']:.0f} passes,"
+            f" {idle['passes_per_object_per_resync']:.2f} per object per resync period)",
         ),
         (
             "idle: API server requests/min on those kinds (all clients), writes/min",

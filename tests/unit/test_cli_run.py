@@ -3,6 +3,7 @@ replicas), a random priority unless one is given."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmcanary.cli.run import run
+from llmcanary.observability.logs import DropChildEventSuccess
 
 
 @pytest.fixture
@@ -68,3 +70,15 @@ def test_a_negative_priority_is_refused() -> None:
     result = CliRunner().invoke(run, ["-A", "--peering", "x", "--priority", "-1"])
     assert result.exit_code == 2
     assert "--priority" in result.output
+
+
+def test_child_event_successes_are_dropped_and_everything_else_kept() -> None:
+    def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    drop = DropChildEventSuccess()
+    assert not drop.filter(record("Handler 'child-pods' succeeded."))
+    assert not drop.filter(record("Handler 'child-httproutes' succeeded."))
+    assert drop.filter(record("Handler 'llmdeployment_event' succeeded."))
+    assert drop.filter(record("Handler 'child-pods' failed with an exception.", logging.ERROR))
+    assert drop.filter(record("Daemon 'responsible_for' succeeded."))

@@ -10,6 +10,7 @@ import click
 import kopf
 
 from llmcanary.config import OperatorConfig
+from llmcanary.observability.logs import quiet_child_events
 
 if TYPE_CHECKING:
     from llmcanary.observability.metrics import OperatorMetrics
@@ -81,6 +82,8 @@ def run(
     if not namespaces and not all_namespaces:
         raise click.UsageError("name the namespaces to serve with -n, or pass -A for all")
     kopf.configure(verbose=verbose, quiet=quiet, log_format=kopf.LogFormat[log_format.upper()])
+    if not verbose:
+        quiet_child_events()
     import llmcanary.main  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(telemetry=serve_metrics(metrics_port))

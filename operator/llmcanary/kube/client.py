@@ -6,6 +6,7 @@ in and out as plain dicts, the same dicts the pure builders produce.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,16 @@ class Kube:
             self._on_request(verb)
         return self._call(verb, kind, fn, **kwargs, _request_timeout=REQUEST_TIMEOUT)
 
+    def _request_json(self, verb: str, kind: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
+        """A dynamic-client request whose JSON answer is parsed as plain dicts.
+
+        The dynamic client's own objects (ResourceInstance, then ``to_dict()``) cost the
+        operator 6x the time of ``json.loads`` for a list of Deployments.
+        """
+        response = self._request(verb, kind, fn, serialize=False, **kwargs)
+        found: dict[str, Any] = json.loads(response.data)
+        return found
+
     @staticmethod
     def _call(verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
         """Call the API; a 403 becomes advice naming the permission the operator lacks."""
@@ -120,39 +131,38 @@ class Kube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            found = self._request("get", kind, resource.get, name=name, namespace=namespace)
+            return self._request_json("get", kind, resource.get, name=name, namespace=namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return dict(found.to_dict())
 
     def list_cluster(
         self, api_version: str, kind: str, label_selector: str = "", field_selector: str = ""
     ) -> list[dict[str, Any]]:
         """List a cluster-scoped kind (Node), or a namespaced kind across all namespaces."""
         resource = self._resource(api_version, kind)
-        found = self._request(
+        found = self._request_json(
             "list",
             kind,
             resource.get,
             label_selector=label_selector,
             field_selector=field_selector,
         )
-        return [dict(item) for item in found.to_dict().get("items", [])]
+        return list(found.get("items") or [])
 
     def list(
         self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        found = self._request(
+        found = self._request_json(
             "list",
             kind,
             resource.get,
             namespace=namespace,
             label_selector=label_selector,
         )
-        return [dict(item) for item in found.to_dict().get("items", [])]
+        return list(found.get("items") or [])
 
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply ``obj`` as the operator's field manager.
@@ -163,7 +173,7 @@ class Kube:
         key = ObjectKey.of(obj)
         resource = self._resource(key.api_version, key.kind)
         extra = {"dry_run": "All"} if dry_run else {}
-        applied = self._request(
+        applied = self._request_json(
             "apply",
             key.kind,
             resource.server_side_apply,
@@ -174,14 +184,14 @@ class Kube:
             force_conflicts=True,
             **extra,
         )
-        return dict(applied.to_dict())
+        return applied
 
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
         """JSON-merge-patch the status subresource."""
         resource = self._resource(api_version, kind)
-        patched = self._request(
+        patched = self._request_json(
             "patch",
             f"{kind}/status",
             resource.status.patch,
@@ -190,7 +200,7 @@ class Kube:
             namespace=namespace,
             content_type="application/merge-patch+json",
         )
-        return dict(patched.to_dict())
+        return patched
 
     def patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
@@ -198,7 +208,7 @@ class Kube:
         """JSON-merge-patch an object (labels, replicas); None if it does not exist."""
         resource = self._resource(api_version, kind)
         try:
-            patched = self._request(
+            patched = self._request_json(
                 "patch",
                 kind,
                 resource.patch,
@@ -211,7 +221,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return dict(patched.to_dict())
+        return patched
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete an object; False if it was already gone."""
