@@ -54,6 +54,7 @@ from llmcanary import devcluster
 from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.devcluster.nodes import GpuNode, node_manifest
+from llmcanary.kube.client import Kube
 from llmcanary.rollout.revision import revision_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,11 +276,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kubeconfig = cluster.kubeconfig
     api = config.new_client_from_config(config_file=str(kubeconfig))
     api.configuration.connection_pool_maxsize = 16
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     # Plain dicts, as the API server takes them (the typed client insists on every field).
     dynamic = DynamicClient(api)
     node_api = dynamic.resources.get(api_version="v1", kind="Node")
+    purge_leftovers(kubeconfig)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/llmdeployments.llmcanary.io"
@@ -295,6 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "LLMCANARY_CANARY_READY_CHECK": "false",  # KWOK pods run no Triton
         "LLMCANARY_WORKERS": str(args.workers),
         "LLMCANARY_RESYNC_SECONDS": str(args.resync_seconds),
+        **dict(item.split("=", 1) for item in args.operator_env),
     }
     op = Operator(kubeconfig, workdir, env)
     nodes = [
@@ -314,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "objects": n,
         "workers": args.workers,
         "resync_seconds": args.resync_seconds,
+        "operator_env": args.operator_env,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()},"
         f" Python {platform.python_version()}",
         "operator_log": str(workdir / "operator.log"),
@@ -353,8 +357,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lambda _t, obj: (obj.get("status") or {}).get("phase") == "Stable",
         ).start()
         created_deployments = Watcher(
-            apps.list_namespaced_deployment,
-            {"namespace": namespace},
+            # Plain dicts: the typed client's models cost this process more CPU than the
+            # operator uses, on a machine every component shares.
+            custom.list_namespaced_custom_object,
+            {"group": "apps", "version": "v1", "namespace": namespace, "plural": "deployments"},
             lambda t, _obj: t in ("ADDED", "MODIFIED"),
         ).start()
         watchers += [stable, created_deployments]
@@ -473,6 +479,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def purge_leftovers(kubeconfig: Path) -> None:
+    """Remove what a killed earlier run left: its objects would load this run's operator.
+
+    Without an operator running, its finalizers are taken off by hand (what
+    docs/troubleshooting.md tells a user to do).
+    """
+    kube = Kube.from_kubeconfig(str(kubeconfig))
+    llmds = kube._resource(f"{GROUP}/{VERSION}", "LLMDeployment")
+    left = [
+        n["metadata"]["name"]
+        for n in kube.list_cluster("v1", "Namespace")
+        if n["metadata"]["name"].startswith("scale-")
+    ]
+    for namespace in left:
+        for obj in kube.list(f"{GROUP}/{VERSION}", "LLMDeployment", namespace):
+            if obj["metadata"].get("finalizers"):
+                llmds.patch(
+                    name=obj["metadata"]["name"],
+                    namespace=namespace,
+                    body=[{"op": "remove", "path": "/metadata/finalizers"}],
+                    content_type="application/json-patch+json",
+                )
+        kube.delete("v1", "Namespace", "", namespace)
+    for node in kube.list_cluster("v1", "Node"):
+        if node["metadata"]["name"].startswith(SCALE_NODE_PREFIX):
+            kube.delete("v1", "Node", "", node["metadata"]["name"])
+    deadline = time.monotonic() + 900
+    while left and time.monotonic() < deadline:
+        time.sleep(5)
+        left = [
+            n["metadata"]["name"]
+            for n in kube.list_cluster("v1", "Namespace")
+            if n["metadata"]["name"].startswith("scale-")
+        ]
+    if left:
+        raise SystemExit(f"namespaces of an earlier run are still terminating: {left}")
+
+
 def cleanup(op: Operator, core: client.CoreV1Api, namespace: str, nodes: list[GpuNode]) -> None:
     """The LLMDeployments carry the operator's finalizer: it must run while they go."""
     print("cleaning up (the operator removes its finalizers)")
@@ -553,6 +597,13 @@ def main() -> None:
         "--resync-seconds", type=float, default=600, help="LLMCANARY_RESYNC_SECONDS"
     )
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the operator process (repeatable)",
+    )
     parser.add_argument("--window", type=float, default=120, help="seconds of each idle window")
     parser.add_argument("--settle", type=float, default=10, help="seconds before a window")
     parser.add_argument("--changes", type=int, default=20)
