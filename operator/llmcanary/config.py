@@ -25,7 +25,9 @@ class OperatorConfig(BaseSettings):
         default=600,
         gt=0,
         description=(
-            "How often every LLMDeployment is reconciled anyway (spread over its last 20%)."
+            "How often every LLMDeployment is reconciled anyway: each object after 1 to 1.2"
+            " times this, spread at random so that objects created together do not resync"
+            " together."
             " Changes of an LLMDeployment or its children and a rollout's own checks and"
             " steps are acted on at once; the resync only repairs what no watch reported."
         ),

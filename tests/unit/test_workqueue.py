@@ -251,7 +251,7 @@ def test_the_next_pass_is_the_wakeup_or_a_spread_resync() -> None:
     clock = Clock()
     for wakeup, share, expected in [
         (float("inf"), 0.0, 600.0),  # idle: the resync period
-        (float("inf"), 1.0, 480.0),  # spread over its last 20%
+        (float("inf"), 1.0, 720.0),  # spread over 20% more, never sooner
         (30.0, 0.5, 30.0),  # a check due sooner
         (900.0, 0.0, 600.0),  # never later than the resync
     ]:

@@ -6,9 +6,10 @@ thread is busy, never how many there are. A slow object (a Prometheus that hangs
 API call) holds one worker, never the others or the queue.
 
 After each pass the key is scheduled again: at the rollout's own wake-up (the next check
-or step end) if it has one, and at the latest after the resync period, spread by a random
-share so that a thousand objects created together do not resync together. A pass that
-raises is retried with an exponential backoff.
+or step end) if it has one, else after the resync period lengthened by a random share of
+up to 20%, so that a thousand objects created together do not resync together and no
+object resyncs more than once per period (controller-runtime jitters its resync the same
+way). A pass that raises is retried with an exponential backoff.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 #: change or the resync), or None when it is gone and needs no more passes.
 Work = Callable[[Key], float | None]
 
-#: Resyncs are spread over the last share of the period.
+#: Resyncs are spread over this share of the period, after it.
 RESYNC_JITTER = 0.2
 #: The first retry of a failed pass; it doubles up to the resync period.
 ERROR_BACKOFF_SECONDS = 1.0
@@ -139,7 +140,7 @@ class WorkerPool:
         self._failures.pop(key, None)
         if wakeup is None:
             return None
-        resync = self.resync_seconds * (1 - RESYNC_JITTER * self._random_share())
+        resync = self.resync_seconds * (1 + RESYNC_JITTER * self._random_share())
         return resync if math.isinf(wakeup) else min(wakeup, resync)
 
     def stats(self) -> QueueStats:
