@@ -12,14 +12,15 @@ import asyncio
 import inspect
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kopf._core.intents.stoppers import DaemonStopper
 
 from llmcanary import main
+from llmcanary.reconciler import Reconciler
+from llmcanary.runtime import Runtime
 from llmcanary.workqueue import Key, WorkerPool, WorkQueue
-from llmcanary.workqueue.triggers import ChangeFilter
 
 KEY: Key = ("ml", "tiny")
 
@@ -37,7 +38,7 @@ def memo(pool: WorkerPool | None = None) -> kopf.Memo:
         pool = WorkerPool(
             WorkQueue(), lambda _key: None, workers=1, resync_seconds=60, stuck_seconds=60
         )
-    return kopf.Memo(queue=pool.queue, pool=pool, changes=ChangeFilter(), reconciler=Forgetful())
+    return kopf.Memo(runtime=Runtime(cast(Reconciler, Forgetful()), pool))
 
 
 def test_per_object_handlers_are_coroutines() -> None:
@@ -58,22 +59,24 @@ def test_the_daemon_marks_the_object_as_ours_while_it_runs() -> None:
             )
         )
         await asyncio.sleep(0.05)
-        assert m.queue.tracked(KEY) and m.queue.stats().depth == 1
+        assert m.runtime.queue.tracked(KEY) and m.runtime.queue.stats().depth == 1
         stopper.set(reason=kopf.DaemonStoppingReason.OPERATOR_PAUSING)  # a peer took over
         await asyncio.wait_for(task, 2)
 
     asyncio.run(run())
-    assert m.pool._context is not None, "the workers' passes run in a resource handler's context"
-    assert not m.queue.tracked(KEY)
-    assert not m.queue.add(KEY), "a standby or a deleted object schedules nothing"
-    assert m.reconciler.forgotten == [KEY]
+    assert m.runtime.pool._context is not None, (
+        "the workers' passes run in a resource handler's context"
+    )
+    assert not m.runtime.queue.tracked(KEY)
+    assert not m.runtime.queue.add(KEY), "a standby or a deleted object schedules nothing"
+    assert cast(Forgetful, m.runtime.reconciler).forgotten == [KEY]
 
 
 def test_status_echoes_schedule_nothing_spec_changes_do() -> None:
     m = memo()
-    m.queue.track(KEY)
-    assert m.queue.get(timeout=0) == KEY
-    m.queue.done(KEY)
+    m.runtime.queue.track(KEY)
+    assert m.runtime.queue.get(timeout=0) == KEY
+    m.runtime.queue.done(KEY)
 
     def event(generation: int, phase: str) -> None:
         body: Any = {"metadata": {"generation": generation}, "status": {"phase": phase}}
@@ -84,12 +87,12 @@ def test_status_echoes_schedule_nothing_spec_changes_do() -> None:
         )
 
     event(1, "Initializing")
-    assert m.queue.get(timeout=0) == KEY
-    m.queue.done(KEY)
+    assert m.runtime.queue.get(timeout=0) == KEY
+    m.runtime.queue.done(KEY)
     event(1, "Stable")  # the operator's own status write coming back
-    assert m.queue.get(timeout=0) is None
+    assert m.runtime.queue.get(timeout=0) is None
     event(2, "Stable")
-    assert m.queue.get(timeout=0) == KEY
+    assert m.runtime.queue.get(timeout=0) == KEY
 
 
 def hanging_pool(release: threading.Event, workers: int, stuck_seconds: float) -> WorkerPool:
