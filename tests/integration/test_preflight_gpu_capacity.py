@@ -130,9 +130,29 @@ def test_node_selector_for_a_product_that_exists_and_one_that_does_not(kube: Kub
     assert H100 in fit.message
 
 
+def leaving_gpu_pods(kubectl: Kubectl) -> list[str]:
+    """Pods on the GPU nodes that are on their way out: deleted, or in a namespace an
+    earlier test deleted. They still hold their GPUs, for a moment."""
+    pods = json.loads(kubectl.run("get", "pods", "-A", "-o", "json").stdout)["items"]
+    namespaces = json.loads(kubectl.run("get", "namespaces", "-o", "json").stdout)["items"]
+    leaving = {n["metadata"]["name"] for n in namespaces if n["metadata"].get("deletionTimestamp")}
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in pods
+        if str(p["spec"].get("nodeName", "")).startswith("gpu-node")
+        and (p["metadata"].get("deletionTimestamp") or p["metadata"]["namespace"] in leaving)
+    ]
+
+
 @pytest.fixture
 def gpu_hogs(kubectl: Kubectl, namespace: str) -> Iterator[dict[str, int]]:
     """Plain pods bound to the GPU nodes that leave one H100 and no A100 free."""
+    # Counted while they go, earlier tests' pods would free GPUs the hogs did not take.
+    wait_for(
+        "no pods of earlier tests left on the GPU nodes",
+        lambda: not leaving_gpu_pods(kubectl),
+        timeout=180,
+    )
     before = free_gpus(kubectl)
     take = {"gpu-node-a": before["gpu-node-a"] - 1, "gpu-node-b": before["gpu-node-b"]}
     for node, gpus in take.items():
