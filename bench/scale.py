@@ -71,6 +71,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50": percentile(values, 0.5),
+        "p99": percentile(values, 0.99),
+        "max": max(values, default=math.nan),
+    }
+
+
 def manifest(index: int, version: str = "1", **spec: Any) -> dict[str, Any]:
     doc = copy.deepcopy(yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text()))
     doc["metadata"] = {"name": f"llm-{index:04d}"}
@@ -106,9 +115,7 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 for event in watch.Watch().stream(self.list_fn, timeout_seconds=60, **self.kwargs):
-                    obj = event["object"]
-                    if not isinstance(obj, dict):
-                        obj = client.ApiClient().sanitize_for_serialization(obj)
+                    obj = event["object"]  # a dict: every watch here is a custom-object list
                     name = obj["metadata"]["name"]
                     if name not in self.seen and self.test(event["type"], obj):
                         self.seen[name] = time.monotonic()
@@ -248,7 +255,8 @@ def per_minute(
 
 
 def measure_window(op: Operator, cluster: devcluster.Cluster, seconds: float) -> dict[str, Any]:
-    ours0, server0, passes0 = kube_requests(op.scrape()), apiserver_requests(cluster), op.scrape()
+    before = op.scrape()
+    ours0, server0 = kube_requests(before), apiserver_requests(cluster)
     time.sleep(seconds)
     scraped = op.scrape()
     ours = delta(kube_requests(scraped), ours0)
@@ -257,12 +265,14 @@ def measure_window(op: Operator, cluster: devcluster.Cluster, seconds: float) ->
     return {
         "seconds": seconds,
         # Above 1 would mean more than one pass per object per resync period.
-        "passes_per_object_per_resync": (passes(scraped) - passes(passes0))
-        / max(1.0, n * seconds / op.resync_seconds),
+        "passes_per_object_per_resync": (passes(scraped) - passes(before))
+        / (n * seconds / op.resync_seconds)
+        if n
+        else 0.0,
         "operator_requests_per_min": per_minute(ours, seconds),
         "operator_writes": sum(ours.get(v, 0) for v in ("apply", "patch", "delete")),
         "operator_by_verb": {k: v for k, v in sorted(ours.items()) if v},
-        "passes": passes(scraped) - passes(passes0),
+        "passes": passes(scraped) - passes(before),
         "apiserver_requests_per_min": per_minute(server, seconds),
         "apiserver_writes_per_min": per_minute(server, seconds, WRITE_VERBS),
         "apiserver_by_verb": {k: v for k, v in sorted(server.items()) if v},
@@ -394,19 +404,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k in created
             if first_revision[k] in created_deployments.seen
         ]
-        figures["deployment_created"] = {
-            "count": len(to_children),
-            "p50": percentile(to_children, 0.5),
-            "p99": percentile(to_children, 0.99),
-            "max": max(to_children, default=math.nan),
-        }
+        figures["deployment_created"] = summary(to_children)
         print(f"creation to its Deployment: {figures['deployment_created']}")
         figures["stable"] = {
-            "count": len(latencies),
+            **summary(latencies),
             "all_stable_seconds": (max(stable.seen.values()) - started) if stable.seen else None,
-            "p50": percentile(latencies, 0.5),
-            "p99": percentile(latencies, 0.99),
-            "max": max(latencies, default=math.nan),
         }
         print(f"stable: {figures['stable']}")
 
@@ -449,12 +451,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if name in created_deployments.seen:
                 changes.append(created_deployments.seen[name] - changed)
             time.sleep(args.change_gap)
-        figures["spec_change"] = {
-            "count": len(changes),
-            "p50": percentile(changes, 0.5),
-            "p99": percentile(changes, 0.99),
-            "max": max(changes, default=math.nan),
-        }
+        figures["spec_change"] = summary(changes)
         print(f"spec change to canary Deployment: {figures['spec_change']}")
 
         status = op.proc_status()
@@ -479,6 +476,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def scale_namespaces(kube: Kube) -> list[str]:
+    return [
+        n["metadata"]["name"]
+        for n in kube.list_cluster("v1", "Namespace")
+        if n["metadata"]["name"].startswith("scale-")
+    ]
+
+
 def purge_leftovers(kubeconfig: Path) -> None:
     """Remove what a killed earlier run left: its objects would load this run's operator.
 
@@ -486,20 +491,16 @@ def purge_leftovers(kubeconfig: Path) -> None:
     docs/troubleshooting.md tells a user to do).
     """
     kube = Kube.from_kubeconfig(str(kubeconfig))
-    llmds = kube._resource(f"{GROUP}/{VERSION}", "LLMDeployment")
-    left = [
-        n["metadata"]["name"]
-        for n in kube.list_cluster("v1", "Namespace")
-        if n["metadata"]["name"].startswith("scale-")
-    ]
+    left = scale_namespaces(kube)
     for namespace in left:
         for obj in kube.list(f"{GROUP}/{VERSION}", "LLMDeployment", namespace):
             if obj["metadata"].get("finalizers"):
-                llmds.patch(
-                    name=obj["metadata"]["name"],
-                    namespace=namespace,
-                    body=[{"op": "remove", "path": "/metadata/finalizers"}],
-                    content_type="application/json-patch+json",
+                kube.patch(
+                    f"{GROUP}/{VERSION}",
+                    "LLMDeployment",
+                    namespace,
+                    obj["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
                 )
         kube.delete("v1", "Namespace", "", namespace)
     for node in kube.list_cluster("v1", "Node"):
@@ -508,11 +509,7 @@ def purge_leftovers(kubeconfig: Path) -> None:
     deadline = time.monotonic() + 900
     while left and time.monotonic() < deadline:
         time.sleep(5)
-        left = [
-            n["metadata"]["name"]
-            for n in kube.list_cluster("v1", "Namespace")
-            if n["metadata"]["name"].startswith("scale-")
-        ]
+        left = scale_namespaces(kube)
     if left:
         raise SystemExit(f"namespaces of an earlier run are still terminating: {left}")
 

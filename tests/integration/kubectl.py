@@ -120,13 +120,23 @@ class OperatorProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.sigterm(timeout=20)
         self.proc = None
+
+    def sigterm(self, timeout: float) -> bool:
+        """SIGTERM, as Kubernetes stops a pod; False if it was still running after
+        ``timeout`` s and had to be killed."""
+        assert self.proc is not None, "not started"
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return False
+        finally:
+            self.proc = None
 
     def log_lines(self) -> list[str]:
         return self.log_file.read_text().splitlines() if self.log_file.exists() else []

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from typing import Any
 
@@ -306,11 +304,4 @@ def test_sigterm_while_the_first_events_are_handled_stops_the_operator(
             timeout=30,
             every=0.02,
         )
-        assert operator.proc is not None
-        operator.proc.send_signal(signal.SIGTERM)
-        try:
-            operator.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            operator.proc.kill()
-            pytest.fail(f"attempt {attempt}: still running 15 s after SIGTERM")
-        operator.proc = None
+        assert operator.sigterm(timeout=15), f"attempt {attempt}: still running 15 s after SIGTERM"

@@ -10,8 +10,6 @@ bench/scale.py, not asserted here.
 from __future__ import annotations
 
 import copy
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,12 +152,6 @@ def test_sigterm_with_many_objects_ends_the_process(
 ) -> None:
     for index in range(OBJECTS):  # every worker busy, and work queued
         kubectl.apply(manifest(index, version="3"), namespace)
-    assert operator.proc is not None
-    operator.proc.send_signal(signal.SIGTERM)
-    try:
-        operator.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        operator.proc.kill()
-        pytest.fail("still running 10 s after SIGTERM")
-    operator.proc = None
+    ended = operator.sigterm(timeout=10)
     operator.start()  # so that the namespace's objects lose their finalizers at teardown
+    assert ended, "still running 10 s after SIGTERM"
