@@ -20,12 +20,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmcanary.analysis.queries import QueryContext, arm_queries
-from llmcanary.analysis.types import MetricsProvider, MetricsUnavailable
+from llmcanary.analysis.types import Arm
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_PAUSED, API_VERSION, KIND, REQUEST_ANNOTATIONS
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
 from llmcanary.api.status import LLMDeploymentStatus, PreflightStatus
+from llmcanary.api.types import parse_duration
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, Track
 from llmcanary.builders.meta import deployment_name as revision_deployment
@@ -50,6 +50,7 @@ from llmcanary.rollout.machine import (
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.workload import Problem, WorkloadObservation, pod_problem
 from llmcanary.routing import Router, router_for, router_of_kind
+from llmcanary.sources.base import MetricSource, MetricsUnavailable, Scope
 from llmcanary.status import parse_status, write_status
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ Clock = Callable[[], datetime]
 # Posts a Kubernetes Event about an object: (object, type, reason, message).
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 # The metrics source for a Prometheus address.
-MetricsFactory = Callable[[str], MetricsProvider]
+MetricsFactory = Callable[[str], MetricSource]
 
 
 # How soon a pass that could not observe the cluster (e.g. a 403) is tried again.
@@ -112,7 +113,7 @@ class Reconciler:
         self.clock = clock
         self.post_event = post_event
         self.metrics = metrics
-        self._providers: dict[str, MetricsProvider] = {}
+        self._providers: dict[str, MetricSource] = {}
         self._providers_guard = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Result | None:
@@ -276,26 +277,25 @@ class Reconciler:
         self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str, stable_share: int
     ) -> Check:
         analysis = spec.canary.analysis
-        context = QueryContext(
-            namespace=owner.namespace,
-            name=owner.name,
-            model=spec.model.name,
-            revisions={"stable": stable, "canary": canary},
-        )
+        window = parse_duration(analysis.interval)
+
+        def scope(arm: Arm, revision: str) -> Scope:
+            return Scope(owner.namespace, owner.name, spec.model.name, arm, revision, window)
+
         address = analysis.prometheus.address
         with self._providers_guard:
-            provider = self._providers.get(address) or self._providers.setdefault(
+            source = self._providers.get(address) or self._providers.setdefault(
                 address, self.metrics(address)
             )
         try:
-            stable_sample = provider.sample(arm_queries(analysis, context, "stable"))
-            canary_sample = provider.sample(arm_queries(analysis, context, "canary"))
+            stable_reading = source.read(scope("stable", stable), analysis)
+            canary_reading = source.read(scope("canary", canary), analysis)
         except MetricsUnavailable as exc:
             self.telemetry.query_error(exc.reason)
             return unavailable(f"metrics unavailable: {exc}")
         except ValueError as exc:  # a template the CRD could not check
             return unavailable(f"spec.canary.analysis.queries: {exc}")
-        check = judge(analysis, stable_sample, canary_sample, stable_share=stable_share)
+        check = judge(analysis, stable_reading, canary_reading, stable_share=stable_share)
         log.info(
             "analysis %s: %s",
             check.verdict,

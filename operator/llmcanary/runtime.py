@@ -15,13 +15,13 @@ from typing import Any, cast
 
 import kopf
 
-from llmcanary.analysis.providers.prometheus import PrometheusProvider
 from llmcanary.config import OperatorConfig
 from llmcanary.kube.client import Kube
 from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.preflight.envdiff_source import environment_diff
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler import Reconciler
+from llmcanary.sources.prometheus import PrometheusReader
 from llmcanary.workqueue import Key, PoolHealth, WorkerPool, WorkQueue
 from llmcanary.workqueue.triggers import ChangeFilter
 
@@ -58,7 +58,7 @@ class Runtime:
             kube,
             utcnow,
             post_event,
-            metrics=lambda address: PrometheusProvider(
+            metrics=lambda address: PrometheusReader(
                 address, timeout_seconds=config.prometheus_timeout_seconds
             ),
             preflight=Preflight(

@@ -265,14 +265,36 @@ class PrometheusServer:
 
 @dataclass(frozen=True)
 class Behaviour:
-    """What a revision's pods report: requests per second, P95, failed fraction."""
+    """What a revision's pods report: requests per second, P95, failed fraction.
+
+    The optional fields drive the vLLM backend's families; None leaves the exporter's
+    default (see triton_metrics_exporter.py): ``ttft_p95_ms`` 0.2 x ``p95_ms``,
+    ``tpot_p95_ms`` 0.8 x ``p95_ms`` / (``output_tokens`` - 1), ``output_tokens`` 32,
+    ``prompt_tokens`` 64 (tokens per successful request).
+    """
 
     rps: float
     p95_ms: float
     error_rate: float = 0.0
+    ttft_p95_ms: float | None = None
+    tpot_p95_ms: float | None = None
+    output_tokens: int | None = None
+    prompt_tokens: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"rps": self.rps, "p95_ms": self.p95_ms, "error_rate": self.error_rate})
+        fields: dict[str, float] = {
+            "rps": self.rps,
+            "p95_ms": self.p95_ms,
+            "error_rate": self.error_rate,
+        }
+        optional = {
+            "ttft_p95_ms": self.ttft_p95_ms,
+            "tpot_p95_ms": self.tpot_p95_ms,
+            "output_tokens": self.output_tokens,
+            "prompt_tokens": self.prompt_tokens,
+        }
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True)
@@ -452,11 +474,20 @@ class ExporterFleet:
             _write_atomic(path, behaviour.to_json())
 
     def set_behaviour(
-        self, revision: str, *, rps: float, p95_ms: float, error_rate: float = 0.0
+        self,
+        revision: str,
+        *,
+        rps: float,
+        p95_ms: float,
+        error_rate: float = 0.0,
+        ttft_p95_ms: float | None = None,
+        tpot_p95_ms: float | None = None,
     ) -> None:
         """From the next scrape on, every pod of ``revision`` reports this."""
         with self._lock:
-            self._behaviours[revision] = Behaviour(rps, p95_ms, error_rate)
+            self._behaviours[revision] = Behaviour(
+                rps, p95_ms, error_rate, ttft_p95_ms=ttft_p95_ms, tpot_p95_ms=tpot_p95_ms
+            )
             self._write_behaviour(revision)
 
     def set_no_traffic(self, revision: str) -> None:

@@ -219,13 +219,18 @@ def test_a_slower_canary_is_rolled_back_within_one_interval_of_the_regression(
     wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60)
     slow = HEALTHY["p95_ms"] * 1.5
     exporters.set_behaviour(new, **{**HEALTHY, "p95_ms": slow})
+    # What the operator reads: the canary's end-to-end P95 over one analysis window.
     query = (
-        f'max(nv_inference_request_summary_us{{quantile="0.95",namespace="{namespace}",'
-        f'llmdeployment="{NAME}",track="canary"}}) / 1000'
+        "histogram_quantile(0.95, sum by (le) (increase(vllm:e2e_request_latency_seconds_bucket"
+        f'{{namespace="{namespace}",llmdeployment="{NAME}",track="canary"}}[{INTERVAL_S}s])))'
+        " * 1000"
     )
     wait_for(
-        "Prometheus to show the slower canary",
-        lambda: (value := prometheus.value(query)) is not None and value >= slow * 0.99,
+        "Prometheus to show the canary past +20%",
+        lambda: (
+            (value := prometheus.value(query)) is not None
+            and value > HEALTHY["p95_ms"] * 1.2 * 1.02
+        ),
         timeout=30,
         every=0.1,
     )
@@ -242,7 +247,7 @@ def test_a_slower_canary_is_rolled_back_within_one_interval_of_the_regression(
         "phase RolledBack", lambda: (s := status(kubectl, namespace))["phase"] == "RolledBack" and s
     )
     assert st["rolledBackRevision"] == new
-    assert "canary p95" in st["history"][0]["reason"]
+    assert "canary e2eLatency p95" in st["history"][0]["reason"]
     deployment = kubectl.get("deployment", f"{NAME}-{new}", namespace)
     assert deployment is not None and deployment["spec"]["replicas"] == 0
     warnings = [
@@ -255,6 +260,48 @@ def test_a_slower_canary_is_rolled_back_within_one_interval_of_the_regression(
     time.sleep(3 * INTERVAL_S)
     assert status(kubectl, namespace)["phase"] == "RolledBack"
     assert route_weight(kubectl, namespace) == 0
+
+
+@pytest.mark.parametrize(
+    ("criterion", "regression"),
+    [
+        # TTFT 40 -> 80 ms, end-to-end the same (a slower prefill, a faster decode).
+        ("ttft p95", {"ttft_p95_ms": 80.0}),
+        # TPOT 5.2 -> 10 ms, end-to-end the same (a slower decode, a faster prefill).
+        ("tpot p95", {"tpot_p95_ms": 10.0}),
+    ],
+)
+def test_a_canary_regressing_on_one_criterion_alone_is_rolled_back_naming_it(
+    kubectl: Kubectl,
+    namespace: str,
+    stable_v1: dict[str, Any],
+    prometheus: PrometheusServer,
+    exporters: ExporterFleet,
+    criterion: str,
+    regression: dict[str, float],
+) -> None:
+    doc = manifest("2", prometheus=prometheus.url)
+    exporters.set_behaviour(revision(doc), **HEALTHY, **regression)
+    new = roll_out(kubectl, namespace, doc)
+    st = wait_for(
+        "phase RolledBack",
+        lambda: (s := status(kubectl, namespace))["phase"] == "RolledBack" and s,
+        timeout=60,
+    )
+    assert st["rolledBackRevision"] == new
+    records = {c["criterion"]: c for c in st["lastAnalysis"]["criteria"]}
+    assert records[criterion]["verdict"] == "fail"
+    others = {k: c["verdict"] for k, c in records.items() if k != criterion}
+    assert set(others.values()) == {"pass"}, others
+    mine, theirs = records[criterion]["canary"], records[criterion]["stable"]
+    print(f"{criterion}: canary {mine}, stable {theirs}")
+    assert mine["value"] > theirs["value"] * 1.2 and mine["samples"] > 0
+    warnings = [
+        e["message"]
+        for e in kubectl.list("event", namespace)
+        if e.get("type") == "Warning" and e.get("reason") == "RolledBack"
+    ]
+    assert warnings and f"canary {criterion}" in warnings[0], warnings
 
 
 def test_a_canary_with_too_few_requests_never_promotes_and_pauses(

@@ -11,19 +11,49 @@ error rate by rewriting it::
 
     {"rps": 50, "p95_ms": 120, "error_rate": 0.0}
 
-``rps`` is all requests per second; ``rps * error_rate`` of them fail (Triton's
-failure counter, reason ``BACKEND``), the rest succeed. Counters advance with wall-clock
-time since the previous scrape at the behaviour read now. A missing file means no
-traffic: counters stay where they are and the latency summary is not exposed; with
-``rps`` 0 the summary's quantiles are NaN, as a Triton summary with no observation in
-its window answers.
+Its fields (only ``rps`` and ``p95_ms`` are usual; every one has a default):
 
-The names and labels are Triton 2.51's (``model``, ``version``; ``reason`` on failures;
-the request summary needs ``--metrics-config summary_latencies=true`` on a real
-server) plus the first-response histogram of Triton 2.52+. Latencies follow a
-log-normal distribution with P50 = 0.6 x P95, which both the summary's quantiles and
-the histogram's buckets are computed from (so ``histogram_quantile(0.95, ...)`` lands
-near ``p95_ms``, within the resolution of the buckets).
+- ``rps`` (0): all requests per second; ``rps * error_rate`` of them fail (Triton's
+  failure counter, reason ``BACKEND``), the rest succeed.
+- ``p95_ms`` (100): the P95 of the end-to-end request latency.
+- ``error_rate`` (0): the failed fraction, 0 to 1.
+- ``ttft_p95_ms`` (0.2 x ``p95_ms``): the P95 of the time to first token.
+- ``tpot_p95_ms`` (0.8 x ``p95_ms`` / (``output_tokens`` - 1)): the P95 of the time per
+  output token; with the defaults, TTFT + (``output_tokens`` - 1) x TPOT = ``p95_ms``.
+- ``output_tokens`` (32) and ``prompt_tokens`` (64): tokens per successful request.
+
+Counters advance with wall-clock time since the previous scrape at the behaviour read
+now. A missing file means no traffic: counters and histograms stay where they are and
+the latency summary is not exposed; with ``rps`` 0 the summary's quantiles are NaN, as
+a Triton summary with no observation in its window answers.
+
+The families:
+
+- Triton's own, with Triton 2.51's names and labels (``model``, ``version``; ``reason``
+  on failures): ``nv_inference_request_success``, ``nv_inference_request_failure``,
+  ``nv_inference_count``, ``nv_inference_exec_count``, the request summary
+  ``nv_inference_request_summary_us`` (needs ``--metrics-config
+  summary_latencies=true`` on a real server; end-to-end latency, all requests), and
+  the first-response histogram ``nv_inference_first_response_histogram_ms`` of Triton
+  2.52+ (successful requests; it follows ``p95_ms``, buckets ``BUCKETS_MS``).
+- The Triton vLLM backend's, with its names and its two labels (``model``,
+  ``version``): the histograms ``vllm:time_to_first_token_seconds`` (``ttft_p95_ms``),
+  ``vllm:time_per_output_token_seconds`` (``tpot_p95_ms``) and
+  ``vllm:e2e_request_latency_seconds`` (``p95_ms``), in seconds, and the counters
+  ``vllm:prompt_tokens_total`` and ``vllm:generation_tokens_total``. Only successful
+  requests are observed, as vLLM observes finished requests: one TTFT and one
+  end-to-end observation each, and, as vLLM observes every inter-token interval,
+  ``output_tokens - 1`` TPOT observations each (none with one output token).
+
+Every latency follows a log-normal distribution with P50 = 0.6 x its P95, from which
+the summary's quantiles and the histograms' buckets are computed, so
+``histogram_quantile(0.95, ...)`` lands near the configured P95. The vLLM histograms
+share one ladder, ``BUCKETS_S``: 0.5 ms to 60 s with neighbours at most 1.2x apart, so
+that the interpolated P95 is within ~3% of the configured one for any P95 from 1 ms to
+20 s (the floored counts add a little with few requests). Real vLLM buckets are far
+coarser (e.g. TPOT 0.01, 0.025, 0.05, 0.075, 0.1, ...), where ``histogram_quantile``
+can be off by tens of percent; these are fine on purpose, so that a test can set a
+P95 and assert on what the operator reads from Prometheus.
 
 With ``--port 0`` the server picks a free port; ``--port-file`` receives the port once
 the server listens. The process exits when its parent dies.
@@ -52,33 +82,118 @@ BUCKETS_MS = (
     *(225, 250, 275, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000, 1250, 1500, 1750),
     *(2000, 2500, 3000, 4000, 5000, 7500, 10000, 20000, 60000),
 )
+# Seconds, for the vLLM histograms: 0.5 ms to 60 s, neighbours at most 1.2x apart, so
+# histogram_quantile(0.95, ...) is within ~3% of any P95 from 1 ms to 20 s.
+_STEPS = (1, 1.2, 1.4, 1.6, 1.8, 2, 2.4, 2.8, 3.2, 3.6, 4, 4.5, 5, 6, 7, 8, 9)
+BUCKETS_S = tuple(
+    sorted(
+        {
+            round(step * 10.0**exponent, 6)
+            for exponent in range(-4, 2)
+            for step in _STEPS
+            if 0.0005 <= round(step * 10.0**exponent, 6) <= 60
+        }
+    )
+)
 _Z95 = 1.6448536269514722
 
 
-class Behaviour:
-    def __init__(self, rps: float, p95_ms: float, error_rate: float) -> None:
-        self.rps = max(0.0, rps)
-        self.p95_ms = max(0.001, p95_ms)
-        self.error_rate = min(1.0, max(0.0, error_rate))
+class LogNormal:
+    """A latency distribution given by its P95 (any unit), with P50 = 0.6 x P95."""
 
-    @property
-    def p50_ms(self) -> float:
-        return 0.6 * self.p95_ms
+    def __init__(self, p95: float) -> None:
+        self.p95 = p95
+        self.p50 = 0.6 * p95
+        self.sigma = math.log(self.p95 / self.p50) / _Z95
 
-    @property
-    def sigma(self) -> float:
-        return math.log(self.p95_ms / self.p50_ms) / _Z95
-
-    def cdf(self, ms: float) -> float:
-        """P(latency <= ms) for the log-normal with this P50 and P95."""
-        if ms <= 0:
+    def cdf(self, x: float) -> float:
+        """P(latency <= x)."""
+        if x <= 0:
             return 0.0
-        z = (math.log(ms) - math.log(self.p50_ms)) / self.sigma
+        z = (math.log(x) - math.log(self.p50)) / self.sigma
         return 0.5 * (1 + math.erf(z / math.sqrt(2)))
 
     @property
-    def mean_ms(self) -> float:
-        return self.p50_ms * math.exp(self.sigma**2 / 2)
+    def mean(self) -> float:
+        return self.p50 * math.exp(self.sigma**2 / 2)
+
+
+class Behaviour:
+    def __init__(
+        self,
+        rps: float,
+        p95_ms: float,
+        error_rate: float,
+        *,
+        ttft_p95_ms: float | None = None,
+        tpot_p95_ms: float | None = None,
+        output_tokens: int = 32,
+        prompt_tokens: int = 64,
+    ) -> None:
+        self.rps = max(0.0, rps)
+        self.p95_ms = max(0.001, p95_ms)
+        self.error_rate = min(1.0, max(0.0, error_rate))
+        self.output_tokens = max(1, output_tokens)
+        self.prompt_tokens = max(0, prompt_tokens)
+        if ttft_p95_ms is None:
+            ttft_p95_ms = 0.2 * self.p95_ms
+        if tpot_p95_ms is None:
+            tpot_p95_ms = 0.8 * self.p95_ms / max(1, self.output_tokens - 1)
+        self.ttft_p95_ms = max(0.001, ttft_p95_ms)
+        self.tpot_p95_ms = max(0.001, tpot_p95_ms)
+        self.latency = LogNormal(self.p95_ms)  # milliseconds, for Triton's own families
+        self.e2e = LogNormal(self.p95_ms / 1000)  # seconds, for vLLM's
+        self.ttft = LogNormal(self.ttft_p95_ms / 1000)
+        self.tpot = LogNormal(self.tpot_p95_ms / 1000)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Behaviour:
+        def optional(key: str) -> float | None:  # absent or null: the default
+            value = raw.get(key)
+            return None if value is None else float(value)
+
+        output_tokens, prompt_tokens = optional("output_tokens"), optional("prompt_tokens")
+        return cls(
+            float(raw.get("rps", 0)),
+            float(raw.get("p95_ms", 100)),
+            float(raw.get("error_rate", 0)),
+            ttft_p95_ms=optional("ttft_p95_ms"),
+            tpot_p95_ms=optional("tpot_p95_ms"),
+            output_tokens=32 if output_tokens is None else int(output_tokens),
+            prompt_tokens=64 if prompt_tokens is None else int(prompt_tokens),
+        )
+
+
+class Histogram:
+    """Cumulative buckets, count and sum of one histogram series."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.help_text = help_text
+        self.les = buckets
+        self.buckets = [0.0] * len(buckets)
+        self.count = 0.0
+        self.sum = 0.0
+
+    def observe(self, n: float, distribution: LogNormal) -> None:
+        """``n`` observations drawn from ``distribution`` (spread as its CDF has them)."""
+        for i, le in enumerate(self.les):
+            self.buckets[i] += n * distribution.cdf(le)
+        self.count += n
+        self.sum += n * distribution.mean
+
+    def lines(self, labels: str, sum_format: str) -> list[str]:
+        name = self.name
+        lines = [
+            f"# HELP {name} {self.help_text}",
+            f"# TYPE {name} histogram",
+            f"{name}_count{{{labels}}} {math.floor(self.count)}",
+            f"{name}_sum{{{labels}}} {self.sum:{sum_format}}",
+        ]
+        for le, count in zip(self.les, self.buckets, strict=True):
+            lines.append(f'{name}_bucket{{{labels},le="{le:g}"}} {math.floor(count)}')
+        lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {math.floor(self.count)}')
+        return lines
 
 
 class Model:
@@ -95,9 +210,28 @@ class Model:
         self.failure = 0.0
         self.latency_count = 0.0
         self.latency_sum_us = 0.0
-        self.buckets = [0.0] * len(BUCKETS_MS)
-        self.histogram_count = 0.0
-        self.histogram_sum_ms = 0.0
+        self.first_response = Histogram(
+            "nv_inference_first_response_histogram_ms",
+            "Duration from request to first response in milliseconds",
+            BUCKETS_MS,
+        )
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            BUCKETS_S,
+        )
+        self.tpot = Histogram(
+            "vllm:time_per_output_token_seconds",
+            "Histogram of time per output token in seconds.",
+            BUCKETS_S,
+        )
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds.",
+            BUCKETS_S,
+        )
+        self.prompt_tokens = 0.0
+        self.generation_tokens = 0.0
 
     def read_behaviour(self) -> Behaviour | None:
         try:
@@ -109,12 +243,8 @@ class Model:
         if not isinstance(raw, dict):
             return self.behaviour
         try:
-            return Behaviour(
-                float(raw.get("rps", 0)),
-                float(raw.get("p95_ms", 100)),
-                float(raw.get("error_rate", 0)),
-            )
-        except (TypeError, ValueError):
+            return Behaviour.from_json(raw)
+        except (TypeError, ValueError, OverflowError):
             return self.behaviour
 
     def advance(self) -> Behaviour | None:
@@ -130,12 +260,15 @@ class Model:
             self.success += ok
             self.failure += failed
             self.latency_count += total
-            self.latency_sum_us += total * behaviour.mean_ms * 1000
-            # The first-response histogram observes successful requests.
-            for i, le in enumerate(BUCKETS_MS):
-                self.buckets[i] += ok * behaviour.cdf(le)
-            self.histogram_count += ok
-            self.histogram_sum_ms += ok * behaviour.mean_ms
+            self.latency_sum_us += total * behaviour.latency.mean * 1000
+            # The histograms observe successful requests (vLLM: finished ones; TPOT once
+            # per inter-token interval).
+            self.first_response.observe(ok, behaviour.latency)
+            self.ttft.observe(ok, behaviour.ttft)
+            self.tpot.observe(ok * (behaviour.output_tokens - 1), behaviour.tpot)
+            self.e2e.observe(ok, behaviour.e2e)
+            self.prompt_tokens += ok * behaviour.prompt_tokens
+            self.generation_tokens += ok * behaviour.output_tokens
             return behaviour
 
     def exposition(self) -> str:
@@ -202,17 +335,20 @@ class Model:
                         f'nv_inference_request_summary_us{{{base},quantile="{q:g}"}} {quantile}'
                     )
 
+            lines.extend(self.first_response.lines(base, ".0f"))
+
+            family("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.")
+            lines.append(f"vllm:prompt_tokens_total{{{base}}} {math.floor(self.prompt_tokens)}")
             family(
-                "nv_inference_first_response_histogram_ms",
-                "histogram",
-                "Duration from request to first response in milliseconds",
+                "vllm:generation_tokens_total",
+                "counter",
+                "Number of generation tokens processed.",
             )
-            name = "nv_inference_first_response_histogram_ms"
-            lines.append(f"{name}_count{{{base}}} {math.floor(self.histogram_count)}")
-            lines.append(f"{name}_sum{{{base}}} {self.histogram_sum_ms:.0f}")
-            for le, count in zip(BUCKETS_MS, self.buckets, strict=True):
-                lines.append(f'{name}_bucket{{{base},le="{le:g}"}} {math.floor(count)}')
-            lines.append(f'{name}_bucket{{{base},le="+Inf"}} {math.floor(self.histogram_count)}')
+            lines.append(
+                f"vllm:generation_tokens_total{{{base}}} {math.floor(self.generation_tokens)}"
+            )
+            for histogram in (self.ttft, self.tpot, self.e2e):
+                lines.extend(histogram.lines(base, ".6f"))
         return "\n".join(lines) + "\n"
 
 

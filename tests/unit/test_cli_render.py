@@ -49,9 +49,25 @@ PROGRESSING = {
     "lastAnalysis": {
         "time": "2025-03-01T10:41:00Z",
         "verdict": "fail",
-        "reason": "canary P95 2400 ms is 60% above stable 1500 ms (max +20%)",
-        "stable": {"p95Ms": 1500.0, "errorRate": 0.001, "samples": 812},
-        "canary": {"p95Ms": 2400.0, "errorRate": 0.0125, "samples": 240},
+        "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
+        "criteria": [
+            {
+                "criterion": "ttft p95",
+                "unit": "ms",
+                "verdict": "fail",
+                "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
+                "stable": {"value": 1500.0, "samples": 812},
+                "canary": {"value": 2400.0, "samples": 240},
+            },
+            {
+                "criterion": "errorRate",
+                "unit": "%",
+                "verdict": "pass",
+                "reason": "canary error rate 1.25%",
+                "stable": {"value": 0.1, "samples": 812},
+                "canary": {"value": 1.25, "samples": 240},
+            },
+        ],
     },
     "conditions": [
         {
@@ -96,11 +112,14 @@ def test_progressing_header_names_the_rollout_at_a_glance() -> None:
 def test_progressing_shows_the_last_analysis_as_a_table() -> None:
     text = render_status(llmd(PROGRESSING))
     assert "Last analysis: fail at 2025-03-01T10:41:00Z" in text
-    assert "canary P95 2400 ms is 60% above stable 1500 ms (max +20%)" in text
-    assert words(line_with(text, "ARM")) == ["ARM", "P95", "MS", "ERROR", "%", "SAMPLES"]
-    # errorRate is a fraction; the table reads in percent.
-    assert words(line_with(text, "stable  ")) == ["stable", "1500.0", "0.10", "812"]
-    assert words(line_with(text, "canary  ")) == ["canary", "2400.0", "1.25", "240"]
+    assert "canary ttft p95 2400 ms > stable 1500 ms +20%" in text
+    header = ["CRITERION", "VERDICT", "CANARY", "STABLE", "SAMPLES", "C/S"]
+    assert words(line_with(text, "CRITERION")) == header
+    row = ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "240", "/", "812"]
+    assert words(line_with(text, "ttft p95  ")) == row
+    assert words(line_with(text, "errorRate  ")) == [
+        *("errorRate", "pass", "1.25", "%", "0.10", "%", "240", "/", "812")
+    ]
 
 
 def test_checks_are_counted_against_the_spec_limits() -> None:
@@ -144,8 +163,16 @@ def test_paused_shows_the_reason_and_what_holds_it() -> None:
             "time": "2025-03-01T11:00:00Z",
             "verdict": "inconclusive",
             "reason": "canary has 12 requests, needs 200",
-            "stable": {"p95Ms": 900.5, "errorRate": 0.0, "samples": 3000},
-            "canary": {"p95Ms": None, "errorRate": None, "samples": 12},
+            "criteria": [
+                {
+                    "criterion": "e2eLatency p95",
+                    "unit": "ms",
+                    "verdict": "inconclusive",
+                    "reason": "canary has 12 requests, needs 200",
+                    "stable": {"value": 900.5, "samples": 3000},
+                    "canary": {"value": None, "samples": 12},
+                }
+            ],
         },
     }
     obj = llmd(status, metadata={"annotations": {"llmcanary.io/paused": "true"}})
@@ -156,7 +183,9 @@ def test_paused_shows_the_reason_and_what_holds_it() -> None:
         in text.splitlines()
     )
     assert "llmcanary.io/paused=true" in text
-    assert words(line_with(text, "canary  ")) == ["canary", "-", "-", "12"]
+    assert words(line_with(text, "e2eLatency p95  ")) == [
+        *("e2eLatency", "p95", "inconclusive", "-", "ms", "900.5", "ms", "12", "/", "3000")
+    ]
     assert "inconclusive 5/4" in line_with(text, "Checks:")
 
 

@@ -1,21 +1,24 @@
 """The docs stay true to the code: the generated reference, settings, flags, queries, links."""
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from llmcanary.analysis.queries import QueryContext, arm_queries
 from llmcanary.api.crd import PRINTER_COLUMNS, build_crd
 from llmcanary.api.reference import REFERENCE_PATH, render_reference
 from llmcanary.api.spec import AnalysisSpec
 from llmcanary.cli.run import run
 from llmcanary.config import OperatorConfig
+from llmcanary.sources.base import Scope
+from llmcanary.sources.promql import PRESETS, HistogramQuery, arm_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 OPERATIONS = DOCS / "operations.md"
+CANARY = DOCS / "canary.md"
 
 
 def _root_schema() -> dict[str, Any]:
@@ -90,19 +93,20 @@ def test_operations_lists_every_run_flag() -> None:
             assert f"`{flag}" in text, f"`llmcanary run {flag}` is not in docs/operations.md"
 
 
-@pytest.mark.parametrize("metric", ["summary", "histogram"])
-def test_operations_shows_the_queries_the_analysis_runs(metric: str) -> None:
-    """The section "Query templates" renders the defaults for these placeholders."""
-    context = QueryContext(
-        namespace="NAMESPACE",
-        name="NAME",
-        model="MODEL",
-        revisions={"stable": "STABLEREV", "canary": "CANARYREV"},
-    )
-    queries = arm_queries(AnalysisSpec(metric=metric), context, "canary")
-    text = OPERATIONS.read_text()
-    for query in (queries.latency, queries.requests, queries.errors):
-        assert query in text, f"docs/operations.md lacks the query the code runs:\n{query}"
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_canary_docs_show_the_queries_each_preset_runs(preset: str) -> None:
+    """docs/canary.md renders each preset's PromQL for these placeholders."""
+    scope = Scope("NAMESPACE", "NAME", "MODEL", "canary", "CANARYREV", timedelta(minutes=1))
+    queries = arm_queries(AnalysisSpec(metrics=preset), scope)  # type: ignore[arg-type]
+    shown = [queries.requests, queries.errors]
+    for query in queries.latency.values():
+        if isinstance(query, HistogramQuery):
+            shown.append(query.promql(queries.values))
+        else:
+            shown.append(query.promql(queries.values, 0.95))
+    text = CANARY.read_text()
+    for query in shown:
+        assert query in text, f"docs/canary.md lacks the {preset} query the code runs:\n{query}"
 
 
 def _markdown_files() -> list[Path]:

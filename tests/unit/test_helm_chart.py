@@ -12,10 +12,10 @@ import click
 import pytest
 
 from chart_render import CHART, ROOT, helm, one, render, values_args
-from llmcanary.analysis.queries import SUMMARY_LATENCY
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
 from llmcanary.cli.run import run
 from llmcanary.main import CHILD_KINDS
+from llmcanary.sources.promql import SUMMARY_LATENCY, TRITON_REQUESTS
 
 Rules = dict[tuple[str, str], set[str]]
 
@@ -270,9 +270,10 @@ def test_the_pod_monitor_gives_triton_series_the_labels_the_analysis_selects(
         "revision": meta(LABEL_REVISION),
         "track": meta(LABEL_TRACK),
     }
-    # Every label the built-in queries select on, except Triton's own "model", is set.
+    # Every label the presets select on, except Triton's own "model", is set; the
+    # histogram presets group by pod.
     for label in ("namespace", "llmdeployment", "track"):
-        assert f'{label}="' in SUMMARY_LATENCY
+        assert f'{label}="' in SUMMARY_LATENCY and f'{label}="' in TRITON_REQUESTS
         assert label in targets
 
 

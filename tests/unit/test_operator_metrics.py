@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from datetime import timedelta
 
 import pytest
 
-from llmcanary.analysis.providers.prometheus import PrometheusProvider
-from llmcanary.analysis.types import ArmQueries, MetricsUnavailable
+from llmcanary.api.spec import AnalysisSpec
 from llmcanary.api.status import (
     AnalysisRecord,
     DependencyResult,
@@ -24,6 +24,8 @@ from llmcanary.observability.metrics import (
     failed_preflight_checks,
     transitions,
 )
+from llmcanary.sources.base import MetricsUnavailable, Scope
+from llmcanary.sources.prometheus import PrometheusReader
 
 NS, NAME = "team", "tiny-llm"
 
@@ -237,9 +239,10 @@ def test_the_provider_says_why_a_query_failed() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = PrometheusProvider(f"http://127.0.0.1:{port}", timeout_seconds=1)
+    source = PrometheusReader(f"http://127.0.0.1:{port}", timeout_seconds=1)
+    scope = Scope("ns", "name", "model", "canary", "abc", timedelta(seconds=30))
     with pytest.raises(MetricsUnavailable) as caught:
-        provider.sample(ArmQueries("canary", "1", "1", "1"))
+        source.read(scope, AnalysisSpec())
     assert caught.value.reason == "connection"
     assert MetricsUnavailable("anything").reason == "error"
 

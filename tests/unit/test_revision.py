@@ -56,7 +56,14 @@ def test_changed_by_any_pod_affecting_field(change: dict[str, object]) -> None:
         {"replicas": 5},
         {"paused": True},
         {"canary": {"initialWeight": 10, "stepWeight": 20, "stepInterval": "10m"}},
-        {"canary": {"analysis": {"latency": {"maxIncreasePercent": 50}, "minSamples": 50}}},
+        {
+            "canary": {
+                "analysis": {
+                    "criteria": [{"metric": "ttft", "maxIncreasePercent": 50}],
+                    "minSamples": 50,
+                }
+            }
+        },
         {"preflight": {"gpuMemory": {"headroomPercent": 20}}},
         {"preflight": {"dependencies": [{"name": "auth", "url": "http://auth/health"}]}},
         {"traffic": {"router": "replicas"}},

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmcanary.analysis.types import ArmSample
+from specs import arm
+
+from llmcanary.analysis.types import ArmReading
 from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RESUME, ANNOTATION_RETRY
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -29,7 +31,7 @@ from llmcanary.rollout.workload import WorkloadObservation
 from llmcanary.status import status_to_wire
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-HEALTHY = ArmSample(latency_ms=100.0, requests=1000.0, errors=0.0)
+HEALTHY = arm(100.0, 1000.0, 0.0)
 
 
 def spec_for(version: str = "1", **canary: Any) -> LLMDeploymentSpec:
@@ -48,7 +50,7 @@ def spec_for(version: str = "1", **canary: Any) -> LLMDeploymentSpec:
     )
 
 
-def samples(stable: ArmSample = HEALTHY, canary: ArmSample = HEALTHY) -> Callable[..., Check]:
+def samples(stable: ArmReading = HEALTHY, canary: ArmReading = HEALTHY) -> Callable[..., Check]:
     def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
         return judge(spec.canary.analysis, stable, canary)
 
@@ -238,7 +240,7 @@ def test_a_weight_waits_for_ready_canary_replicas() -> None:
 
 
 def test_a_slow_canary_is_rolled_back_at_the_first_failed_check() -> None:
-    slow = ArmSample(latency_ms=150.0, requests=1000.0, errors=0.0)
+    slow = arm(150.0, 1000.0, 0.0)
     sim = stable_sim(measure=samples(canary=slow))
     sim.run(seconds=60)
     assert sim.status.phase == "RolledBack"
@@ -246,7 +248,7 @@ def test_a_slow_canary_is_rolled_back_at_the_first_failed_check() -> None:
     assert sim.checks == 1
     assert sim.status.history[0].outcome == "RolledBack"
     warning = [m for t, r, m in sim.events if t == "Warning" and r == "RolledBack"]
-    assert warning and "canary p95 150 ms > stable 100 ms +20%" in warning[0]
+    assert warning and "canary e2eLatency p95 150 ms > stable 100 ms +20%" in warning[0]
     degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
     assert degraded.status == "True" and degraded.reason == "RolledBack"
     # The revision is remembered: later ticks do not start it again.
@@ -257,7 +259,7 @@ def test_a_slow_canary_is_rolled_back_at_the_first_failed_check() -> None:
 
 
 def test_failure_limit_counts_failed_checks_before_rolling_back() -> None:
-    erroring = ArmSample(latency_ms=100.0, requests=900.0, errors=100.0)
+    erroring = arm(100.0, 900.0, 100.0)
     sim = stable_sim(measure=samples(canary=erroring))
     sim.spec = spec_for("2", analysis={"failureLimit": 3})
     sim.run(seconds=55)  # the weight at 10s; checks at 30s and 50s
@@ -269,16 +271,18 @@ def test_failure_limit_counts_failed_checks_before_rolling_back() -> None:
 
 
 def test_max_milliseconds_fails_even_when_both_arms_are_slow() -> None:
-    slow = ArmSample(latency_ms=3000.0, requests=1000.0, errors=0.0)
+    slow = arm(3000.0, 1000.0, 0.0)
     sim = stable_sim(measure=samples(stable=slow, canary=slow))
-    sim.spec = spec_for("2", analysis={"latency": {"maxMilliseconds": 2000}})
+    sim.spec = spec_for(
+        "2", analysis={"criteria": [{"metric": "e2eLatency", "maxMilliseconds": 2000}]}
+    )
     sim.run(seconds=30)
     assert sim.status.phase == "RolledBack"
     assert "maxMilliseconds 2000" in sim.status.history[0].reason
 
 
 def test_too_few_requests_never_promotes_and_pauses_after_the_limit() -> None:
-    quiet = ArmSample(latency_ms=100.0, requests=20.0, errors=0.0)
+    quiet = arm(100.0, 20.0, 0.0)
     sim = stable_sim(measure=samples(canary=quiet))
     sim.spec = spec_for("2", analysis={"inconclusiveLimit": 3})
     sim.run(seconds=60 * 10)
@@ -289,7 +293,10 @@ def test_too_few_requests_never_promotes_and_pauses_after_the_limit() -> None:
     assert "fewer than minSamples 100" in (sim.status.pause_reason or "")
     assert sim.status.last_analysis is not None
     assert sim.status.last_analysis.verdict == "inconclusive"
-    assert sim.status.last_analysis.canary.samples == 20
+    shown = {c.criterion: c for c in sim.status.last_analysis.criteria}
+    assert shown["errorRate"].canary.samples == 20
+    assert shown["e2eLatency p95"].canary.value == 100.0
+    assert {c.verdict for c in shown.values()} == {"inconclusive"}
 
 
 def test_prometheus_down_holds_the_weight_then_pauses_and_resume_continues() -> None:
@@ -625,7 +632,7 @@ def test_an_idle_or_held_rollout_needs_no_timer() -> None:
     assert sim.status.phase == "Paused"
     assert next_wakeup(sim.spec, sim.status, sim.now) == float("inf"), "its own event resumes it"
 
-    quiet = stable_sim(measure=samples(canary=ArmSample(100.0, 20.0, 0.0)))
+    quiet = stable_sim(measure=samples(canary=arm(100.0, 20.0, 0.0)))
     quiet.spec = spec_for("2", analysis={"inconclusiveLimit": 2})
     quiet.run(seconds=300)
     assert quiet.status.phase == "Paused"
@@ -643,7 +650,7 @@ def test_promotion_waits_for_pod_events_not_a_timer() -> None:
 
 
 def test_a_step_whose_time_is_up_waits_for_the_next_check_not_for_nothing() -> None:
-    quiet = ArmSample(latency_ms=100.0, requests=20.0, errors=0.0)  # never enough to pass
+    quiet = arm(100.0, 20.0, 0.0)  # never enough to pass
     sim = stable_sim(measure=samples(canary=quiet))
     sim.spec = spec_for("2", analysis={"inconclusiveLimit": 50})
     sim.run(seconds=120, every=5)

@@ -17,6 +17,22 @@ What makes it useful for canaries:
   LLMDeployment's ``spec.triton.parameters``, rendered into ``config.pbtxt``) choose the
   architecture, so a revision with more layers is measurably slower, as a bigger model is.
 
+- **vLLM's metrics**: it publishes, through the Python backend's custom metrics API, the
+  request metrics of Triton's vLLM backend under the same names and the same labels
+  (``model``, ``version``), so canaries of this model are judged on exactly the series a
+  vLLM-backend model exposes: ``vllm:time_to_first_token_seconds``,
+  ``vllm:time_per_output_token_seconds`` and ``vllm:e2e_request_latency_seconds``
+  (histograms), ``vllm:prompt_tokens_total`` and ``vllm:generation_tokens_total``
+  (counters). Two differences, both on purpose. The buckets are finer than vLLM's (one
+  ladder for all three histograms, adjacent bounds at most 25% apart from 10 ms to 10 s),
+  since vLLM's (e2e: 1, 2.5, 5, 10 s ...) cannot resolve a 20% change in requests of
+  0.3-3 s. And time per output token is observed once per request, as
+  (last token - first token) / (tokens - 1), where vLLM observes every inter-token gap:
+  one call per request instead of one per token keeps the cost off a small CPU, and it
+  is the definition the load generator uses, TPOT = (total - TTFT) / (tokens - 1). Times
+  run from the moment ``execute`` received the request; failed requests are not observed.
+  On a Triton without histogram metrics the model serves without them (with a warning).
+
 Inputs: ``PROMPT`` (string) and optional ``MAX_TOKENS`` (int32). Output: ``TEXT``.
 The instance kind chooses the device: ``KIND_GPU`` runs on the instance's GPU, ``KIND_CPU``
 on the CPU. ``MODEL_TEMPERATURE`` in the environment sets sampling (0: greedy).
@@ -27,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import site
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +63,22 @@ from torch.nn import functional as F  # noqa: E402
 
 VOCAB = 256  # one token per byte
 FIRST_PRINTABLE, LAST_PRINTABLE = 32, 126  # sampled text stays printable ASCII
+
+# Seconds. 1-1.25-1.5-1.75-2-2.5-3-3.5-4-5-6-7-8 per decade keeps adjacent bounds at most
+# 25% apart from 10 ms to 10 s, fine enough to resolve a 20% change in any of the three.
+_MANTISSAS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0)
+LATENCY_BUCKETS: list[float] = [
+    0.001,
+    0.002,
+    0.005,
+    *(round(m * 10.0**e, 6) for e in (-2, -1, 0) for m in _MANTISSAS),
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+]
 
 
 @dataclass(frozen=True)
@@ -172,6 +205,10 @@ class Generator:
         probabilities = torch.softmax(logits / self.temperature, dim=-1)
         return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
+    def prompt_tokens(self, prompt: bytes) -> list[int]:
+        """The tokens the model reads of ``prompt``: its tail, never nothing."""
+        return list(prompt[-self.arch.max_prompt_bytes :]) or [FIRST_PRINTABLE]
+
     @torch.inference_mode()
     def generate(
         self,
@@ -182,7 +219,7 @@ class Generator:
     ) -> None:
         """Call ``emit(i, token)`` for each new token of prompt ``i``, ``finish(i)`` after
         its last one. Prompts are left-padded so that every row ends at the same column."""
-        rows = [list(p[-self.arch.max_prompt_bytes :]) or [FIRST_PRINTABLE] for p in prompts]
+        rows = [self.prompt_tokens(p) for p in prompts]
         batch, width = len(rows), max(len(r) for r in rows)
         tokens = torch.zeros((batch, width), dtype=torch.long)
         valid = torch.zeros((batch, width), dtype=torch.bool)
@@ -220,6 +257,96 @@ class Generator:
             last = logits[:, -1]
 
 
+class Metrics:
+    """The vLLM backend's request metrics (names, kinds, labels) for one model version."""
+
+    def __init__(self, model: str, version: str) -> None:
+        labels = {"model": model, "version": version}
+        # A family must outlive its metrics (the backend refuses to use them otherwise).
+        self._families: list[Any] = []
+
+        def family(name: str, description: str, kind: Any) -> Any:
+            created = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+            self._families.append(created)
+            return created
+
+        histogram, counter = pb_utils.MetricFamily.HISTOGRAM, pb_utils.MetricFamily.COUNTER
+        self.ttft = family(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            histogram,
+        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
+        self.tpot = family(
+            "vllm:time_per_output_token_seconds",
+            "Histogram of time per output token in seconds.",
+            histogram,
+        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
+        self.e2e = family(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds.",
+            histogram,
+        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
+        self.prompt_tokens = family(
+            "vllm:prompt_tokens_total", "Number of prefill tokens processed.", counter
+        ).Metric(labels=labels)
+        self.generation_tokens = family(
+            "vllm:generation_tokens_total", "Number of generation tokens processed.", counter
+        ).Metric(labels=labels)
+
+    @classmethod
+    def create(cls, model: str, version: str) -> Metrics | None:
+        """The metrics, or None (and a warning) where this Triton cannot make them: the
+        model serves either way."""
+        try:
+            return cls(model, version)
+        except Exception as exc:  # older Tritons lack histograms, or custom metrics at all
+            pb_utils.Logger.log_warn(f"tiny-llm serves without vLLM metrics: {exc}")
+            return None
+
+
+class RequestClock:
+    """Timestamps of the requests of one ``execute`` call. ``report`` turns them into
+    observations once the batch's last token is out: metric calls (a round trip to the
+    server each) never sit between two tokens."""
+
+    def __init__(self, received: float, prompt_tokens: list[int], output_tokens: list[int]) -> None:
+        self.received = received
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.first: list[float | None] = [None] * len(output_tokens)
+        self.last: list[float | None] = [None] * len(output_tokens)
+
+    def token(self, i: int) -> None:
+        """Request ``i``'s latest token was sent (or produced)."""
+        if self.first[i] is None:
+            self.first[i] = time.perf_counter()
+
+    def finished(self, i: int) -> None:
+        """Request ``i``'s final token was sent (or produced)."""
+        self.last[i] = time.perf_counter()
+
+    def report(self, metrics: Metrics | None, responded: float | None = None) -> None:
+        """Observe every finished request. ``responded``: when the responses left, where
+        that is later than each request's last token (one response for the whole text)."""
+        if metrics is None:
+            return
+        prompt = generated = 0
+        for i, (first, last) in enumerate(zip(self.first, self.last, strict=True)):
+            if first is None or last is None:
+                continue
+            tokens = self.output_tokens[i]
+            metrics.ttft.observe(first - self.received)
+            if tokens >= 2:
+                metrics.tpot.observe((last - first) / (tokens - 1))
+            metrics.e2e.observe((last if responded is None else responded) - self.received)
+            prompt += self.prompt_tokens[i]
+            generated += tokens
+        # One increment per batch, not per request: fewer round trips.
+        if generated:
+            metrics.prompt_tokens.increment(prompt)
+            metrics.generation_tokens.increment(generated)
+
+
 def _text(value: str | bytes) -> Any:
     return pb_utils.Tensor("TEXT", np.array([[value]], dtype=np.object_))
 
@@ -252,6 +379,7 @@ class TritonPythonModel:
             torch.set_num_threads(self.arch.threads)
         temperature = float(os.environ.get("MODEL_TEMPERATURE", "0") or 0)
         self.generator = Generator(self.arch, device, temperature)
+        self.metrics = Metrics.create(args["model_name"], args["model_version"])
         pb_utils.Logger.log_info(
             f"tiny-llm ready: {self.arch} on {device}, decoupled={self.decoupled},"
             f" temperature={temperature}"
@@ -268,6 +396,7 @@ class TritonPythonModel:
         return bytes(prompt), count
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
+        received = time.perf_counter()
         accepted: list[tuple[int, bytes, int]] = []
         failed: dict[int, str] = {}
         for index, request in enumerate(requests):
@@ -277,13 +406,22 @@ class TritonPythonModel:
                 failed[index] = str(exc)
             else:
                 accepted.append((index, prompt, count))
+        clock = RequestClock(
+            received,
+            [len(self.generator.prompt_tokens(p)) for _, p, _ in accepted],
+            [c for _, _, c in accepted],
+        )
         if self.decoupled:
-            self._stream(requests, accepted, failed)
+            self._stream(requests, accepted, failed, clock)
             return None
-        return self._whole(requests, accepted, failed)
+        return self._whole(requests, accepted, failed, clock)
 
     def _stream(
-        self, requests: list[Any], accepted: list[tuple[int, bytes, int]], failed: dict[int, str]
+        self,
+        requests: list[Any],
+        accepted: list[tuple[int, bytes, int]],
+        failed: dict[int, str],
+        clock: RequestClock,
     ) -> None:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         for index, message in failed.items():
@@ -294,29 +432,41 @@ class TritonPythonModel:
 
         def emit(i: int, token: bytes) -> None:
             senders[i].send(pb_utils.InferenceResponse(output_tensors=[_text(token)]))
+            clock.token(i)
 
         def finish(i: int) -> None:
             senders[i].send(flags=final)
+            clock.finished(i)
 
         if accepted:
             self.generator.generate(
                 [p for _, p, _ in accepted], [c for _, _, c in accepted], emit, finish
             )
+            clock.report(self.metrics)
 
     def _whole(
-        self, requests: list[Any], accepted: list[tuple[int, bytes, int]], failed: dict[int, str]
+        self,
+        requests: list[Any],
+        accepted: list[tuple[int, bytes, int]],
+        failed: dict[int, str],
+        clock: RequestClock,
     ) -> list[Any]:
         texts: list[list[bytes]] = [[] for _ in accepted]
+
+        def emit(i: int, token: bytes) -> None:
+            texts[i].append(token)
+            clock.token(i)
+
         if accepted:
             self.generator.generate(
-                [p for _, p, _ in accepted],
-                [c for _, _, c in accepted],
-                lambda i, token: texts[i].append(token),
-                lambda i: None,
+                [p for _, p, _ in accepted], [c for _, _, c in accepted], emit, clock.finished
             )
         responses: list[Any] = [None] * len(requests)
         for index, message in failed.items():
             responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
         for (index, _, _), text in zip(accepted, texts, strict=True):
             responses[index] = pb_utils.InferenceResponse(output_tensors=[_text(b"".join(text))])
+        if accepted:
+            # Every text leaves in this one batch of responses: that ends each request.
+            clock.report(self.metrics, responded=time.perf_counter())
         return responses

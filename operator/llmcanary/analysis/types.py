@@ -1,41 +1,66 @@
-"""What the analysis works on: the PromQL for one arm, and what it measured.
+"""What the analysis works on: one arm's readings over one window. Pure data.
 
-Pure data. Providers (I/O) turn :class:`ArmQueries` into :class:`ArmSample`; the
-verdict (pure) compares two samples.
+A metric source (``llmcanary.sources``, the I/O edge) fills an :class:`ArmReading`
+for each arm; the verdict (pure) compares two of them under the spec's criteria.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from llmcanary.analysis.histogram import Histogram
+from llmcanary.api.spec import Criterion
 
 Arm = Literal["stable", "canary"]
+# The latency signals a criterion can judge (spec.CriterionMetric less errorRate).
+Signal = Literal["e2eLatency", "ttft", "tpot"]
+SIGNALS: tuple[Signal, ...] = get_args(Signal)
 
 
 @dataclass(frozen=True)
-class ArmQueries:
-    """Instant PromQL queries for one arm, each returning one number (or no series).
+class LatencyReading:
+    """One latency signal of one arm over the window, in milliseconds.
 
-    ``latency`` answers milliseconds at the configured quantile; ``requests`` and
-    ``errors`` answer counts over the analysis window.
+    From a histogram source, ``pods`` holds each pod's histogram: they are added up
+    here, so an arm's quantile covers all its requests whatever its pod count. A source
+    without histograms (Triton's summary, a user's PromQL) answers ``quantiles``
+    directly, already computed at each quantile asked for.
     """
 
-    arm: Arm
-    latency: str
-    requests: str
-    errors: str
+    pods: Mapping[str, Histogram] = field(default_factory=dict)
+    quantiles: Mapping[float, float | None] = field(default_factory=dict)
+    method: str = "histogram"  # how the number came about, for status and logs
 
+    @property
+    def histogram(self) -> Histogram | None:
+        return Histogram.total(self.pods[pod] for pod in sorted(self.pods))
 
-@dataclass(frozen=True)
-class ArmSample:
-    """One arm over one analysis window; ``None`` where the series was missing."""
-
-    latency_ms: float | None
-    requests: float | None
-    errors: float | None
+    def quantile(self, q: float) -> float | None:
+        if q in self.quantiles:
+            return self.quantiles[q]
+        histogram = self.histogram
+        return None if histogram is None else histogram.quantile(q)
 
     @property
     def samples(self) -> int | None:
+        """Observations behind the estimate, where the source can count them."""
+        histogram = self.histogram
+        return None if histogram is None else round(histogram.count)
+
+
+@dataclass(frozen=True)
+class ArmReading:
+    """One arm over one analysis window; ``None`` where a series was missing."""
+
+    requests: float | None
+    errors: float | None
+    latency: Mapping[Signal, LatencyReading] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int | None:
+        """Requests, successful and failed, over the window."""
         if self.requests is None:
             return None
         return round(self.requests + (self.errors or 0.0))
@@ -49,21 +74,11 @@ class ArmSample:
         return (self.errors or 0.0) / total
 
 
-# Why a query got no usable answer: no answer in time, no connection, an HTTP error
-# (bad PromQL included), an answer that is not one number, anything else.
-QueryErrorReason = Literal["timeout", "connection", "http", "answer", "error"]
-QUERY_ERROR_REASONS: tuple[QueryErrorReason, ...] = get_args(QueryErrorReason)
-
-
-class MetricsUnavailable(Exception):
-    """The metrics source did not answer, or answered something unusable."""
-
-    def __init__(self, message: str, reason: QueryErrorReason = "error") -> None:
-        super().__init__(message)
-        self.reason: QueryErrorReason = reason
-
-
-class MetricsProvider(Protocol):
-    def sample(self, queries: ArmQueries) -> ArmSample:
-        """Run the arm's queries. Raises :class:`MetricsUnavailable` if the source fails."""
-        ...
+def needs(criteria: Iterable[Criterion]) -> dict[Signal, tuple[float, ...]]:
+    """The latency signals the criteria judge, each with the quantiles they compare."""
+    wanted: dict[Signal, set[float]] = {}
+    for criterion in criteria:
+        metric = criterion.metric
+        if metric != "errorRate":
+            wanted.setdefault(metric, set()).add(criterion.q)
+    return {signal: tuple(sorted(qs)) for signal, qs in wanted.items()}

@@ -39,10 +39,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
     {
-        "name": "P95",
+        "name": "Check",
         "type": "string",
-        "jsonPath": ".status.p95",
-        "description": "P95 latency, canary / stable",
+        "jsonPath": ".status.headline",
+        "description": "The last check's first failing criterion (else its first), canary / stable",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.currentStep", "priority": 1},

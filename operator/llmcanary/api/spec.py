@@ -355,43 +355,181 @@ class PrometheusSource(ApiModel):
     """Base URL of the Prometheus HTTP API."""
 
 
-class LatencyCriterion(ApiModel):
-    quantile: float = Field(default=0.95, gt=0, lt=1)
-    """The latency quantile compared ({quantile} in query templates)."""
-    max_increase_percent: float = Field(default=20, ge=0, le=10_000)
-    """A check fails when the canary's latency exceeds the stable's by more than this."""
+# What a criterion can judge. The latency signals are distributions (a quantile is
+# compared); errorRate is failed / all requests of the arm over the window.
+CriterionMetric = Literal["e2eLatency", "ttft", "tpot", "errorRate"]
+LATENCY_METRICS: tuple[CriterionMetric, ...] = ("e2eLatency", "ttft", "tpot")
+DEFAULT_QUANTILE = 0.95
+
+MetricsPreset = Literal["tritonVLLM", "triton", "istio"]
+# The signals each preset can read (sources/promql.py holds their PromQL); a criterion
+# on a signal its preset lacks needs a query template.
+PRESET_SIGNALS: dict[MetricsPreset, tuple[CriterionMetric, ...]] = {
+    "tritonVLLM": ("e2eLatency", "ttft", "tpot", "errorRate"),
+    "triton": ("e2eLatency", "ttft", "errorRate"),
+    "istio": ("e2eLatency", "errorRate"),
+}
+
+
+class Criterion(ApiModel):
+    """One rule a canary must keep at every check."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.metric != 'errorRate' || (has(self.maxPercent) && !has(self.quantile)"
+                    " && !has(self.maxIncreasePercent) && !has(self.maxMilliseconds))",
+                    "an errorRate criterion takes maxPercent only",
+                ),
+                cel(
+                    "self.metric == 'errorRate' || (!has(self.maxPercent)"
+                    " && (has(self.maxIncreasePercent) || has(self.maxMilliseconds)))",
+                    "a latency criterion takes maxIncreasePercent (relative to the stable arm)"
+                    " and/or maxMilliseconds (absolute), not maxPercent",
+                ),
+            ]
+        }
+    )
+
+    metric: CriterionMetric
+    """e2eLatency: request start to last token; ttft: time to first token; tpot: time
+    per output token after the first; errorRate: failed / all requests."""
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+    """The quantile of a latency metric that is compared (default 0.95)."""
+    max_increase_percent: float | None = Field(default=None, ge=0, le=10_000)
+    """A check fails when the canary's quantile exceeds the stable arm's by more than this."""
     max_milliseconds: float | None = Field(default=None, gt=0)
-    """A check fails when the canary's latency exceeds this, whatever the stable's."""
+    """A check fails when the canary's quantile exceeds this, whatever the stable's."""
+    max_percent: float | None = Field(default=None, ge=0, le=100)
+    """errorRate: a check fails when the canary's error rate exceeds this."""
+
+    @model_validator(mode="after")
+    def _comparison(self) -> Self:
+        if self.metric == "errorRate":
+            if self.max_percent is None or self.is_latency_shaped():
+                raise ValueError("an errorRate criterion takes maxPercent only")
+        elif self.max_percent is not None or (
+            self.max_increase_percent is None and self.max_milliseconds is None
+        ):
+            raise ValueError(
+                "a latency criterion takes maxIncreasePercent (relative to the stable arm)"
+                " and/or maxMilliseconds (absolute), not maxPercent"
+            )
+        return self
+
+    def is_latency_shaped(self) -> bool:
+        return any(
+            v is not None for v in (self.quantile, self.max_increase_percent, self.max_milliseconds)
+        )
+
+    @property
+    def is_latency(self) -> bool:
+        return self.metric in LATENCY_METRICS
+
+    @property
+    def q(self) -> float:
+        """The quantile compared (latency metrics)."""
+        return self.quantile if self.quantile is not None else DEFAULT_QUANTILE
+
+    @property
+    def label(self) -> str:
+        """``ttft p95``, ``errorRate``: how status, events and logs name it."""
+        return f"{self.metric} p{self.q * 100:g}" if self.is_latency else self.metric
 
 
-class ErrorRateCriterion(ApiModel):
-    max_percent: float = Field(default=1, ge=0, le=100)
-    """A check fails when the canary's error rate exceeds this."""
+def default_criteria(preset: MetricsPreset) -> list[Criterion]:
+    """The product's rule (P95 end-to-end latency at most +20% over the stable arm, error
+    rate at most 1%), plus TTFT and TPOT P95 at most +20% where the preset reads them.
+    The triton preset's TTFT needs Triton 2.52+, so it is not a default there."""
+    chosen: list[Criterion] = [Criterion(metric="e2eLatency", max_increase_percent=20)]
+    if preset == "tritonVLLM":
+        chosen += [
+            Criterion(metric="ttft", max_increase_percent=20),
+            Criterion(metric="tpot", max_increase_percent=20),
+        ]
+    return [*chosen, Criterion(metric="errorRate", max_percent=1)]
 
 
 class QueryTemplates(ApiModel):
-    """PromQL overrides; ``{arm}``, ``{namespace}``, ``{name}``, ``{revision}``, ``{window}``."""
+    """PromQL for signals the preset lacks, or instead of its own. Variables: {arm},
+    {namespace}, {name}, {revision}, {window}, {model}, {quantile}."""
 
-    latency: str | None = Field(default=None, max_length=4096)
-    """PromQL answering the arm's latency in milliseconds."""
+    e2e_latency: str | None = Field(default=None, max_length=4096, alias="e2eLatency")
+    """PromQL answering the arm's end-to-end latency at {quantile}, in milliseconds."""
+    ttft: str | None = Field(default=None, max_length=4096)
+    """PromQL answering the arm's time to first token at {quantile}, in milliseconds."""
+    tpot: str | None = Field(default=None, max_length=4096)
+    """PromQL answering the arm's time per output token at {quantile}, in milliseconds."""
     requests: str | None = Field(default=None, max_length=4096)
     """PromQL answering the arm's successful requests over {window}."""
     errors: str | None = Field(default=None, max_length=4096)
     """PromQL answering the arm's failed requests over {window}."""
 
+    def for_metric(self, metric: CriterionMetric) -> str | None:
+        return {"e2eLatency": self.e2e_latency, "ttft": self.ttft, "tpot": self.tpot}.get(metric)
+
+
+# Fields of the analysis before criteria (v1alpha1 broke them on purpose): kept in the
+# schema only to be refused with how to write them now.
+REMOVED_ANALYSIS_FIELDS = {
+    "latency": "analysis.latency was replaced by a list of criteria: write criteria:"
+    " [{metric: e2eLatency, quantile: 0.95, maxIncreasePercent: 20}, ...]",
+    "errorRate": "analysis.errorRate was replaced by a list of criteria: write criteria:"
+    " [..., {metric: errorRate, maxPercent: 1}]",
+    "metric": "analysis.metric was replaced by metrics presets: write metrics: triton for"
+    " Triton's summary (and its first-response histogram), or tritonVLLM",
+}
+
+
+def _removed(name: str, kind: str) -> JsonDict:
+    out: JsonDict = {"description": f"Removed: {REMOVED_ANALYSIS_FIELDS[name]}."}
+    if kind == "object":
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def _removed_message(name: str) -> str:
+    return f"{REMOVED_ANALYSIS_FIELDS[name]} (see docs/canary.md)"
+
 
 class AnalysisSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *(
+                    cel(f"!has(self.{name})", _removed_message(name), f".{name}")
+                    for name in REMOVED_ANALYSIS_FIELDS
+                ),
+                cel(
+                    "!has(self.criteria) || self.criteria.all(c, c.metric in "
+                    "{'tritonVLLM': ['e2eLatency', 'ttft', 'tpot', 'errorRate'],"
+                    " 'triton': ['e2eLatency', 'ttft', 'errorRate'],"
+                    " 'istio': ['e2eLatency', 'errorRate']}[self.metrics]"
+                    " || (c.metric == 'e2eLatency' && has(self.queries.e2eLatency))"
+                    " || (c.metric == 'ttft' && has(self.queries.ttft))"
+                    " || (c.metric == 'tpot' && has(self.queries.tpot)))",
+                    "a criterion's metric is not read by this metrics preset: choose another"
+                    " preset or give its PromQL in analysis.queries",
+                    ".criteria",
+                ),
+            ]
+        }
+    )
+
     interval: Duration = "1m"
     """How often the arms are compared; also the query window ({window})."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Where the operator reads the metrics."""
-    metric: Literal["summary", "histogram"] = "summary"
-    """Built-in latency query: Triton's request summary (the worst pod's quantile), or its
-    first-response histogram (Triton 2.52+)."""
-    latency: LatencyCriterion = Field(default_factory=LatencyCriterion)
-    """When the canary's latency fails a check."""
-    error_rate: ErrorRateCriterion = Field(default_factory=ErrorRateCriterion)
-    """When the canary's error rate fails a check."""
+    metrics: MetricsPreset = "tritonVLLM"
+    """Which metrics the pods publish (docs/canary.md has each preset's PromQL): tritonVLLM
+    (the Triton vLLM backend's TTFT, TPOT and end-to-end histograms), triton (Triton's own
+    request summary, and its first-response histogram from 2.52), istio (the mesh's
+    request-duration histogram and 5xx)."""
+    criteria: list[Criterion] | None = Field(default=None, min_length=1, max_length=16)
+    """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
+    over the stable arm, error rate at most 1%, and for tritonVLLM TTFT and TPOT P95 at
+    most +20%). The first is the headline kubectl get shows."""
     min_samples: int = Field(default=200, ge=1)
     """An arm with fewer requests over the window makes the check inconclusive."""
     failure_limit: int = Field(default=1, ge=1, le=100)
@@ -399,7 +537,38 @@ class AnalysisSpec(ApiModel):
     inconclusive_limit: int = Field(default=5, ge=1, le=1000)
     """Inconclusive checks in a row that pause the rollout."""
     queries: QueryTemplates = Field(default_factory=QueryTemplates)
-    """Your own PromQL instead of the built-in queries."""
+    """Your own PromQL instead of (or besides) the preset's."""
+    latency: dict[str, object] | None = Field(
+        default=None, json_schema_extra=_removed("latency", "object")
+    )
+    error_rate: dict[str, object] | None = Field(
+        default=None, json_schema_extra=_removed("errorRate", "object")
+    )
+    metric: str | None = Field(default=None, json_schema_extra=_removed("metric", "string"))
+
+    @model_validator(mode="after")
+    def _criteria(self) -> Self:
+        for name, value in (
+            ("latency", self.latency),
+            ("errorRate", self.error_rate),
+            ("metric", self.metric),
+        ):
+            if value is not None:
+                raise ValueError(_removed_message(name))
+        readable = PRESET_SIGNALS[self.metrics]
+        for criterion in self.criteria or ():
+            metric = criterion.metric
+            if metric not in readable and self.queries.for_metric(metric) is None:
+                raise ValueError(
+                    f"criterion {metric}: the {self.metrics} metrics preset does not read it:"
+                    f" choose another preset or give its PromQL in analysis.queries.{metric}"
+                )
+        return self
+
+    @property
+    def rules(self) -> list[Criterion]:
+        """The criteria a check applies: the spec's, else the preset's defaults."""
+        return list(self.criteria) if self.criteria else default_criteria(self.metrics)
 
 
 class CanarySpec(ApiModel):

@@ -38,23 +38,32 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
-class ArmMeasurement(ApiModel):
-    p95_ms: float | None = None
-    """Latency at spec.canary.analysis.latency.quantile, in milliseconds."""
-    error_rate: float | None = None
-    """Failed requests / all requests over the window (0 to 1)."""
+class ArmEstimate(ApiModel):
+    value: float | None = None
+    """The arm's number for the criterion, in its unit (a quantile in ms, or a percent)."""
     samples: int | None = None
-    """Requests (successful and failed) over the window."""
+    """Observations behind it: histogram counts, or requests over the window."""
+
+
+class CriterionRecord(ApiModel):
+    criterion: str
+    """Which one, with its quantile: "ttft p95", "errorRate"."""
+    unit: Literal["ms", "%"]
+    verdict: Literal["pass", "fail", "inconclusive"]
+    reason: str = ""
+    stable: ArmEstimate = Field(default_factory=ArmEstimate)
+    canary: ArmEstimate = Field(default_factory=ArmEstimate)
 
 
 class AnalysisRecord(ApiModel):
     time: str
     """When the check was taken."""
     verdict: Literal["pass", "fail", "inconclusive"]
-    """inconclusive: too few samples, a missing series or no answer; never a pass."""
+    """fail: any criterion failed; inconclusive: too few samples, a missing series or no
+    answer, and nothing failed; never a pass."""
     reason: str = ""
-    stable: ArmMeasurement = Field(default_factory=ArmMeasurement)
-    canary: ArmMeasurement = Field(default_factory=ArmMeasurement)
+    criteria: list[CriterionRecord] = Field(default_factory=list, max_length=16)
+    """Each criterion's estimate per arm and its verdict."""
 
 
 class EnvDifference(ApiModel):
@@ -152,7 +161,11 @@ class LLMDeploymentStatus(ApiModel):
     """Ready pods of the stable revision."""
     router: str | None = None
     """The router that splits traffic (spec.traffic.router)."""
-    p95: str | None = Field(default=None, description="P95 canary / stable, for kubectl get.")
+    headline: str | None = Field(
+        default=None,
+        description="The last check's first failing criterion (else its first), canary /"
+        " stable, for kubectl get.",
+    )
     last_analysis: AnalysisRecord | None = None
     """The latest check: verdict, why, and both arms' numbers."""
     preflight: PreflightStatus | None = None

@@ -45,7 +45,7 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
             chart = write_chart(
                 story.samples,
                 settings.state_dir / "demo" / "rollouts.png",
-                "llmcanary demo: canary weight and P95 per arm, as the operator saw them",
+                "llmcanary demo: canary weight and end-to-end P95 per arm, as the operator saw it",
             )
             console.print(f"==> chart: {chart}")
 
@@ -56,8 +56,8 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
         "seconds",
         "max weight",
         "checks",
-        "canary p95 ms",
-        "stable p95 ms",
+        "canary e2e p95 ms",
+        "stable e2e p95 ms",
         "requests stable / canary",
     ):
         table.add_column(column, justify="right" if column != "revision" else "left")
@@ -74,8 +74,8 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
             f"{row.seconds:.0f}",
             f"{row.max_weight}%",
             str(row.checks),
-            _ms(row.canary_p95),
-            _ms(row.stable_p95),
+            _ms(row.canary_ms),
+            _ms(row.stable_ms),
             split,
         )
     console.print(table)

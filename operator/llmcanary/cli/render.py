@@ -33,11 +33,6 @@ def _number(value: Any, fmt: str) -> str:
     return format(value, fmt) if isinstance(value, int | float) else NONE
 
 
-def _percent(rate: Any) -> str:
-    """``errorRate`` is a fraction of requests; users read it as a percentage."""
-    return format(rate * 100, ".2f") if isinstance(rate, int | float) else NONE
-
-
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     """Left-aligned columns; the last column is never padded."""
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
@@ -132,17 +127,21 @@ def _analysis_lines(obj: Mapping[str, Any]) -> list[str]:
         if reason:
             lines.append(f"  {reason}")
         rows = []
-        for arm in ("stable", "canary"):
-            m = _map(analysis.get(arm))
+        for record in (_map(c) for c in _list(analysis.get("criteria"))):
+            unit = _text(record.get("unit"))
+            canary, stable = _map(record.get("canary")), _map(record.get("stable"))
+            fmt = ".1f" if unit == "ms" else ".2f"
             rows.append(
                 [
-                    arm,
-                    _number(m.get("p95Ms"), ".1f"),
-                    _percent(m.get("errorRate")),
-                    _number(m.get("samples"), "d"),
+                    _text(record.get("criterion")),
+                    _text(record.get("verdict")),
+                    f"{_number(canary.get('value'), fmt)} {unit}",
+                    f"{_number(stable.get('value'), fmt)} {unit}",
+                    " / ".join(_number(arm.get("samples"), "d") for arm in (canary, stable)),
                 ]
             )
-        lines += table(["ARM", "P95 MS", "ERROR %", "SAMPLES"], rows)
+        if rows:
+            lines += table(["CRITERION", "VERDICT", "CANARY", "STABLE", "SAMPLES C/S"], rows)
     failed, inconclusive = status.get("failedChecks"), status.get("inconclusiveChecks")
     if analysis or failed is not None or inconclusive is not None:
         limits = _map(_map(spec.get("canary")).get("analysis"))

@@ -40,16 +40,16 @@ def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
     for arm in ("stable", "canary"):
         # One line per rollout: a canary of v2 and one of v3 are different models.
         for i, label in enumerate(dict.fromkeys(p.label for p in points)):
-            mine = [p for p in points if p.label == label and getattr(p, f"{arm}_p95") is not None]
+            mine = [p for p in points if p.label == label and getattr(p, f"{arm}_ms") is not None]
             bottom.plot(
                 [p.t for p in mine],
-                [getattr(p, f"{arm}_p95") for p in mine],
+                [getattr(p, f"{arm}_ms") for p in mine],
                 "o-",
                 color=COLORS[arm],
-                label=f"{arm} P95" if i == 0 else None,
+                label=f"{arm} arm" if i == 0 else None,
                 ms=4,
             )
-    bottom.set_ylabel("P95 request latency (ms)")
+    bottom.set_ylabel("end-to-end latency, P95 (ms)")
     bottom.set_ylim(bottom=0)
     bottom.set_xlabel("seconds since the demo started")
     bottom.grid(alpha=0.3)

@@ -22,16 +22,26 @@ class Sample:
     stable: str
     canary: str
     weight: int
-    canary_p95: float | None
-    stable_p95: float | None
+    latency: str | None  # the check's end-to-end latency criterion ("e2eLatency p95")
+    canary_ms: float | None
+    stable_ms: float | None
     verdict: str | None
     check_time: str | None
     reason: str | None
     message: str
 
 
+def _e2e(analysis: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The check's first end-to-end latency criterion, the one the demo's story is about."""
+    for record in analysis.get("criteria") or []:
+        if str(record.get("criterion", "")).startswith("e2eLatency"):
+            return dict(record)
+    return {}
+
+
 def sample_of(t: float, label: str, status: Mapping[str, Any]) -> Sample:
     analysis = status.get("lastAnalysis") or {}
+    e2e = _e2e(analysis)
     return Sample(
         t=t,
         label=label,
@@ -39,8 +49,9 @@ def sample_of(t: float, label: str, status: Mapping[str, Any]) -> Sample:
         stable=str(status.get("stableRevision") or ""),
         canary=str(status.get("canaryRevision") or ""),
         weight=int(status.get("canaryWeight") or 0),
-        canary_p95=(analysis.get("canary") or {}).get("p95Ms"),
-        stable_p95=(analysis.get("stable") or {}).get("p95Ms"),
+        latency=e2e.get("criterion"),
+        canary_ms=(e2e.get("canary") or {}).get("value"),
+        stable_ms=(e2e.get("stable") or {}).get("value"),
         verdict=analysis.get("verdict"),
         check_time=analysis.get("time"),
         reason=analysis.get("reason"),
@@ -62,8 +73,8 @@ def describe(before: Sample | None, now: Sample) -> list[str]:
         lines.append(f"{stamp} canary weight {before.weight}% -> {now.weight}%")
     if now.check_time and (before is None or now.check_time != before.check_time):
         lines.append(
-            f"{stamp} check: {now.verdict}, p95 canary {_ms(now.canary_p95)}"
-            f" / stable {_ms(now.stable_p95)} ({now.reason})"
+            f"{stamp} check: {now.verdict}, {now.latency or 'latency'} canary"
+            f" {_ms(now.canary_ms)} / stable {_ms(now.stable_ms)} ({now.reason})"
         )
     return lines
 
@@ -75,8 +86,8 @@ class Outcome:
     seconds: float
     max_weight: int
     checks: int
-    canary_p95: float | None  # the last check's
-    stable_p95: float | None
+    canary_ms: float | None  # the last check's end-to-end latency criterion
+    stable_ms: float | None
 
 
 def outcomes(samples: Sequence[Sample]) -> list[Outcome]:
@@ -93,8 +104,8 @@ def outcomes(samples: Sequence[Sample]) -> list[Outcome]:
                 seconds=mine[-1].t - mine[0].t,
                 max_weight=max(s.weight for s in mine),
                 checks=len({s.check_time for s in checked}),
-                canary_p95=None if last_check is None else last_check.canary_p95,
-                stable_p95=None if last_check is None else last_check.stable_p95,
+                canary_ms=None if last_check is None else last_check.canary_ms,
+                stable_ms=None if last_check is None else last_check.stable_ms,
             )
         )
     return rows

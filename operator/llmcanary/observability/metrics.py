@@ -36,7 +36,6 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.registry import Collector
 
 from llmcanary import __version__
-from llmcanary.analysis.types import QUERY_ERROR_REASONS
 from llmcanary.analysis.verdict import VerdictKind
 from llmcanary.api.status import (
     DependencyResult,
@@ -45,6 +44,7 @@ from llmcanary.api.status import (
     Phase,
     PreflightStatus,
 )
+from llmcanary.sources.base import QUERY_ERROR_REASONS
 from llmcanary.workqueue import QueueStats
 
 PHASES: tuple[str, ...] = get_args(Phase)

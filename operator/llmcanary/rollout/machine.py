@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from llmcanary.analysis.verdict import Check
+from llmcanary.analysis.verdict import Check, Estimate
 from llmcanary.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -35,7 +35,8 @@ from llmcanary.api import (
 from llmcanary.api.spec import CanarySpec, LLMDeploymentSpec
 from llmcanary.api.status import (
     AnalysisRecord,
-    ArmMeasurement,
+    ArmEstimate,
+    CriterionRecord,
     DependencyResult,
     HistoryEntry,
     LLMDeploymentStatus,
@@ -210,15 +211,40 @@ def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datet
     return max(0.0, (min(moments) - now).total_seconds())
 
 
-def _measurement(check: Check, arm: str) -> ArmMeasurement:
-    sample = check.stable if arm == "stable" else check.canary
-    if sample is None:
-        return ArmMeasurement()
-    rate = sample.error_rate
-    return ArmMeasurement(
-        p95_ms=None if sample.latency_ms is None else round(sample.latency_ms, 1),
-        error_rate=None if rate is None else round(rate, 6),
-        samples=sample.samples,
+def _criteria(check: Check) -> list[CriterionRecord]:
+    return [
+        CriterionRecord(
+            criterion=r.criterion.label,
+            unit=r.unit,
+            verdict=r.verdict,
+            reason=r.reason,
+            stable=_estimate(r.stable),
+            canary=_estimate(r.canary),
+        )
+        for r in check.results
+    ]
+
+
+def _estimate(estimate: Estimate) -> ArmEstimate:
+    value = None if estimate.value is None else round(estimate.value, 4)
+    return ArmEstimate(value=value, samples=estimate.samples)
+
+
+def headline(record: AnalysisRecord | None) -> str | None:
+    """``ttft p95 412 / 380 ms``: the check's first failing criterion, else its first,
+    canary / stable."""
+    if record is None or not record.criteria:
+        return None
+    chosen = next((c for c in record.criteria if c.verdict == "fail"), record.criteria[0])
+
+    def number(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.0f}" if chosen.unit == "ms" else f"{value:.2f}"
+
+    return (
+        f"{chosen.criterion} {number(chosen.canary.value)} / {number(chosen.stable.value)}"
+        f" {chosen.unit}"
     )
 
 
@@ -515,8 +541,7 @@ class _Tick:
                 time=timestamp(self.now),
                 verdict=check.verdict,
                 reason=check.reason,
-                stable=_measurement(check, "stable"),
-                canary=_measurement(check, "canary"),
+                criteria=_criteria(check),
             )
         )
         if check.verdict == "fail":
@@ -591,10 +616,6 @@ class _Tick:
         ready = stable.ready if stable else 0
         all_ready = stable is not None and stable.all_ready
         phase = self.get("phase")
-        last = self.get("last_analysis")
-        p95 = None
-        if last is not None and last.canary.p95_ms is not None and last.stable.p95_ms is not None:
-            p95 = f"{last.canary.p95_ms:.0f} / {last.stable.p95_ms:.0f} ms"
         message = obs.problem.message if obs.problem else self.get("message")
         if phase == "Stable" and obs.problem is None:
             message = None
@@ -663,7 +684,7 @@ class _Tick:
             ready_replicas=ready,
             canary_ready_replicas=(obs.canary.ready if obs.canary and canary_rev else None),
             router=spec.traffic.router,
-            p95=p95 if canary_rev else None,
+            headline=headline(self.get("last_analysis")) if canary_rev else None,
             conditions=conditions,
             handled_requests=self.handled,
         )

@@ -2,6 +2,8 @@
 --   Stable -> Healthy; Initializing, Preflight, Progressing, Promoting -> Progressing;
 --   Paused -> Suspended; RolledBack, Failed -> Degraded;
 --   Progressing whatever the phase while the operator has not observed the latest spec.
+--   The message names the canary and, once checked, its headline criterion
+--   ("ttft p95 412 / 380 ms": canary / stable).
 local hs = {}
 local status = obj.status
 if status == nil or status.phase == nil then
@@ -35,6 +37,8 @@ local statuses = {
 hs.status = statuses[phase] or "Unknown"
 local parts = { phase }
 if where ~= "" then table.insert(parts, where) end
+-- The last check's headline criterion (its first failing one, else its first).
+if where ~= "" and status.headline ~= nil then table.insert(parts, status.headline) end
 if detail ~= "" then table.insert(parts, detail) end
 hs.message = table.concat(parts, ": ")
 return hs

@@ -1,15 +1,17 @@
 """Prometheus as the metrics source: instant queries through ``prometheus_api_client``.
 
-Every query of an arm must answer one number or nothing: an empty vector (or NaN, or
-±Inf) is a missing series (``None``, which the verdict treats as "not enough data");
-more than one series is a query error, because an arm is one number and silently
-picking a series would compare the wrong things. Any failure to get an answer
-(connection refused, timeout, HTTP error, bad PromQL) is :class:`MetricsUnavailable`
-with a one-line message naming the address and the arm; never a traceback.
+A count query (requests, errors) and a quantile query (Triton's summary, a user's
+template) must answer one number or nothing: an empty vector (or NaN, or ±Inf) is a
+missing series (``None``, which the verdict treats as "not enough data"); more than one
+series is a query error, because an arm is one number and silently picking a series
+would compare the wrong things. A histogram query answers one series per pod and
+bucket (``sum by (le, pod)``), and every pod must have the same buckets. Any failure to
+get an answer (connection refused, timeout, HTTP error, bad PromQL) is
+:class:`MetricsUnavailable` with a one-line message naming the address and the arm;
+never a traceback.
 
 Each query is bounded by ``timeout_seconds`` (connect, read, and Prometheus' own
-evaluation timeout), with no retries, so one :meth:`PrometheusProvider.sample` takes
-at most three times that.
+evaluation timeout), with no retries.
 """
 
 from __future__ import annotations
@@ -20,28 +22,26 @@ import logging
 import math
 import re
 import time
-from typing import Any, Literal
+from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from llmcanary.analysis.types import (
-    ArmQueries,
-    ArmSample,
-    MetricsUnavailable,
-    QueryErrorReason,
-)
+from llmcanary.analysis.histogram import Histogram
+from llmcanary.analysis.types import ArmReading, LatencyReading, Signal, needs
+from llmcanary.api.spec import AnalysisSpec
+from llmcanary.sources.base import MetricsUnavailable, QueryErrorReason, Scope
+from llmcanary.sources.promql import HistogramQuery, arm_queries
 
 log = logging.getLogger(__name__)
 
-Field = Literal["latency", "requests", "errors"]
 _MAX_DETAIL = 300
 
 
-class PrometheusProvider:
-    """A :class:`~llmcanary.analysis.types.MetricsProvider` reading one Prometheus."""
+class PrometheusReader:
+    """A :class:`~llmcanary.sources.base.MetricSource` reading one Prometheus."""
 
     def __init__(
         self, url: str, *, timeout_seconds: float = 5.0, disable_ssl: bool = False
@@ -59,21 +59,80 @@ class PrometheusProvider:
             timeout=timeout_seconds,
         )
 
-    def sample(self, queries: ArmQueries) -> ArmSample:
-        return ArmSample(
-            latency_ms=self._scalar(queries, "latency", queries.latency),
-            requests=self._scalar(queries, "requests", queries.requests),
-            errors=self._scalar(queries, "errors", queries.errors),
+    def read(self, scope: Scope, analysis: AnalysisSpec) -> ArmReading:
+        queries = arm_queries(analysis, scope)
+        latency: dict[Signal, LatencyReading] = {}
+        for signal, quantiles in needs(analysis.rules).items():
+            query = queries.latency.get(signal)
+            if query is None:  # admission refuses this; an older stored object may not
+                raise MetricsUnavailable(
+                    f"the {analysis.metrics} metrics preset does not read {signal}:"
+                    f" give its PromQL in spec.canary.analysis.queries.{signal}",
+                    "answer",
+                )
+            where = f"{scope.arm} {signal}"
+            if isinstance(query, HistogramQuery):
+                latency[signal] = LatencyReading(
+                    pods=self._histograms(where, query.promql(queries.values), query.to_ms)
+                )
+            else:
+                latency[signal] = LatencyReading(
+                    quantiles={
+                        q: self._scalar(where, query.promql(queries.values, q)) for q in quantiles
+                    },
+                    method=query.method,
+                )
+        return ArmReading(
+            requests=self._scalar(f"{scope.arm} requests", queries.requests),
+            errors=self._scalar(f"{scope.arm} errors", queries.errors),
+            latency=latency,
         )
 
-    def _scalar(self, queries: ArmQueries, field: Field, promql: str) -> float | None:
-        where = f"Prometheus at {self.url}, {queries.arm} {field} query"
-        extra: dict[str, Any] = {
-            "prometheus": self.url,
-            "arm": queries.arm,
-            "query_field": field,
-            "promql": promql,
-        }
+    def _scalar(self, what: str, promql: str) -> float | None:
+        where = f"Prometheus at {self.url}, {what} query"
+        extra = {"prometheus": self.url, "query": what, "promql": promql}
+        return self._one_value(self._query(where, promql, extra), where, extra)
+
+    def _histograms(self, what: str, promql: str, to_ms: float) -> dict[str, Histogram]:
+        """Each pod's histogram over the window, in milliseconds."""
+        where = f"Prometheus at {self.url}, {what} query"
+        extra = {"prometheus": self.url, "query": what, "promql": promql}
+        result = self._query(where, promql, extra)
+        if not isinstance(result, list):
+            raise self._unavailable(
+                f"{where}: unexpected answer {str(result)[:80]!r}", extra, "answer"
+            )
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        for item in result:
+            metric = item.get("metric", {}) if isinstance(item, dict) else {}
+            try:
+                bound = float(metric["le"]) * to_ms
+                count = float(item["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise self._unavailable(
+                    f"{where}: a series without a bucket bound (le) or value: {_labels(item)}",
+                    extra,
+                    "answer",
+                ) from None
+            if not math.isnan(count):
+                buckets.setdefault(str(metric.get("pod", "")), []).append((bound, count))
+        try:
+            pods = {pod: Histogram.from_buckets(pairs) for pod, pairs in buckets.items()}
+        except ValueError as exc:
+            raise self._unavailable(f"{where}: {exc}", extra, "answer") from None
+        layouts = {h.bounds for h in pods.values()}
+        if len(layouts) > 1:
+            raise self._unavailable(
+                f"{where}: the arm's pods report different buckets ({len(layouts)} layouts):"
+                " a histogram can be added up only over the same buckets",
+                extra,
+                "answer",
+            )
+        if not pods:
+            log.info("prometheus query: no series", extra=extra)
+        return pods
+
+    def _query(self, where: str, promql: str, extra: dict[str, Any]) -> Any:
         started = time.monotonic()
         try:
             result = self._client.custom_query(
@@ -98,14 +157,11 @@ class PrometheusProvider:
             raise self._unavailable(
                 f"{where}: unreadable answer ({exc})", extra, "answer"
             ) from None
-        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-
-        value = self._one_value(result, where, extra)
         log.debug(
             "prometheus query answered",
-            extra={**extra, "value": value, "elapsed_ms": elapsed_ms},
+            extra={**extra, "elapsed_ms": round((time.monotonic() - started) * 1000, 1)},
         )
-        return value
+        return result
 
     def _one_value(self, result: Any, where: str, extra: dict[str, Any]) -> float | None:
         if isinstance(result, dict):  # a scalar or string result: {"resultType":..., ...}
@@ -136,6 +192,7 @@ class PrometheusProvider:
         if math.isnan(value) or math.isinf(value):
             log.info("prometheus query: not a number", extra={**extra, "value": str(value)})
             return None
+        log.debug("prometheus query: one number", extra={**extra, "value": value})
         return value
 
     @staticmethod

@@ -1,9 +1,9 @@
-"""PrometheusProvider against a real Prometheus scraping real exporter processes.
+"""PrometheusReader against a real Prometheus scraping real exporter processes.
 
-The exporters (triton_metrics_exporter.py) expose Triton's metric names; the queries are
-the operator's built-in ones (llmcanary.analysis.queries), so these tests also pin the
-built-in PromQL to Triton's exposition. The last test drives the exporters from the
-pods of the local cluster (TargetSync).
+The exporters (triton_metrics_exporter.py) expose Triton's and the vLLM backend's metric
+names; the queries are the presets' own (llmcanary.sources.promql), so these tests also
+pin the presets' PromQL to the servers' exposition. The last test drives the exporters
+from the pods of the local cluster (TargetSync).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,19 +20,32 @@ from conftest_metrics import FleetFactory
 from kubectl import Kubectl, wait_for
 from metrics import ExporterFleet, PrometheusServer, Target
 
-from llmcanary.analysis.providers.prometheus import PrometheusProvider
-from llmcanary.analysis.queries import QueryContext, arm_queries
-from llmcanary.analysis.types import Arm, ArmQueries, MetricsUnavailable
+from llmcanary.analysis.types import Arm, ArmReading
 from llmcanary.api.spec import AnalysisSpec
+from llmcanary.sources.base import MetricsUnavailable, Scope
+from llmcanary.sources.prometheus import PrometheusReader
 
 NS, NAME, MODEL = "ns1", "chat", "llm"
 WINDOW = 10  # seconds: the analysis interval, so the queries read increase(...[10s])
-CONTEXT = QueryContext(NS, NAME, MODEL, {"stable": "r1", "canary": "r2"})
+REVISIONS: dict[Arm, str] = {"stable": "r1", "canary": "r2"}
 
 
-def queries(arm: Arm, metric: str = "summary") -> ArmQueries:
-    analysis = AnalysisSpec.model_validate({"interval": f"{WINDOW}s", "metric": metric})
-    return arm_queries(analysis, CONTEXT, arm)
+def scope(arm: Arm, namespace: str = NS) -> Scope:
+    return Scope(namespace, NAME, MODEL, arm, REVISIONS[arm], timedelta(seconds=WINDOW))
+
+
+def analysis(**fields: Any) -> AnalysisSpec:
+    return AnalysisSpec.model_validate({"interval": f"{WINDOW}s", **fields})
+
+
+def read(source: PrometheusReader, arm: Arm, **fields: Any) -> ArmReading:
+    return source.read(scope(arm), analysis(**fields))
+
+
+def summary_p95(source: PrometheusReader, arm: Arm) -> float | None:
+    """The arm's end-to-end P95 from Triton's summary (exact: no buckets in the way)."""
+    triton = {"metrics": "triton", "criteria": [{"metric": "e2eLatency", "maxIncreasePercent": 20}]}
+    return read(source, arm, **triton).latency["e2eLatency"].quantile(0.95)
 
 
 def target(pod: str, revision: str, track: str | None) -> Target:
@@ -50,10 +64,10 @@ def wait_full_window(prometheus: PrometheusServer, targets: int) -> None:
 
 
 def start_two_arms(fleet: ExporterFleet) -> None:
-    """Stable r1 on two pods (40 rps each, P95 100 ms); canary r2 on one (20 rps, P95
-    250 ms, 10% errors)."""
-    fleet.set_behaviour("r1", rps=40, p95_ms=100)
-    fleet.set_behaviour("r2", rps=20, p95_ms=250, error_rate=0.1)
+    """Stable r1 on two pods (40 rps each, P95 100 ms, TTFT 30 ms, TPOT 5 ms); canary r2
+    on one (20 rps, P95 250 ms, TTFT 90 ms, TPOT 8 ms, 10% errors)."""
+    fleet.set_behaviour("r1", rps=40, p95_ms=100, ttft_p95_ms=30, tpot_p95_ms=5)
+    fleet.set_behaviour("r2", rps=20, p95_ms=250, error_rate=0.1, ttft_p95_ms=90, tpot_p95_ms=8)
     fleet.sync(
         (NS, NAME),
         [
@@ -95,55 +109,72 @@ def two_arms(prometheus: PrometheusServer, exporter_fleet: FleetFactory) -> Expo
     return fleet
 
 
-def test_each_arm_reads_its_p95_requests_and_errors(settled: PrometheusServer) -> None:
-    provider = PrometheusProvider(settled.url, timeout_seconds=5)
+def test_each_arm_reads_its_pods_histograms_requests_and_errors(
+    settled: PrometheusServer,
+) -> None:
+    source = PrometheusReader(settled.url, timeout_seconds=5)
     started = time.monotonic()
-    stable = provider.sample(queries("stable"))
+    stable = read(source, "stable")
     took = time.monotonic() - started
-    canary = provider.sample(queries("canary"))
+    canary = read(source, "canary")
 
-    # The summary's P95 is exact; the max over the stable pods is their (common) P95.
-    assert stable.latency_ms == pytest.approx(100)
-    assert canary.latency_ms == pytest.approx(250)
+    # tritonVLLM: one histogram per pod and signal, added up into the arm's quantile.
+    assert set(stable.latency["ttft"].pods) == {"chat-r1-a", "chat-r1-b"}
+    assert set(canary.latency["ttft"].pods) == {"chat-r2-a"}
+    for reading, expected in ((stable, (100, 30, 5)), (canary, (250, 90, 8))):
+        got = tuple(reading.latency[s].quantile(0.95) for s in ("e2eLatency", "ttft", "tpot"))
+        assert got == pytest.approx(expected, rel=0.08), got
     # Counters: rps x window, within the counters' integer steps and scrape jitter.
     assert stable.requests == pytest.approx(2 * 40 * WINDOW, rel=0.15)
     assert stable.errors == pytest.approx(0, abs=0.5)
     assert canary.requests == pytest.approx(20 * 0.9 * WINDOW, rel=0.15)
     assert canary.errors == pytest.approx(20 * 0.1 * WINDOW, rel=0.35)
     assert canary.error_rate == pytest.approx(0.1, abs=0.04)
-    assert took < 1.0, f"three instant queries took {took:.2f}s"
+    # The histograms count the successful requests the counters count.
+    e2e = stable.latency["e2eLatency"].samples
+    assert e2e == pytest.approx(stable.requests, rel=0.15)
+    assert took < 1.0, f"five instant queries took {took:.2f}s"
 
 
-def test_histogram_quantile_lands_near_the_p95(settled: PrometheusServer) -> None:
-    provider = PrometheusProvider(settled.url)
-    stable = provider.sample(queries("stable", metric="histogram"))
-    canary = provider.sample(queries("canary", metric="histogram"))
-    assert stable.latency_ms == pytest.approx(100, rel=0.1)
-    assert canary.latency_ms == pytest.approx(250, rel=0.1)
+def test_the_triton_preset_reads_the_worst_pods_summary_and_first_response_buckets(
+    settled: PrometheusServer,
+) -> None:
+    source = PrometheusReader(settled.url)
+    criteria = [
+        {"metric": "e2eLatency", "quantile": 0.99, "maxIncreasePercent": 20},
+        {"metric": "ttft", "maxIncreasePercent": 20},
+    ]
+    canary = read(source, "canary", metrics="triton", criteria=criteria)
+    e2e = canary.latency["e2eLatency"]
+    assert e2e.pods == {} and e2e.quantile(0.99) == pytest.approx(250 * 1.3)
+    # The exporter's first-response histogram follows the end-to-end P95.
+    assert canary.latency["ttft"].quantile(0.95) == pytest.approx(250, rel=0.08)
 
 
 def test_changed_behaviour_shows_in_the_next_scrapes(
     prometheus: PrometheusServer, two_arms: ExporterFleet
 ) -> None:
-    provider = PrometheusProvider(prometheus.url)
+    source = PrometheusReader(prometheus.url)
     two_arms.set_behaviour("r2", rps=20, p95_ms=900, error_rate=0.1)
     wait_for(
         "the canary's new P95",
-        lambda: provider.sample(queries("canary")).latency_ms == pytest.approx(900),
+        lambda: summary_p95(source, "canary") == pytest.approx(900),
         timeout=10,
         every=0.25,
     )
-    assert provider.sample(queries("stable")).latency_ms == pytest.approx(100)
+    assert summary_p95(source, "stable") == pytest.approx(100)
 
 
 def test_missing_series_are_none(
     prometheus: PrometheusServer, exporter_fleet: FleetFactory
 ) -> None:
-    provider = PrometheusProvider(prometheus.url)
+    source = PrometheusReader(prometheus.url)
     # No target at all: every query answers an empty vector.
-    empty = provider.sample(queries("canary"))
-    assert (empty.latency_ms, empty.requests, empty.errors) == (None, None, None)
-    assert empty.samples is None
+    empty = read(source, "canary")
+    assert (empty.requests, empty.errors, empty.samples) == (None, None, None)
+    assert {s: r.quantile(0.95) for s, r in empty.latency.items()} == dict.fromkeys(
+        ("e2eLatency", "ttft", "tpot")
+    )
 
     fleet = exporter_fleet(model=MODEL)
     fleet.set_no_traffic("r1")  # no behaviour file: counters frozen, no summary at all
@@ -156,57 +187,55 @@ def test_missing_series_are_none(
         f'count_over_time(nv_inference_request_success{{namespace="{NS}"}}[1m]) >= 2',
         lambda result: len(result) == 2,
     )
-    stable = provider.sample(queries("stable"))
-    canary = provider.sample(queries("canary"))
-    assert stable.latency_ms is None  # no summary series
+    stable, canary = read(source, "stable"), read(source, "canary")
     assert stable.requests == 0  # the series is there, the counter did not move
+    assert stable.latency["ttft"].quantile(0.95) is None  # buckets there, none moved
+    assert summary_p95(source, "stable") is None  # no summary series
     nan = prometheus.query(
         f'nv_inference_request_summary_us{{namespace="{NS}",track="canary",quantile="0.95"}}'
     )
     assert [s["value"][1] for s in nan] == ["NaN"]  # the series is there, its value NaN
-    assert canary.latency_ms is None
+    assert summary_p95(source, "canary") is None
     assert canary.requests == 0
 
 
-def test_a_query_answering_two_series_is_unavailable(settled: PrometheusServer) -> None:
-    provider = PrometheusProvider(settled.url)
-    per_pod = ArmQueries(
-        arm="stable",
-        latency=f'nv_inference_request_summary_us{{quantile="0.95",namespace="{NS}",'
-        f'llmdeployment="{NAME}",track="stable"}} / 1000',
-        requests="vector(1)",
-        errors="vector(0)",
+def test_a_quantile_template_answering_two_series_is_unavailable(
+    settled: PrometheusServer,
+) -> None:
+    source = PrometheusReader(settled.url)
+    per_pod = (
+        'nv_inference_request_summary_us{{quantile="{quantile}",namespace="{namespace}",'
+        'llmdeployment="{name}",track="{arm}"}} / 1000'
     )
     with pytest.raises(MetricsUnavailable) as raised:
-        provider.sample(per_pod)
+        read(source, "stable", queries={"e2eLatency": per_pod})
     message = str(raised.value)
     assert "2 series" in message
     assert "max" in message and "sum" in message
-    assert "stable latency" in message
+    assert "stable e2eLatency" in message
     assert settled.url in message
 
 
 def test_bad_promql_is_unavailable_with_prometheus_reason(prometheus: PrometheusServer) -> None:
-    provider = PrometheusProvider(prometheus.url)
-    bad = ArmQueries(arm="canary", latency="max(", requests="vector(1)", errors="vector(0)")
+    source = PrometheusReader(prometheus.url)
     with pytest.raises(MetricsUnavailable) as raised:
-        provider.sample(bad)
+        read(source, "canary", queries={"ttft": "max("})
     message = str(raised.value)
     assert "HTTP 400" in message and "parse error" in message
-    assert "canary latency" in message and prometheus.url in message
+    assert "canary ttft" in message and prometheus.url in message
     assert "\n" not in message and "Traceback" not in message
 
 
 def test_killed_prometheus_is_unavailable_at_once_and_back_after_restart(
     prometheus: PrometheusServer, two_arms: ExporterFleet
 ) -> None:
-    provider = PrometheusProvider(prometheus.url, timeout_seconds=2)
-    assert provider.sample(queries("canary")).latency_ms == pytest.approx(250)
+    source = PrometheusReader(prometheus.url, timeout_seconds=2)
+    assert summary_p95(source, "canary") == pytest.approx(250)
 
     prometheus.kill()
     started = time.monotonic()
     with pytest.raises(MetricsUnavailable) as raised:
-        provider.sample(queries("canary"))
+        read(source, "canary")
     took = time.monotonic() - started
     assert took < 2, f"a refused connection took {took:.2f}s to report"
     message = str(raised.value)
@@ -216,15 +245,15 @@ def test_killed_prometheus_is_unavailable_at_once_and_back_after_restart(
     prometheus.start().wait_ready()  # same address, same data directory
     wait_for(
         "the canary's P95 after the restart",
-        lambda: _latency_or_none(provider, "canary") == pytest.approx(250),
+        lambda: _p95_or_none(source, "canary") == pytest.approx(250),
         timeout=15,
         every=0.25,
     )
 
 
-def _latency_or_none(provider: PrometheusProvider, arm: Arm) -> float | None:
+def _p95_or_none(source: PrometheusReader, arm: Arm) -> float | None:
     try:
-        return provider.sample(queries(arm)).latency_ms
+        return summary_p95(source, arm)
     except MetricsUnavailable:
         return None
 
@@ -233,15 +262,16 @@ def test_hung_prometheus_is_unavailable_within_the_timeout(
     prometheus: PrometheusServer,
 ) -> None:
     assert prometheus.proc is not None
-    provider = PrometheusProvider(prometheus.url, timeout_seconds=1)
+    source = PrometheusReader(prometheus.url, timeout_seconds=1)
     os.kill(prometheus.proc.pid, signal.SIGSTOP)  # accepts connections, never answers
     try:
         started = time.monotonic()
         with pytest.raises(MetricsUnavailable) as raised:
-            provider.sample(queries("stable"))
+            read(source, "stable")
         took = time.monotonic() - started
     finally:
         os.kill(prometheus.proc.pid, signal.SIGCONT)
+    # The first query times out and the reading stops there.
     assert 0.9 < took < 2.5, f"took {took:.2f}s with a 1s timeout"
     assert "no answer within 1s" in str(raised.value)
 
@@ -305,12 +335,13 @@ def test_target_sync_follows_pods_and_their_labels(
     assert sorted(t or "" for t in tracks(result).values()) == ["canary", "stable", "stable"]
 
     # The revision's behaviour reaches Prometheus through the synced exporters.
-    provider = PrometheusProvider(prometheus.url)
-    in_ns = QueryContext(namespace, NAME, MODEL, {"stable": "r1", "canary": "r2"})
-    stable_queries = arm_queries(AnalysisSpec.model_validate({"interval": "10s"}), in_ns, "stable")
+    source = PrometheusReader(prometheus.url)
     wait_for(
         "the stable arm's P95",
-        lambda: provider.sample(stable_queries).latency_ms == pytest.approx(80),
+        lambda: (
+            source.read(scope("stable", namespace), analysis()).latency["e2eLatency"].quantile(0.95)
+            == pytest.approx(80, rel=0.08)
+        ),
         timeout=15,
         every=0.25,
     )

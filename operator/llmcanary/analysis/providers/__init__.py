@@ -1,1 +1,0 @@
-"""Metrics providers: the only part of ``analysis`` that does I/O."""

@@ -1,0 +1,173 @@
+"""The PromQL of each metrics preset, and of the user's templates. Pure.
+
+The label contract (what the chart's PodMonitor and the local stack put on every series
+scraped from a serving pod): ``namespace``, ``llmdeployment`` (the resource's name),
+``revision``, ``track`` (``stable`` or ``canary``, the pod's ``llmcanary.io/track``
+label, which the operator keeps current) and ``pod``. Triton's and the vLLM backend's
+own series add ``model`` and ``version``.
+
+Latency comes from histograms wherever the server publishes one: the source asks for
+each pod's bucket increases over the window (``sum by (le, pod)``), and the pure
+analysis adds the pods up and reads the quantile, so an arm's estimate covers all its
+requests whatever its pod count. Templates use ``{arm}``, ``{namespace}``, ``{name}``,
+``{revision}``, ``{window}``, ``{model}`` and ``{quantile}``; a latency template answers
+one number, the arm's quantile in milliseconds; the request and error templates answer
+counts over the window.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from datetime import timedelta
+
+from llmcanary.analysis.types import SIGNALS, Signal
+from llmcanary.api.spec import AnalysisSpec, MetricsPreset
+from llmcanary.sources.base import Scope
+
+TEMPLATE_VARIABLES = ("arm", "namespace", "name", "revision", "window", "model", "quantile")
+
+_ARM = 'namespace="{namespace}",llmdeployment="{name}",track="{arm}"'
+_MODEL = _ARM + ',model="{model}"'
+# Istio's standard metrics, as the server-side proxy reports them (the model is not a label).
+_MESH = _ARM + ',reporter="destination"'
+
+# Triton's request counters: every Triton, whatever its backend.
+TRITON_REQUESTS = "sum(increase(nv_inference_request_success{{" + _MODEL + "}}[{window}]))"
+TRITON_ERRORS = "sum(increase(nv_inference_request_failure{{" + _MODEL + "}}[{window}]))"
+# Triton's summary quantiles are per pod and cannot be added up: the arm's quantile is
+# the worst pod's, over Triton's own fixed window. Needs
+# tritonserver --metrics-config=summary_latencies=true (the operator's pods set it).
+SUMMARY_LATENCY = (
+    'max(nv_inference_request_summary_us{{quantile="{quantile}",' + _MODEL + "}}) / 1000"
+)
+MESH_REQUESTS = (
+    "sum(increase(istio_requests_total{{" + _MESH + ',response_code!~"5.."}}[{window}]))'
+)
+MESH_ERRORS = "sum(increase(istio_requests_total{{" + _MESH + ',response_code=~"5.."}}[{window}]))'
+
+
+@dataclass(frozen=True)
+class HistogramQuery:
+    """A Prometheus histogram, read per pod over the window."""
+
+    metric: str  # the family's name, without _bucket
+    selector: str  # a template of the labels (see the module's contract)
+    to_ms: float  # what its bounds are multiplied by to be milliseconds
+
+    def promql(self, values: dict[str, str]) -> str:
+        selector = self.selector.format(**values)
+        window = values["window"]
+        return f"sum by (le, pod) (increase({self.metric}_bucket{{{selector}}}[{window}]))"
+
+
+@dataclass(frozen=True)
+class QuantileQuery:
+    """PromQL that answers one number: the arm's latency at ``{quantile}``, in ms."""
+
+    template: str
+    method: str  # how status names it
+
+    def promql(self, values: dict[str, str], quantile: float) -> str:
+        check_template(self.template)
+        return self.template.format(**{**values, "quantile": f"{quantile:g}"})
+
+
+LatencyQuery = HistogramQuery | QuantileQuery
+
+
+@dataclass(frozen=True)
+class Preset:
+    requests: str
+    errors: str
+    latency: dict[Signal, LatencyQuery]
+
+
+PRESETS: dict[MetricsPreset, Preset] = {
+    # The Triton vLLM backend (and tiny-llm, which publishes the same families).
+    "tritonVLLM": Preset(
+        TRITON_REQUESTS,
+        TRITON_ERRORS,
+        {
+            "e2eLatency": HistogramQuery("vllm:e2e_request_latency_seconds", _MODEL, 1000),
+            "ttft": HistogramQuery("vllm:time_to_first_token_seconds", _MODEL, 1000),
+            "tpot": HistogramQuery("vllm:time_per_output_token_seconds", _MODEL, 1000),
+        },
+    ),
+    # Triton's own metrics, any backend: end-to-end from the summary, TTFT from the
+    # first-response histogram (Triton 2.52+; its default buckets are coarse).
+    "triton": Preset(
+        TRITON_REQUESTS,
+        TRITON_ERRORS,
+        {
+            "e2eLatency": QuantileQuery(SUMMARY_LATENCY, "the worst pod's summary quantile"),
+            "ttft": HistogramQuery("nv_inference_first_response_histogram_ms", _MODEL, 1),
+        },
+    ),
+    # What the mesh measured at the serving pod's sidecar.
+    "istio": Preset(
+        MESH_REQUESTS,
+        MESH_ERRORS,
+        {"e2eLatency": HistogramQuery("istio_request_duration_milliseconds", _MESH, 1)},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ArmQueries:
+    """Everything one arm's reading needs, rendered."""
+
+    requests: str
+    errors: str
+    latency: dict[Signal, LatencyQuery]
+    values: dict[str, str]  # the template variables, for the latency queries
+
+
+def promql_duration(window: timedelta) -> str:
+    """A Prometheus range (``90s``); whole seconds, at least 1s."""
+    return f"{max(1, math.ceil(window.total_seconds()))}s"
+
+
+def check_template(text: str) -> None:
+    names = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    unknown = sorted(names - set(TEMPLATE_VARIABLES))
+    if unknown:
+        raise ValueError(
+            f"unknown template variables {unknown}; use {', '.join(TEMPLATE_VARIABLES)}"
+            " (write literal braces as {{ and }})"
+        )
+
+
+def arm_queries(analysis: AnalysisSpec, scope: Scope) -> ArmQueries:
+    """The preset's queries for the arm, with the user's templates in their place where
+    given. Raises ``ValueError`` for a template with an unknown variable."""
+    values = {
+        "arm": scope.arm,
+        "namespace": scope.namespace,
+        "name": scope.name,
+        "revision": scope.revision,
+        "window": promql_duration(scope.window),
+        "model": scope.model,
+        "quantile": "",  # filled in per criterion
+    }
+    preset = PRESETS[analysis.metrics]
+    templates = analysis.queries
+
+    def render(template: str | None, default: str) -> str:
+        text = template if template is not None else default
+        check_template(text)
+        return text.format(**values)
+
+    latency: dict[Signal, LatencyQuery] = dict(preset.latency)
+    for signal in SIGNALS:
+        template = templates.for_metric(signal)
+        if template is not None:
+            check_template(template)
+            latency[signal] = QuantileQuery(template, "your PromQL (analysis.queries)")
+    return ArmQueries(
+        requests=render(templates.requests, preset.requests),
+        errors=render(templates.errors, preset.errors),
+        latency=latency,
+        values=values,
+    )
