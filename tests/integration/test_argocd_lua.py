@@ -86,6 +86,14 @@ def test_argo_cd_health_and_actions_follow_a_real_rollout(
     assert f"canary {new} at" in progressing["message"]
     running = live(kubectl, namespace)
     assert discovery(running)["promote"] and discovery(running)["abort"]
+    # Once checked, the message carries the headline criterion (canary / stable).
+    checked = wait_for(
+        "a check's headline",
+        lambda: (o := live(kubectl, namespace))["status"].get("headline") and o,
+        timeout=60,
+    )
+    assert checked["status"]["headline"].startswith("e2eLatency p95 ")
+    assert checked["status"]["headline"] in health(checked)["message"]
 
     act(kubectl, namespace, "pause")
     assert health_when(kubectl, namespace, "Paused")["status"] == "Suspended"

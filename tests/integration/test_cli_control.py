@@ -132,10 +132,27 @@ HAND_WRITTEN_STATUS: dict[str, Any] = {
     "lastAnalysis": {
         "time": "2025-03-01T10:41:00Z",
         "verdict": "fail",
-        "reason": "canary P95 2400 ms is 60% above stable 1500 ms",
-        "stable": {"p95Ms": 1500.0, "errorRate": 0.001, "samples": 812},
-        "canary": {"p95Ms": 2400.0, "errorRate": 0.0, "samples": 240},
+        "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
+        "criteria": [
+            {
+                "criterion": "ttft p95",
+                "unit": "ms",
+                "verdict": "fail",
+                "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
+                "stable": {"value": 1500.0, "samples": 812},
+                "canary": {"value": 2400.0, "samples": 240},
+            },
+            {
+                "criterion": "errorRate",
+                "unit": "%",
+                "verdict": "pass",
+                "reason": "canary error rate 0.00%",
+                "stable": {"value": 0.1, "samples": 812},
+                "canary": {"value": 0.0, "samples": 240},
+            },
+        ],
     },
+    "headline": "ttft p95 2400 / 1500 ms",
     "conditions": [
         {
             "type": "Degraded",
@@ -181,8 +198,9 @@ def test_status_shows_analysis_and_history(kubectl: Kubectl, namespace: str, llm
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == [NAME, f"({namespace})", "RolledBack"]
     assert "Last analysis: fail at 2025-03-01T10:41:00Z" in lines
-    assert any(line.split() == ["canary", "2400.0", "0.00", "240"] for line in lines)
-    assert any(line.split() == ["stable", "1500.0", "0.10", "812"] for line in lines)
+    rows = [line.split() for line in lines]
+    assert ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "240", "/", "812"] in rows
+    assert ["errorRate", "pass", "0.00", "%", "0.10", "%", "240", "/", "812"] in rows
     assert any(line.split()[:3] == ["Degraded", "True", "RolledBack"] for line in lines)
     history = lines.index("History (newest first):")
     assert lines[history + 2].split()[:2] == ["77ab01", "RolledBack"]

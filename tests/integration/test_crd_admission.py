@@ -94,13 +94,50 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "error rate above 100%",
-        _with("canary.analysis.errorRate.maxPercent", 150),
-        ["spec.canary.analysis.errorRate.maxPercent"],
+        _with("canary.analysis.criteria", [{"metric": "errorRate", "maxPercent": 150}]),
+        ["spec.canary.analysis.criteria[0].maxPercent"],
     ),
     (
         "quantile outside (0,1)",
-        _with("canary.analysis.latency.quantile", 1.5),
-        ["spec.canary.analysis.latency.quantile"],
+        _with(
+            "canary.analysis.criteria",
+            [{"metric": "ttft", "quantile": 1.5, "maxIncreasePercent": 20}],
+        ),
+        ["spec.canary.analysis.criteria[0].quantile"],
+    ),
+    (
+        "an error-rate criterion with a quantile",
+        _with(
+            "canary.analysis.criteria",
+            [{"metric": "errorRate", "maxPercent": 1, "quantile": 0.9}],
+        ),
+        ["spec.canary.analysis.criteria[0]", "an errorRate criterion takes maxPercent only"],
+    ),
+    (
+        "a latency criterion without a limit",
+        _with("canary.analysis.criteria", [{"metric": "tpot", "quantile": 0.9}]),
+        ["spec.canary.analysis.criteria[0]", "a latency criterion takes maxIncreasePercent"],
+    ),
+    (
+        "a criterion the preset cannot read",
+        _with(
+            "canary.analysis",
+            {"metrics": "istio", "criteria": [{"metric": "ttft", "maxIncreasePercent": 20}]},
+        ),
+        ["spec.canary.analysis.criteria", "not read by this metrics preset"],
+    ),
+    (
+        "the removed analysis.latency",
+        _with("canary.analysis.latency", {"quantile": 0.95, "maxIncreasePercent": 20}),
+        [
+            "spec.canary.analysis.latency",
+            "write criteria: [{metric: e2eLatency, quantile: 0.95, maxIncreasePercent: 20}",
+        ],
+    ),
+    (
+        "the removed analysis.metric",
+        _with("canary.analysis.metric", "summary"),
+        ["spec.canary.analysis.metric", "write metrics: triton"],
     ),
     (
         "env value and valueFrom together",
@@ -179,6 +216,6 @@ def test_server_defaults_are_the_model_defaults(
 def test_printer_columns(kubectl: Kubectl, crd: None, namespace: str) -> None:
     kubectl.apply(yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text()), namespace)
     header = kubectl.run("get", "llmd", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "P95", "AGE"]
+    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "CHECK", "AGE"]
     wide = kubectl.run("get", "llmd", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["STEP", "FAILEDCHECKS", "ROUTER"]
