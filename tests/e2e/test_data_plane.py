@@ -10,8 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import threading
 import time
+import urllib.parse
+import urllib.request
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,6 +24,7 @@ from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, wait_fo
 from load_driver import LoadDriver
 
 from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.loadgen.stats import RequestResult, percentile
 from llmcanary.localstack import stack as local
 from llmcanary.localstack.proxy import count_requests
 from llmcanary.rollout.revision import revision_of
@@ -167,7 +172,7 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
     load.stop()
     assert st["rolledBackRevision"] == new
     reason = st["history"][0]["reason"]
-    assert "canary p95" in reason and "> stable" in reason, reason
+    assert re.search(r"canary (e2eLatency|ttft|tpot) p95 \d+ ms > stable", reason), reason
     print(f"rollback: {reason}")
 
     # While the route said 5%, the proxy sent the canary 5% of the requests: within three
@@ -193,6 +198,96 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
         lambda: not kubectl.list("pod", namespace, f"llmcanary.io/revision={new}"),
         timeout=60,
     )
+
+
+def promql(stack: local.StackSettings, query: str) -> list[dict[str, Any]]:
+    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
+    return result
+
+
+def client_p95(results: list[RequestResult], since: float, until: float) -> dict[str, float]:
+    """What the load generator measured (ms) for requests that ended in [since, until]."""
+    window = [r for r in results if r.ok and since <= r.finished <= until]
+    values = {
+        "e2eLatency": [r.latency for r in window],
+        "ttft": [t for r in window if (t := r.ttft) is not None],
+        "tpot": [t for r in window if (t := r.tpot) is not None],
+    }
+    return {k: percentile(v, 95) * 1000 for k, v in values.items()}
+
+
+def test_the_status_shows_ttft_and_tpot_per_arm_from_tiny_llms_own_histograms(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stack: local.StackSettings,
+    load: LoadDriver,
+) -> None:
+    """tiny-llm publishes the vLLM backend's histograms; the operator reads them per arm.
+    At 5% the stable arm serves ~95% of the load, so its numbers are compared with what
+    the load generator measured through the proxy over the same windows."""
+    doc = manifest(stack, initialStepInterval="90s")
+    # Measure, do not judge: keep the canary at 5% whatever its checks say.
+    doc["spec"]["canary"]["analysis"].update(failureLimit=100, inconclusiveLimit=100)
+    deploy_stable(kubectl, namespace, doc)
+    # Monotonic (the load's clock) from wall-clock seconds (the status' times).
+    offset = time.monotonic() - time.time()
+    load.start()
+    time.sleep(5)
+    kubectl.apply(changed(doc, "2"), namespace)
+    checks: dict[str, dict[str, Any]] = {}
+
+    def five_checks() -> bool:
+        record = status(kubectl, namespace).get("lastAnalysis")
+        if record and record.get("criteria"):
+            checks[record["time"]] = record
+        return len(checks) >= 5
+
+    wait_for("five checks at 5%", five_checks, timeout=150, every=0.5)
+    results = load.stop()
+    assert route_weight(kubectl, namespace) == 5
+
+    # The families are in Prometheus with the arm labels the presets select on.
+    tracks = promql(
+        stack,
+        "count by (track, __name__) ({__name__=~'vllm:(time_to_first_token_seconds|"
+        "time_per_output_token_seconds|e2e_request_latency_seconds)_count',"
+        f"namespace='{namespace}',llmdeployment='{NAME}'}})",
+    )
+    found = {(s["metric"]["__name__"], s["metric"]["track"]) for s in tracks}
+    assert {track for _, track in found} == {"stable", "canary"}, found
+    assert len({name for name, _ in found}) == 3, found
+
+    interval = 8.0  # examples/local: analysis.interval
+    rows = []
+    for stamp, record in sorted(checks.items()):
+        ended = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() + offset
+        client = client_p95(results, ended - interval, ended)
+        by_name = {c["criterion"]: c for c in record["criteria"]}
+        for criterion in ("e2eLatency p95", "ttft p95", "tpot p95"):
+            stable = by_name[criterion]["stable"]
+            assert stable["value"] is not None and stable["samples"] > 0, by_name
+            rows.append((criterion, stable["value"], client[criterion.split()[0]]))
+            canary = by_name[criterion]["canary"]
+            assert canary["samples"] is None or canary["samples"] >= 0
+    for criterion in ("e2eLatency p95", "ttft p95", "tpot p95"):
+        mine = [(server, client) for name, server, client in rows if name == criterion]
+        ratios = sorted(server / client for server, client in mine)
+        median = ratios[len(ratios) // 2]
+        print(
+            f"{criterion}: operator (stable arm) / load generator, {len(ratios)} windows:"
+            f" median {median:.2f}, each {[round(r, 2) for r in ratios]};"
+            f" ms {[(round(s), round(c)) for s, c in mine]}"
+        )
+        if criterion == "tpot p95":
+            # Decoding is what the model times and the client sees alike.
+            assert 0.65 <= median <= 1.35, (criterion, mine)
+        else:
+            # tiny-llm's clock starts in execute(): a request's wait in Triton's queue
+            # (and the proxy) is not in it, so the server reads at most the client.
+            assert median <= 1.1, (criterion, mine)
 
 
 def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(

@@ -85,6 +85,7 @@ def test_deployment_runs_triton_on_gpus_with_guaranteed_qos(owner: Owner) -> Non
     assert resources["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
     assert resources["requests"] == resources["limits"]
     assert "--metrics-config=summary_latencies=true" in triton["args"]
+    assert "--metrics-config=histogram_latencies=true" in triton["args"]
     assert "--model-repository=/models" in triton["args"]
     assert {p["containerPort"] for p in triton["ports"]} == {8000, 8001, 8002}
     assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"

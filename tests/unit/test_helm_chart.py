@@ -15,7 +15,7 @@ from chart_render import CHART, ROOT, helm, one, render, values_args
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
 from llmcanary.cli.run import run
 from llmcanary.main import CHILD_KINDS
-from llmcanary.sources.promql import SUMMARY_LATENCY, TRITON_REQUESTS
+from llmcanary.sources.promql import PRESETS, SUMMARY_LATENCY, TRITON_REQUESTS, HistogramQuery
 
 Rules = dict[tuple[str, str], set[str]]
 
@@ -288,3 +288,5 @@ def test_the_dashboard_charts_the_operator_metrics_and_triton_per_track(tmp_path
         assert metric in exprs, metric
     assert "by (namespace, llmdeployment, track)" in exprs
     assert "nv_inference_request_summary_us" in exprs
+    for family in PRESETS["tritonVLLM"].latency.values():
+        assert isinstance(family, HistogramQuery) and f"{family.metric}_bucket" in exprs

@@ -71,8 +71,11 @@ def tritonserver_args(spec: LLMDeploymentSpec) -> list[str]:
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",
-        # Per-request latency quantiles: what the canary analysis reads by default.
+        # What the triton metrics preset reads: the request summary's quantiles, and the
+        # first-response histogram (Triton 2.52+ publishes it only when asked; an older
+        # Triton ignores the key).
         "--metrics-config=summary_latencies=true",
+        "--metrics-config=histogram_latencies=true",
         "--exit-on-error=true",
         *spec.triton.args,
     ]
