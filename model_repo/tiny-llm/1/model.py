@@ -268,22 +268,21 @@ class Metrics:
             self._families.append(created)
             return created
 
-        histogram, counter = pb_utils.MetricFamily.HISTOGRAM, pb_utils.MetricFamily.COUNTER
-        self.ttft = family(
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            histogram,
-        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
-        self.tpot = family(
-            "vllm:time_per_output_token_seconds",
-            "Histogram of time per output token in seconds.",
-            histogram,
-        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
-        self.e2e = family(
+        def histogram(name: str, description: str) -> Any:
+            kind = pb_utils.MetricFamily.HISTOGRAM
+            return family(name, description, kind).Metric(labels=labels, buckets=LATENCY_BUCKETS)
+
+        counter = pb_utils.MetricFamily.COUNTER
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds."
+        )
+        self.tpot = histogram(
+            "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds."
+        )
+        self.e2e = histogram(
             "vllm:e2e_request_latency_seconds",
             "Histogram of end to end request latency in seconds.",
-            histogram,
-        ).Metric(labels=labels, buckets=LATENCY_BUCKETS)
+        )
         self.prompt_tokens = family(
             "vllm:prompt_tokens_total", "Number of prefill tokens processed.", counter
         ).Metric(labels=labels)
