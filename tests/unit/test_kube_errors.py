@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from llmcanary.kube.client import Kube
-from llmcanary.kube.errors import Forbidden
+from llmcanary.kube.errors import Forbidden, NamespaceTerminating
 
 DENIED = (
     'httproutes.gateway.networking.k8s.io "tiny-llm" is forbidden: User'
@@ -56,3 +56,39 @@ def test_other_api_errors_pass_through() -> None:
         Kube._call("apply", "Service", conflict, namespace="ml")
     assert not isinstance(caught.value, Forbidden)
     assert caught.value.status == 409
+
+
+def test_a_403_for_a_terminating_namespace_is_not_called_a_missing_permission() -> None:
+    """The Status the API server answered in CI when the operator wrote into a namespace
+    being deleted."""
+
+    def terminating(**_: Any) -> None:
+        exc = ApiException(status=403, reason="Forbidden")
+        exc.body = json.dumps(
+            {
+                "kind": "Status",
+                "status": "Failure",
+                "message": 'configmaps "tiny-llm-abc" is forbidden: unable to create new content'
+                " in namespace ml because it is being terminated",
+                "reason": "Forbidden",
+                "details": {
+                    "name": "tiny-llm-abc",
+                    "kind": "configmaps",
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": "namespace ml is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
+                "code": 403,
+            }
+        ).encode()
+        raise exc
+
+    with pytest.raises(NamespaceTerminating) as caught:
+        Kube._call("apply", "ConfigMap", terminating, namespace="ml")
+    assert caught.value.reason == "NamespaceTerminating"
+    assert caught.value.message.startswith("namespace 'ml' is being deleted")
+    assert "RBAC" not in caught.value.message

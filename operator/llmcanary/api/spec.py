@@ -407,7 +407,7 @@ class Criterion(ApiModel):
     @model_validator(mode="after")
     def _comparison(self) -> Self:
         if self.metric == "errorRate":
-            if self.max_percent is None or self.is_latency_shaped():
+            if self.max_percent is None or self.sets_latency_fields():
                 raise ValueError("an errorRate criterion takes maxPercent only")
         elif self.max_percent is not None or (
             self.max_increase_percent is None and self.max_milliseconds is None
@@ -418,7 +418,7 @@ class Criterion(ApiModel):
             )
         return self
 
-    def is_latency_shaped(self) -> bool:
+    def sets_latency_fields(self) -> bool:
         return any(
             v is not None for v in (self.quantile, self.max_increase_percent, self.max_milliseconds)
         )

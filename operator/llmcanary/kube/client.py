@@ -17,7 +17,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from llmcanary.kube.errors import Forbidden, MissingApi, api_message
+from llmcanary.kube.errors import (
+    Forbidden,
+    MissingApi,
+    NamespaceTerminating,
+    api_message,
+    terminating_namespace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +125,15 @@ class Kube:
 
     @staticmethod
     def _call(verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
-        """Call the API; a 403 becomes advice naming the permission the operator lacks."""
+        """Call the API; a 403 becomes advice naming the permission the operator lacks
+        (unless it only says the namespace is being deleted)."""
         try:
             return fn(**kwargs)
         except ApiException as exc:
             if exc.status == 403:
                 namespace = kwargs.get("namespace", "")
+                if terminating_namespace(exc):
+                    raise NamespaceTerminating(verb, kind, namespace) from exc
                 raise Forbidden(verb, kind, namespace, api_message(exc)) from exc
             raise
 

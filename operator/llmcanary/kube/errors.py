@@ -52,6 +52,28 @@ class Forbidden(ReconcileError):
         self.namespace = namespace
 
 
+class NamespaceTerminating(ReconcileError):
+    """A 403 that is not about permissions: the namespace is being deleted, and the API
+    server refuses new objects in it."""
+
+    def __init__(self, verb: str, kind: str, namespace: str) -> None:
+        super().__init__(
+            "NamespaceTerminating",
+            f"namespace {namespace!r} is being deleted: the API server refuses to {verb} {kind}"
+            " there; nothing to do (the LLMDeployment goes with its namespace)",
+        )
+
+
+def terminating_namespace(exc: Any) -> bool:
+    """Whether an ApiException's Status says its namespace is being deleted."""
+    try:
+        body = json.loads(exc.body or "")
+        causes = (body.get("details") or {}).get("causes") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
 class MissingApi(ReconcileError):
     def __init__(self, api_version: str, kind: str, hint: str) -> None:
         super().__init__("MissingAPI", f"the cluster does not serve {kind} ({api_version}): {hint}")
