@@ -285,8 +285,6 @@ def test_the_status_shows_ttft_and_tpot_per_arm_from_tiny_llms_own_histograms(
             stable = by_name[criterion]["stable"]
             assert stable["value"] is not None and stable["samples"] > 0, by_name
             rows.append((criterion, stable["value"], client[criterion.split()[0]]))
-            canary = by_name[criterion]["canary"]
-            assert canary["samples"] is None or canary["samples"] >= 0
     for criterion in ("e2eLatency p95", "ttft p95", "tpot p95"):
         mine = [(server, client) for name, server, client in rows if name == criterion]
         ratios = sorted(server / client for server, client in mine)

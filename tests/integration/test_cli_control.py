@@ -16,6 +16,8 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl
 
+from llmcanary.api.status import ArmEstimate, CriterionRecord
+
 pytestmark = pytest.mark.k8s
 
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text())
@@ -122,6 +124,21 @@ def test_status_of_a_fresh_object_names_it(kubectl: Kubectl, namespace: str, llm
     assert "router gatewayAPI" in done.stdout
 
 
+def criterion(
+    name: str, verdict: str, canary: float | None, stable: float | None, samples: tuple[int, int]
+) -> dict[str, Any]:
+    """One entry of status.lastAnalysis.criteria, as the operator writes it."""
+    record = CriterionRecord(
+        criterion=name,
+        unit="%" if name == "errorRate" else "ms",
+        verdict=verdict,  # type: ignore[arg-type]
+        reason=f"{name}: {verdict}",
+        canary=ArmEstimate(value=canary, samples=samples[0]),
+        stable=ArmEstimate(value=stable, samples=samples[1]),
+    )
+    return record.model_dump(mode="json", by_alias=True)
+
+
 HAND_WRITTEN_STATUS: dict[str, Any] = {
     "phase": "RolledBack",
     "stableRevision": "5d8c9f",
@@ -134,22 +151,8 @@ HAND_WRITTEN_STATUS: dict[str, Any] = {
         "verdict": "fail",
         "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
         "criteria": [
-            {
-                "criterion": "ttft p95",
-                "unit": "ms",
-                "verdict": "fail",
-                "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
-                "stable": {"value": 1500.0, "samples": 812},
-                "canary": {"value": 2400.0, "samples": 240},
-            },
-            {
-                "criterion": "errorRate",
-                "unit": "%",
-                "verdict": "pass",
-                "reason": "canary error rate 0.00%",
-                "stable": {"value": 0.1, "samples": 812},
-                "canary": {"value": 0.0, "samples": 240},
-            },
+            criterion("ttft p95", "fail", 2400.0, 1500.0, (240, 812)),
+            criterion("errorRate", "pass", 0.0, 0.1, (240, 812)),
         ],
     },
     "headline": "ttft p95 2400 / 1500 ms",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmcanary.api.status import ArmEstimate, CriterionRecord
 from llmcanary.cli.render import newest_first, render_status
 
 
@@ -34,6 +35,21 @@ def words(line: str) -> list[str]:
     return line.split()
 
 
+def criterion(
+    name: str, verdict: str, canary: float | None, stable: float | None, samples: tuple[int, int]
+) -> dict[str, Any]:
+    """One entry of status.lastAnalysis.criteria, as the operator writes it."""
+    record = CriterionRecord(
+        criterion=name,
+        unit="%" if name == "errorRate" else "ms",
+        verdict=verdict,  # type: ignore[arg-type]
+        reason=f"{name}: {verdict}",
+        canary=ArmEstimate(value=canary, samples=samples[0]),
+        stable=ArmEstimate(value=stable, samples=samples[1]),
+    )
+    return record.model_dump(mode="json", by_alias=True)
+
+
 PROGRESSING = {
     "phase": "Progressing",
     "stableRevision": "5d8c9f",
@@ -51,22 +67,8 @@ PROGRESSING = {
         "verdict": "fail",
         "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
         "criteria": [
-            {
-                "criterion": "ttft p95",
-                "unit": "ms",
-                "verdict": "fail",
-                "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
-                "stable": {"value": 1500.0, "samples": 812},
-                "canary": {"value": 2400.0, "samples": 240},
-            },
-            {
-                "criterion": "errorRate",
-                "unit": "%",
-                "verdict": "pass",
-                "reason": "canary error rate 1.25%",
-                "stable": {"value": 0.1, "samples": 812},
-                "canary": {"value": 1.25, "samples": 240},
-            },
+            criterion("ttft p95", "fail", 2400.0, 1500.0, (240, 812)),
+            criterion("errorRate", "pass", 1.25, 0.1, (240, 812)),
         ],
     },
     "conditions": [
@@ -163,16 +165,7 @@ def test_paused_shows_the_reason_and_what_holds_it() -> None:
             "time": "2025-03-01T11:00:00Z",
             "verdict": "inconclusive",
             "reason": "canary has 12 requests, needs 200",
-            "criteria": [
-                {
-                    "criterion": "e2eLatency p95",
-                    "unit": "ms",
-                    "verdict": "inconclusive",
-                    "reason": "canary has 12 requests, needs 200",
-                    "stable": {"value": 900.5, "samples": 3000},
-                    "canary": {"value": None, "samples": 12},
-                }
-            ],
+            "criteria": [criterion("e2eLatency p95", "inconclusive", None, 900.5, (12, 3000))],
         },
     }
     obj = llmd(status, metadata={"annotations": {"llmcanary.io/paused": "true"}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, get_args
 
 from llmcanary.analysis.histogram import Histogram
@@ -33,8 +34,9 @@ class LatencyReading:
     quantiles: Mapping[float, float | None] = field(default_factory=dict)
     method: str = "histogram"  # how the number came about, for status and logs
 
-    @property
+    @cached_property
     def histogram(self) -> Histogram | None:
+        """The arm's histogram: its pods' added up (once; quantiles and counts read it)."""
         return Histogram.total(self.pods[pod] for pod in sorted(self.pods))
 
     def quantile(self, q: float) -> float | None:
