@@ -27,7 +27,15 @@ from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
 from llmcanary.api.status import LLMDeploymentStatus, PreflightStatus
 from llmcanary.api.types import parse_duration
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, Track
+from llmcanary.builders.baseline import build_baseline
+from llmcanary.builders.meta import (
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    Track,
+    baseline_revision,
+    service_name,
+)
 from llmcanary.builders.meta import deployment_name as revision_deployment
 from llmcanary.builders.services import build_service
 from llmcanary.builders.workload import build_config_map, build_deployment
@@ -44,6 +52,8 @@ from llmcanary.rollout.machine import (
     analysis_due,
     canary_checks_due,
     decide,
+    evidence_start,
+    judgement,
     next_wakeup,
     preflight_due,
 )
@@ -51,7 +61,7 @@ from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.workload import Problem, WorkloadObservation, pod_problem
 from llmcanary.routing import Router, router_for, router_of_kind
 from llmcanary.sources.base import MetricSource, MetricsUnavailable, Scope
-from llmcanary.status import parse_status, write_status
+from llmcanary.status import parse_status, timestamp, write_status
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +182,7 @@ class Reconciler:
         try:
             check = None
             if analysis_due(spec, status, requests, now):
-                stable_share = 100 - (status.canary_weight or 0)
-                check = self._analyse(owner, spec, stable_rev, current, stable_share)
+                check = self._analyse(owner, spec, status, stable_rev, current, now)
             canary = self._observe(owner, current) if current != stable_rev else None
             observation = Observation(
                 revision=current,
@@ -274,10 +283,29 @@ class Reconciler:
         return observed
 
     def _analyse(
-        self, owner: Owner, spec: LLMDeploymentSpec, stable: str, canary: str, stable_share: int
+        self,
+        owner: Owner,
+        spec: LLMDeploymentSpec,
+        status: LLMDeploymentStatus,
+        stable: str,
+        canary: str,
+        now: datetime,
     ) -> Check:
+        """Compare the canary with its reference arm over the step so far."""
         analysis = spec.canary.analysis
-        window = parse_duration(analysis.interval)
+        since = evidence_start(spec, status)
+        window = now - since if since is not None else parse_duration(analysis.interval)
+        if window.total_seconds() < 1:
+            return Check(
+                "inconclusive",
+                f"warming up: requests count from {timestamp(since)} on (analysis.warmup)"
+                if since is not None
+                else "warming up",
+                waiting=True,
+            )
+        context = judgement(spec, status, window.total_seconds())
+        reference = context.reference
+        reference_revision = baseline_revision(stable) if reference == "baseline" else stable
 
         def scope(arm: Arm, revision: str) -> Scope:
             return Scope(owner.namespace, owner.name, spec.model.name, arm, revision, window)
@@ -288,14 +316,14 @@ class Reconciler:
                 address, self.metrics(address)
             )
         try:
-            stable_reading = source.read(scope("stable", stable), analysis)
+            reference_reading = source.read(scope(reference, reference_revision), analysis)
             canary_reading = source.read(scope("canary", canary), analysis)
         except MetricsUnavailable as exc:
             self.telemetry.query_error(exc.reason)
             return unavailable(f"metrics unavailable: {exc}")
         except ValueError as exc:  # a template the CRD could not check
             return unavailable(f"spec.canary.analysis.queries: {exc}")
-        check = judge(analysis, stable_reading, canary_reading, stable_share=stable_share)
+        check = judge(analysis, reference_reading, canary_reading, context)
         log.info(
             "analysis %s: %s",
             check.verdict,
@@ -336,7 +364,11 @@ class Reconciler:
         else:
             self._resize(owner, plan.stable_revision, spec.replicas, "stable")
 
-        # 2. The canary: created or grown now, shrunk only after traffic left it.
+        # 2. The canary (and its baseline): created or grown now, shrunk only after
+        # traffic left them.
+        baseline = self._baseline(owner, plan)
+        if baseline is not None:
+            ensure(self.kube, baseline)
         if plan.canary_revision is not None:
             ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
             desired = build_deployment(
@@ -353,8 +385,11 @@ class Reconciler:
         serving_canary = plan.canary_revision if plan.canary_replicas > 0 else None
         ensure(self.kube, build_service(owner, "stable", plan.stable_revision))
         ensure(self.kube, build_service(owner, "canary", serving_canary or plan.stable_revision))
+        base_rev = baseline_revision(plan.stable_revision)
+        if baseline is not None:
+            ensure(self.kube, build_service(owner, "baseline", base_rev))
         router = router_for(self.kube, spec)
-        router.reconcile(owner, spec, plan.canary_weight)
+        router.reconcile(owner, spec, plan.canary_weight, plan.baseline_weight)
         if previous_router and previous_router != router.kind:
             # The user switched routers: the old one's objects would still split traffic.
             router_of_kind(self.kube, previous_router).finalize(owner)
@@ -363,9 +398,12 @@ class Reconciler:
         tracks: dict[str, Track] = {plan.stable_revision: "stable"}
         if plan.canary_revision is not None:
             tracks[plan.canary_revision] = "canary"
+        if baseline is not None:
+            tracks[base_rev] = "baseline"
         self._label_pods(owner, tracks)
 
-        # 6. Shrink: the canary after its weight fell, and every other revision to zero.
+        # 6. Shrink: the canary after its weight fell, and every other revision to zero;
+        # a baseline no longer wanted is removed (its route share is already gone).
         for desired in shrink:
             ensure(self.kube, desired)
         for deployment in self.kube.list(
@@ -375,9 +413,33 @@ class Reconciler:
             revision = labels.get(LABEL_REVISION)
             if revision in tracks or not owned_by(deployment, owner.uid):
                 continue
+            if labels.get(LABEL_TRACK) == "baseline":
+                self._remove_baseline(owner, deployment["metadata"]["name"])
+                continue
             if deployment.get("spec", {}).get("replicas"):
                 self._resize(owner, revision or "", 0, None)
         return router
+
+    def _baseline(self, owner: Owner, plan: Plan) -> dict[str, Any] | None:
+        """The baseline Deployment the plan wants, built from the stable one; None for
+        none (or while the stable Deployment cannot be read, e.g. just deleted)."""
+        if plan.baseline_replicas <= 0 or plan.canary_revision is None:
+            return None
+        name = revision_deployment(owner.name, plan.stable_revision)
+        stable = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
+        if stable is None or not owned_by(stable, owner.uid):
+            return None
+        return build_baseline(owner, stable, plan.baseline_replicas)
+
+    def _remove_baseline(self, owner: Owner, name: str) -> None:
+        """Delete a baseline Deployment that is no longer wanted, and its Service."""
+        self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
+        service = self.kube.get(
+            "v1", "Service", owner.namespace, service_name(owner.name, "baseline")
+        )
+        if service is not None and owned_by(service, owner.uid):
+            self.kube.delete("v1", "Service", owner.namespace, service["metadata"]["name"])
+        log.info("removed baseline %s", name, extra={"child": name})
 
     def _resize(self, owner: Owner, revision: str, replicas: int, track: Track | None) -> None:
         name = revision_deployment(owner.name, revision)

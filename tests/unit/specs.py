@@ -1,8 +1,12 @@
 """Spec factories for unit tests (a module of its own: ``conftest`` is a name every test
 directory has, so importing helpers from it picks whichever pytest loaded first)."""
 
+import bisect
+import math
+from statistics import NormalDist
 from typing import Any
 
+from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading
 from llmcanary.api.spec import LLMDeploymentSpec
 
@@ -40,6 +44,51 @@ def arm(
             signal: LatencyReading(
                 quantiles=dict.fromkeys(QUANTILES, signals.get(signal, latency_ms)),
                 method="a test's number",
+            )
+            for signal in SIGNALS
+        },
+    )
+
+
+# Bucket bounds 20% apart from 1 ms to about 2 hours, as tiny-llm publishes them.
+LADDER_MS = tuple(round(1.2**i, 4) for i in range(86))
+
+
+def lognormal_histogram(median_ms: float, sigma: float, n: int) -> Histogram:
+    """``n`` requests spread exactly as a log-normal (median, sigma) would be, bucketed on
+    LADDER_MS: a histogram whose true quantiles are known (``median * exp(sigma * z_q)``)."""
+    unit = NormalDist()
+    values = sorted(median_ms * math.exp(sigma * unit.inv_cdf((i + 0.5) / n)) for i in range(n))
+    pairs: list[tuple[float, float]] = []
+    index = 0
+    for bound in LADDER_MS:
+        index = bisect.bisect_right(values, bound, lo=index)
+        pairs.append((bound, float(index)))
+    pairs.append((math.inf, float(n)))
+    return Histogram.from_buckets(pairs)
+
+
+def measured_arm(
+    median_ms: float = 100.0,
+    requests: int = 1000,
+    errors: int = 0,
+    *,
+    sigma: float = 0.5,
+    pods: int = 1,
+    **medians: float,
+) -> ArmReading:
+    """An arm with real histograms: each latency signal log-normal around ``median_ms``
+    (or its own median, ``ttft=...``), its requests spread over ``pods`` pods."""
+    per_pod = requests // pods
+    return ArmReading(
+        requests=float(requests - errors),
+        errors=float(errors),
+        latency={
+            signal: LatencyReading(
+                pods={
+                    f"pod-{p}": lognormal_histogram(medians.get(signal, median_ms), sigma, per_pod)
+                    for p in range(pods)
+                }
             )
             for signal in SIGNALS
         },

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from specs import arm
-from test_rollout_machine import HEALTHY, spec_for
+from specs import arm, make_spec, measured_arm
 
 from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.types import ArmReading, LatencyReading, needs
-from llmcanary.analysis.verdict import judge
-from llmcanary.api.spec import AnalysisSpec, Criterion
+from llmcanary.analysis.verdict import Check, judge
+from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec
+from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.rollout.machine import judgement
 from llmcanary.sources.base import Scope
 from llmcanary.sources.promql import HistogramQuery, QuantileQuery, arm_queries
 
@@ -85,41 +86,122 @@ def test_histograms_with_different_buckets_do_not_add() -> None:
 
 # --- criteria ---------------------------------------------------------------------------
 
-TTFT_ALONE = arm(100.0, ttft=130.0)  # end-to-end and TPOT as the stable's
+BASELINE = measured_arm(100.0, 1000)
+
+
+def against(
+    reference: ArmReading,
+    canary: ArmReading,
+    spec: LLMDeploymentSpec | None = None,
+    *,
+    weight: int = 25,
+) -> Check:
+    """Judge as the operator does at ``weight``% against a fresh baseline (or the stable
+    arm, where the spec says so)."""
+    spec = spec or make_spec()
+    status = LLMDeploymentStatus(canary_weight=weight)
+    return judge(spec.canary.analysis, reference, canary, judgement(spec, status, 600.0))
 
 
 @pytest.mark.parametrize(
-    ("stable", "canary", "verdict"),
+    ("canary", "verdict", "failing"),
     [
-        (HEALTHY, HEALTHY, "pass"),
-        (HEALTHY, arm(119.0), "pass"),
-        (HEALTHY, arm(121.0), "fail"),
-        (HEALTHY, arm(100.0, 980.0, 20.0), "fail"),  # 2% errors
-        (HEALTHY, arm(100.0, 995.0, 5.0), "pass"),
-        (HEALTHY, arm(None), "inconclusive"),
-        (HEALTHY, arm(100.0, None, None), "inconclusive"),
-        (arm(100.0, 50.0, 0.0), HEALTHY, "inconclusive"),
-        (HEALTHY, arm(100.0, 1000.0, None), "pass"),
-        (HEALTHY, TTFT_ALONE, "fail"),
-        (HEALTHY, arm(100.0, tpot=125.0), "fail"),
-        (HEALTHY, arm(100.0, e2eLatency=125.0), "fail"),
+        (measured_arm(100.0, 1000), "pass", None),
+        (measured_arm(100.0, 1000, ttft=160.0), "fail", "ttft p95"),
+        (measured_arm(100.0, 1000, tpot=150.0), "fail", "tpot p95"),
+        (measured_arm(100.0, 1000, e2eLatency=150.0), "fail", "e2eLatency p95"),
+        (measured_arm(100.0, 1000, 50), "fail", "errorRate"),  # 5% errors
+        (measured_arm(100.0, 1000, 2), "pass", None),  # 0.2% errors
     ],
 )
 def test_verdicts_under_the_default_criteria(
-    stable: ArmReading, canary: ArmReading, verdict: str
+    canary: ArmReading, verdict: str, failing: str | None
 ) -> None:
-    assert judge(spec_for().canary.analysis, stable, canary).verdict == verdict
+    check = against(BASELINE, canary)
+    assert check.verdict == verdict, check.reason
+    assert check.reference == "baseline"
+    if failing:
+        assert [r.criterion.label for r in check.results if r.verdict == "fail"] == [failing]
 
 
-def test_each_criterion_has_its_own_result_and_the_failing_one_is_named() -> None:
-    check = judge(spec_for().canary.analysis, HEALTHY, TTFT_ALONE)
+def test_each_criterion_reports_both_arms_the_effect_and_its_bounds() -> None:
+    check = against(BASELINE, measured_arm(100.0, 1000, ttft=160.0))
     results = {r.criterion.label: r for r in check.results}
     assert list(results) == ["e2eLatency p95", "ttft p95", "tpot p95", "errorRate"]
-    assert results["ttft p95"].verdict == "fail"
-    assert (results["ttft p95"].canary.value, results["ttft p95"].stable.value) == (130, 100)
-    assert {r.verdict for k, r in results.items() if k != "ttft p95"} == {"pass"}
-    assert check.reason == "canary ttft p95 130 ms > stable 100 ms +20%"
-    assert results["errorRate"].unit == "%" and results["ttft p95"].unit == "ms"
+    ttft = results["ttft p95"]
+    assert ttft.canary.value == pytest.approx(160 * math.exp(0.5 * 1.645), rel=0.03)
+    assert ttft.reference.value == pytest.approx(100 * math.exp(0.5 * 1.645), rel=0.03)
+    assert ttft.effect is not None
+    assert ttft.effect.value == pytest.approx(60, abs=4)
+    assert ttft.effect.lower < 60 < ttft.effect.upper
+    assert ttft.effect.lower > 20, "the limit is outside the bounds: a decided failure"
+    assert check.reason.startswith("canary ttft p95 ")
+    assert "vs baseline" in check.reason and "limit +20%" in check.reason
+    assert results["errorRate"].unit == "%" and ttft.unit == "ms"
+
+
+def test_a_small_regression_waits_for_evidence_and_says_how_much_more() -> None:
+    # +10% on every latency over 300 requests: not enough to call either way.
+    canary = measured_arm(110.0, 300)
+    check = against(measured_arm(100.0, 300), canary)
+    assert (check.verdict, check.waiting) == ("inconclusive", True)
+    assert check.needed is not None and check.needed > 0
+    assert f"about {check.needed} more requests per arm" in check.reason
+    assert "~" in check.reason and "requests/s" in check.reason  # the rate: 300 in 600 s
+    # With ten times the evidence the +10% canary is within +20%: a pass.
+    assert against(measured_arm(100.0, 3000), measured_arm(110.0, 3000)).verdict == "pass"
+
+
+def test_too_few_requests_show_the_numbers_but_wait() -> None:
+    check = against(BASELINE, measured_arm(500.0, 120))
+    assert (check.verdict, check.waiting, check.needed) == ("inconclusive", True, 80)
+    assert check.reason.startswith("collecting evidence: canary 120/200 requests")
+    assert {r.verdict for r in check.results} == {"inconclusive"}
+    assert check.results[0].canary.value is not None and check.results[0].canary.value > 500
+
+
+def test_missing_series_are_inconclusive_not_waiting() -> None:
+    check = against(BASELINE, ArmReading(1000.0, 0.0, {}))
+    assert (check.verdict, check.waiting) == ("inconclusive", False)
+    assert "no e2eLatency p95 for the canary arm" in check.reason
+    gone = against(ArmReading(None, None), BASELINE)
+    assert gone.reason == "no request series for the baseline arm"
+
+
+def test_a_failure_wins_over_an_inconclusive_criterion() -> None:
+    canary = measured_arm(100.0, 1000, tpot=200.0)
+    canary = ArmReading(
+        canary.requests, canary.errors, {k: v for k, v in canary.latency.items() if k != "ttft"}
+    )
+    check = against(BASELINE, canary)
+    assert check.verdict == "fail"
+    assert [r.verdict for r in check.results] == ["pass", "inconclusive", "fail", "pass"]
+
+
+def test_without_a_baseline_unequal_per_pod_load_refuses_a_relative_verdict() -> None:
+    spec = make_spec(canary={"analysis": {"baseline": "stable"}})
+    # At 25% one canary pod serves 250 requests where each of 3 stable pods serves 250.
+    matched = against(measured_arm(100.0, 750, pods=3), measured_arm(100.0, 250), spec)
+    assert matched.reference == "stable"
+    assert matched.load_ratio == pytest.approx(1.0)
+    assert matched.verdict == "pass"
+    # At 5% one canary pod serves 50 where 2 stable pods serve 475 each: 0.1x.
+    unmatched = against(measured_arm(100.0, 950, pods=2), measured_arm(100.0, 250), spec)
+    assert unmatched.load_ratio == pytest.approx(250 / 475)
+    assert (unmatched.verdict, unmatched.waiting) == ("inconclusive", False)
+    assert "per-pod load differs: the canary's pods serve 0.53x the stable's" in unmatched.reason
+    assert "analysis.baseline: fresh" in unmatched.reason
+    # Absolute limits do not compare arms: they still decide.
+    absolute = make_spec(
+        canary={
+            "analysis": {
+                "baseline": "stable",
+                "criteria": [{"metric": "e2eLatency", "maxMilliseconds": 100}],
+            }
+        }
+    )
+    slow = against(measured_arm(100.0, 950, pods=2), measured_arm(300.0, 250), absolute)
+    assert slow.verdict == "fail"
 
 
 def test_absolute_limits_and_other_quantiles() -> None:
@@ -128,50 +210,33 @@ def test_absolute_limits_and_other_quantiles() -> None:
         {"metric": "e2eLatency", "quantile": 0.5, "maxIncreasePercent": 10},
         {"metric": "errorRate", "maxPercent": 5},
     ]
-    analysis = spec_for(analysis={"criteria": criteria}).canary.analysis
-    slow = arm(100.0, 1000.0, 40.0, ttft=600.0)  # 3.8% errors: under 5
-    check = judge(analysis, arm(100.0, ttft=600.0), slow)
+    spec = make_spec(canary={"analysis": {"criteria": criteria}})
+    slow = measured_arm(100.0, 2000, 40, ttft=600.0)  # 2% errors: under 5 points
+    check = against(measured_arm(100.0, 2000, ttft=600.0), slow, spec)
     assert check.verdict == "fail"
-    assert check.reason == "canary ttft p99 600 ms > maxMilliseconds 500"
     assert [r.verdict for r in check.results] == ["fail", "pass", "pass"]
+    assert "maxMilliseconds 500" in check.reason
 
 
-def test_a_failure_wins_over_an_inconclusive_criterion() -> None:
-    canary = arm(100.0, ttft=None, tpot=200.0)
-    check = judge(spec_for().canary.analysis, HEALTHY, canary)
+def test_at_100_percent_without_a_baseline_only_absolute_limits_judge() -> None:
+    spec = make_spec(canary={"analysis": {"baseline": "stable"}})
+    idle = ArmReading(0.0, 0.0, {})
+    check = against(idle, measured_arm(130.0, 1000), spec, weight=100)
+    assert check.verdict == "pass"
+    assert "no stable traffic at 100%" in check.reason
+
+
+def test_a_source_without_histograms_is_judged_on_point_estimates_and_says_so() -> None:
+    check = against(arm(100.0), arm(130.0))
     assert check.verdict == "fail"
-    assert [r.verdict for r in check.results] == ["pass", "inconclusive", "fail", "pass"]
-    nothing_failed = judge(spec_for().canary.analysis, HEALTHY, arm(100.0, ttft=None))
-    assert nothing_failed.verdict == "inconclusive"
-    assert "no ttft p95 for the canary arm" in nothing_failed.reason
-
-
-def test_too_few_requests_show_the_numbers_but_judge_nothing() -> None:
-    check = judge(spec_for().canary.analysis, HEALTHY, arm(500.0, 20.0, 0.0))
-    assert check.verdict == "inconclusive"
-    assert check.reason == "canary arm served 20 requests, fewer than minSamples 100"
-    assert {r.verdict for r in check.results} == {"inconclusive"}
-    assert check.results[0].canary.value == 500.0
-
-
-def test_at_100_percent_the_stable_arm_needs_no_traffic() -> None:
-    analysis = spec_for().canary.analysis
-    idle_stable = arm(100.0, 0.0, 0.0)  # what is left of its window, no new requests
-    assert judge(analysis, idle_stable, HEALTHY).verdict == "inconclusive"
-    assert judge(analysis, idle_stable, HEALTHY, stable_share=0).verdict == "pass"
-    slower = arm(130.0)
-    assert judge(analysis, idle_stable, slower, stable_share=0).verdict == "fail"
-    gone = arm(None, None, None)  # no stable series left: absolute limits only
-    check = judge(analysis, gone, slower, stable_share=0)
-    assert check.verdict == "pass" and "absolute limits only" in check.reason
+    assert "point estimates: the source has no histogram" in check.reason
 
 
 def test_a_bucket_wider_than_the_allowed_rise_is_said() -> None:
-    coarse = hist((1000, 0), (2500, 100), (INF, 100))  # vLLM's e2e buckets: 1 s, 2.5 s
+    coarse = hist((1000, 0), (2500, 1000), (INF, 1000))  # vLLM's e2e buckets: 1 s, 2.5 s
     reading = ArmReading(1000.0, 0.0, {"e2eLatency": LatencyReading(pods={"p": coarse})})
     only_e2e = {"criteria": [{"metric": "e2eLatency", "maxIncreasePercent": 20}]}
-    check = judge(spec_for(analysis=only_e2e).canary.analysis, reading, reading)
-    assert check.verdict == "pass"
+    check = against(reading, reading, make_spec(canary={"analysis": only_e2e}))
     assert "coarse buckets: the estimate lies in (1000 ms, 2500 ms]" in check.reason
 
 

@@ -1,8 +1,10 @@
 from typing import Any
 
+import pytest
 from specs import make_spec
 
 from llmcanary.builders import Owner
+from llmcanary.builders.baseline import build_baseline
 from llmcanary.builders.route import build_httproute, route_weights
 from llmcanary.builders.services import build_service
 from llmcanary.builders.triton_config import render_config_pbtxt
@@ -221,3 +223,33 @@ def test_httproute_weights(owner: Owner) -> None:
         "tiny-stable": 85,
         "tiny-canary": 15,
     }
+
+
+def test_httproute_gives_the_baseline_the_canarys_weight(owner: Owner) -> None:
+    spec = make_spec()
+    route = build_httproute(owner, spec.traffic.gateway_api, 15, 15)
+    assert route_weights(route) == {"tiny-stable": 70, "tiny-canary": 15, "tiny-baseline": 15}
+    with pytest.raises(ValueError, match="do not fit"):
+        build_httproute(owner, spec.traffic.gateway_api, 60, 60)
+
+
+def test_the_baseline_is_the_stable_template_as_a_revision_of_its_own(owner: Owner) -> None:
+    spec = make_spec()
+    stable = build_deployment(owner, spec, "r1", "stable", 4)
+    stable["status"] = {"readyReplicas": 4}
+    baseline = build_baseline(owner, stable, 1)
+    assert baseline["metadata"]["name"] == "tiny-r1-baseline"
+    assert baseline["metadata"]["labels"]["llmcanary.io/track"] == "baseline"
+    assert baseline["spec"]["replicas"] == 1
+    selector = {"llmcanary.io/deployment": "tiny", "llmcanary.io/revision": "r1-baseline"}
+    assert baseline["spec"]["selector"] == {"matchLabels": selector}
+    pod = baseline["spec"]["template"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert pod["metadata"]["labels"]["llmcanary.io/track"] == "baseline"
+    # The same containers: what runs is the stable revision, not the spec's canary.
+    assert pod["spec"] == stable["spec"]["template"]["spec"]
+    assert "status" not in baseline
+    # NAME-stable selects revision r1 only: not the baseline's pods.
+    stable_service = build_service(owner, "stable", "r1")["spec"]["selector"]
+    assert not stable_service.items() <= pod["metadata"]["labels"].items()
+    assert baseline["metadata"]["ownerReferences"][0]["uid"] == owner.uid

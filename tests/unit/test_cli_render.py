@@ -36,16 +36,25 @@ def words(line: str) -> list[str]:
 
 
 def criterion(
-    name: str, verdict: str, canary: float | None, stable: float | None, samples: tuple[int, int]
+    name: str,
+    verdict: str,
+    canary: float | None,
+    stable: float | None,
+    samples: tuple[int, int],
+    effect: tuple[float, float, float] | None = None,
 ) -> dict[str, Any]:
     """One entry of status.lastAnalysis.criteria, as the operator writes it."""
+    value, lower, upper = effect if effect else (None, None, None)
     record = CriterionRecord(
         criterion=name,
         unit="%" if name == "errorRate" else "ms",
         verdict=verdict,  # type: ignore[arg-type]
         reason=f"{name}: {verdict}",
         canary=ArmEstimate(value=canary, samples=samples[0]),
-        stable=ArmEstimate(value=stable, samples=samples[1]),
+        reference=ArmEstimate(value=stable, samples=samples[1]),
+        effect=value,
+        lower=lower,
+        upper=upper,
     )
     return record.model_dump(mode="json", by_alias=True)
 
@@ -65,10 +74,13 @@ PROGRESSING = {
     "lastAnalysis": {
         "time": "2025-03-01T10:41:00Z",
         "verdict": "fail",
-        "reason": "canary ttft p95 2400 ms > stable 1500 ms +20%",
+        "reason": "canary ttft p95 2400 ms vs baseline 1500 ms: +60% (+31..+96%), limit +20%",
+        "reference": "baseline",
+        "since": "2025-03-01T10:30:30Z",
+        "loadRatio": 1.04,
         "criteria": [
-            criterion("ttft p95", "fail", 2400.0, 1500.0, (240, 812)),
-            criterion("errorRate", "pass", 1.25, 0.1, (240, 812)),
+            criterion("ttft p95", "fail", 2400.0, 1500.0, (240, 231), (60.0, 31.2, 95.8)),
+            criterion("errorRate", "pass", 1.25, 0.1, (240, 231), (1.15, -0.4, 2.7)),
         ],
     },
     "conditions": [
@@ -114,13 +126,17 @@ def test_progressing_header_names_the_rollout_at_a_glance() -> None:
 def test_progressing_shows_the_last_analysis_as_a_table() -> None:
     text = render_status(llmd(PROGRESSING))
     assert "Last analysis: fail at 2025-03-01T10:41:00Z" in text
-    assert "canary ttft p95 2400 ms > stable 1500 ms +20%" in text
-    header = ["CRITERION", "VERDICT", "CANARY", "STABLE", "SAMPLES", "C/S"]
+    assert "canary ttft p95 2400 ms vs baseline 1500 ms: +60% (+31..+96%), limit +20%" in text
+    context = "(against the baseline; requests since 2025-03-01T10:30:30Z;"
+    assert line_with(text, "against the").strip().startswith(context)
+    assert "per-pod load canary/baseline 1.04" in text
+    header = ["CRITERION", "VERDICT", "CANARY", "BASELINE", "EFFECT", "(BOUNDS)", "SAMPLES", "C/B"]
     assert words(line_with(text, "CRITERION")) == header
-    row = ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "240", "/", "812"]
-    assert words(line_with(text, "ttft p95  ")) == row
+    row = ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "+60%", "(+31..+96)"]
+    assert words(line_with(text, "ttft p95  ")) == [*row, "240", "/", "231"]
     assert words(line_with(text, "errorRate  ")) == [
-        *("errorRate", "pass", "1.25", "%", "0.10", "%", "240", "/", "812")
+        *("errorRate", "pass", "1.25", "%", "0.10", "%", "+1.15", "pt", "(-0.40..+2.70)"),
+        *("240", "/", "231"),
     ]
 
 
@@ -177,7 +193,7 @@ def test_paused_shows_the_reason_and_what_holds_it() -> None:
     )
     assert "llmcanary.io/paused=true" in text
     assert words(line_with(text, "e2eLatency p95  ")) == [
-        *("e2eLatency", "p95", "inconclusive", "-", "ms", "900.5", "ms", "12", "/", "3000")
+        *("e2eLatency", "p95", "inconclusive", "-", "ms", "900.5", "ms", "-", "12", "/", "3000")
     ]
     assert "inconclusive 5/4" in line_with(text, "Checks:")
 

@@ -17,10 +17,12 @@ from llmcanary.api.status import DependencyResult, LLMDeploymentStatus, Prefligh
 from llmcanary.rollout.machine import (
     Decision,
     Observation,
+    Plan,
     Requests,
     analysis_due,
     canary_checks_due,
     decide,
+    judgement,
     next_wakeup,
     preflight_due,
     replicas_for,
@@ -44,15 +46,17 @@ def spec_for(version: str = "1", **canary: Any) -> LLMDeploymentSpec:
                 "initialStepInterval": "60s",
                 "stepInterval": "60s",
                 **canary,
-                "analysis": {"interval": "20s", "minSamples": 100, **analysis},
+                # Judged against the stable pods unless a test asks for a fresh baseline
+                # (which stops the weights at 50%).
+                "analysis": {"interval": "20s", "baseline": "stable", **analysis},
             },
         }
     )
 
 
 def samples(stable: ArmReading = HEALTHY, canary: ArmReading = HEALTHY) -> Callable[..., Check]:
-    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
-        return judge(spec.canary.analysis, stable, canary)
+    def measure(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> Check:
+        return judge(spec.canary.analysis, stable, canary, judgement(spec, status, 60.0))
 
     return measure
 
@@ -62,13 +66,16 @@ class Sim:
     """A cluster that does what the plan says (pods Ready at once unless told otherwise)."""
 
     spec: LLMDeploymentSpec
-    measure: Callable[[LLMDeploymentSpec, datetime], Check] = field(default_factory=samples)
+    measure: Callable[[LLMDeploymentSpec, LLMDeploymentStatus], Check] = field(
+        default_factory=samples
+    )
     now: datetime = T0
     status: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
     canary_ready_cap: int | None = None  # at most this many canary pods become Ready
     annotations: dict[str, str] = field(default_factory=dict)
     paused_annotation: bool = False
     weights: list[int] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     checks: int = 0
@@ -97,7 +104,7 @@ class Sim:
         requests = Requests(dict(self.annotations), self.paused_annotation)
         check = None
         if analysis_due(self.spec, self.status, requests, self.now):
-            check = self.measure(self.spec, self.now)
+            check = self.measure(self.spec, self.status)
             self.checks += 1
         preflight = None
         if preflight_due(self.status, revision):
@@ -144,6 +151,7 @@ class Sim:
         if plan.stable_revision != stable_rev:  # promoted: the canary pods are the stable ones
             self._canary_rev, self._canary_replicas = None, 0
         self.weights.append(plan.canary_weight)
+        self.plans.append(plan)
         self.phases.append(self.status.phase or "")
         self.events += [(e.type, e.reason, e.message) for e in decision.events]
         return decision
@@ -171,8 +179,8 @@ def stable_sim(**kwargs: Any) -> Sim:
 
 
 def test_weights_and_replicas_per_step() -> None:
-    canary = spec_for().canary
-    assert [step_weight(canary, s) for s in range(11)] == [
+    spec = spec_for()
+    assert [step_weight(spec, s) for s in range(12)] == [
         5,
         15,
         25,
@@ -184,6 +192,16 @@ def test_weights_and_replicas_per_step() -> None:
         85,
         95,
         100,
+        100,
+    ]
+    # A fresh baseline takes as much as the canary: the matched comparison ends at 50%.
+    fresh = spec_for(analysis={"baseline": "fresh"})
+    assert fresh.planned_weights() == [5, 15, 25, 35, 45, 50]
+    assert spec_for(maxWeight=30, analysis={"baseline": "fresh"}).planned_weights() == [
+        5,
+        15,
+        25,
+        30,
     ]
     assert replicas_for(4, 5) == 1
     assert replicas_for(4, 30) == 2
@@ -213,6 +231,44 @@ def test_a_healthy_canary_walks_every_step_and_is_promoted_with_its_own_pods() -
     assert sim.canary_pods_created == sim.spec.replicas
     reasons = [r for _, r, _ in sim.events]
     assert reasons.index("Promoting") < reasons.index("Promoted")
+
+
+def test_a_fresh_baseline_matches_the_canary_at_every_step_and_goes_with_it() -> None:
+    sim = Sim(spec_for("1", analysis={"baseline": "fresh"}))
+    sim.tick()
+    sim.spec = spec_for("2", analysis={"baseline": "fresh"})
+    sim.run(seconds=60 * 8)
+    assert sim.distinct_weights() == [0, 5, 15, 25, 35, 45, 50, 0]
+    assert sim.status.phase == "Stable"
+    assert sim.status.history[0].outcome == "Promoted"
+    # Same replicas and weight as the canary while it is judged; none when promoting.
+    judged = [
+        p
+        for p, phase in zip(sim.plans, sim.phases, strict=True)
+        if p.canary_weight and phase == "Progressing"
+    ]
+    assert judged and all(
+        (p.baseline_replicas, p.baseline_weight) == (p.canary_replicas, p.canary_weight)
+        for p in judged
+    )
+    promoting = [p for p, phase in zip(sim.plans, sim.phases, strict=True) if phase == "Promoting"]
+    assert all((p.baseline_replicas, p.baseline_weight) == (0, 0) for p in promoting)
+    assert (sim.plans[-1].baseline_replicas, sim.plans[-1].baseline_weight) == (0, 0)
+    started = next(m for _, r, m in sim.events if r == "RolloutStarted")
+    assert "up to 50%, judged against a fresh baseline of" in started
+    record = sim.status.history[0]
+    assert record.outcome == "Promoted"
+
+
+def test_a_fresh_baseline_leaves_with_a_rolled_back_canary() -> None:
+    sim = Sim(spec_for("1", analysis={"baseline": "fresh"}), measure=samples(canary=arm(200.0)))
+    sim.tick()
+    sim.spec = spec_for("2", analysis={"baseline": "fresh"})
+    sim.run(seconds=60)
+    assert sim.status.phase == "RolledBack"
+    assert (sim.plans[-1].baseline_replicas, sim.plans[-1].baseline_weight) == (0, 0)
+    assert sim.status.last_analysis is not None
+    assert sim.status.last_analysis.reference == "baseline"
 
 
 def test_each_step_lasts_its_interval_and_needs_a_passing_check() -> None:
@@ -267,7 +323,7 @@ def test_failure_limit_counts_failed_checks_before_rolling_back() -> None:
     assert sim.status.failed_checks == 2
     sim.run(seconds=20)
     assert sim.status.phase == "RolledBack"
-    assert "error rate 10.00% > maxPercent 1%" in sim.status.history[0].reason
+    assert "canary error rate 10.00% vs stable 0.00%: +10.00 points" in sim.status.history[0].reason
 
 
 def test_max_milliseconds_fails_even_when_both_arms_are_slow() -> None:
@@ -281,19 +337,21 @@ def test_max_milliseconds_fails_even_when_both_arms_are_slow() -> None:
     assert "maxMilliseconds 2000" in sim.status.history[0].reason
 
 
-def test_too_few_requests_never_promotes_and_pauses_after_the_limit() -> None:
+def test_too_few_requests_never_promote_and_the_step_keeps_collecting() -> None:
     quiet = arm(100.0, 20.0, 0.0)
     sim = stable_sim(measure=samples(canary=quiet))
     sim.spec = spec_for("2", analysis={"inconclusiveLimit": 3})
     sim.run(seconds=60 * 10)
-    assert sim.status.phase == "Paused"
+    # Waiting for evidence is not a fault: no pause, however many checks it takes.
+    assert sim.status.phase == "Progressing"
     assert set(sim.distinct_weights()) == {0, 5}
-    assert sim.checks == 3
-    assert "inconclusiveLimit 3" in (sim.status.pause_reason or "")
-    assert "fewer than minSamples 100" in (sim.status.pause_reason or "")
-    assert sim.status.last_analysis is not None
-    assert sim.status.last_analysis.verdict == "inconclusive"
-    shown = {c.criterion: c for c in sim.status.last_analysis.criteria}
+    assert sim.checks == 29
+    assert sim.status.pause_reason is None
+    last = sim.status.last_analysis
+    assert last is not None
+    assert (last.verdict, last.waiting, last.needed) == ("inconclusive", True, 180)
+    assert last.reason.startswith("collecting evidence: canary 20/200 requests")
+    shown = {c.criterion: c for c in last.criteria}
     assert shown["errorRate"].canary.samples == 20
     assert shown["e2eLatency p95"].canary.value == 100.0
     assert {c.verdict for c in shown.values()} == {"inconclusive"}
@@ -302,10 +360,10 @@ def test_too_few_requests_never_promotes_and_pauses_after_the_limit() -> None:
 def test_prometheus_down_holds_the_weight_then_pauses_and_resume_continues() -> None:
     state = {"down": False}
 
-    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+    def measure(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> Check:
         if state["down"]:
             return unavailable("Prometheus at http://prom:9090 did not answer")
-        return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+        return samples()(spec, status)
 
     sim = stable_sim(measure=measure)
     sim.run(seconds=130)
@@ -328,9 +386,9 @@ def test_prometheus_down_holds_the_weight_then_pauses_and_resume_continues() -> 
 def test_flapping_checks_neither_promote_on_inconclusive_nor_pause_while_passes_come() -> None:
     verdicts = iter(["inconclusive", "pass"] * 100)
 
-    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+    def measure(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> Check:
         if next(verdicts) == "pass":
-            return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+            return samples()(spec, status)
         return unavailable("flap")
 
     sim = stable_sim(measure=measure)
@@ -344,9 +402,9 @@ def test_flapping_checks_neither_promote_on_inconclusive_nor_pause_while_passes_
 def test_a_step_ends_only_after_a_pass_taken_during_it() -> None:
     state = {"verdict": "pass"}
 
-    def measure(spec: LLMDeploymentSpec, now: datetime) -> Check:
+    def measure(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> Check:
         if state["verdict"] == "pass":
-            return judge(spec.canary.analysis, HEALTHY, HEALTHY)
+            return samples()(spec, status)
         return unavailable("no data")
 
     sim = stable_sim(measure=measure)
@@ -632,7 +690,7 @@ def test_an_idle_or_held_rollout_needs_no_timer() -> None:
     assert sim.status.phase == "Paused"
     assert next_wakeup(sim.spec, sim.status, sim.now) == float("inf"), "its own event resumes it"
 
-    quiet = stable_sim(measure=samples(canary=arm(100.0, 20.0, 0.0)))
+    quiet = stable_sim(measure=lambda spec, status: unavailable("no data"))
     quiet.spec = spec_for("2", analysis={"inconclusiveLimit": 2})
     quiet.run(seconds=300)
     assert quiet.status.phase == "Paused"

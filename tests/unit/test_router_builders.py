@@ -49,7 +49,7 @@ def test_virtual_service_weights_sum_to_100(owner: Owner, weight: int) -> None:
 def test_virtual_service_rejects_a_weight_outside_0_100(owner: Owner) -> None:
     spec = make_spec(traffic={"router": "istio", "istio": {"hosts": ["llm"]}})
     assert spec.traffic.istio is not None
-    with pytest.raises(ValueError, match=r"outside 0\.\.100"):
+    with pytest.raises(ValueError, match=r"do not fit in 0\.\.100"):
         build_virtual_service(owner, spec.traffic.istio, 101)
 
 

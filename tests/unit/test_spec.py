@@ -26,6 +26,14 @@ def spec(**overrides: Any) -> dict[str, Any]:
             "between 1 and maxBatchSize",
         ),
         ({"traffic": {"router": "istio"}}, "router istio needs"),
+        (
+            {"traffic": {"router": "replicas"}, "canary": {"analysis": {"baseline": "fresh"}}},
+            "replicas router cannot give a baseline its own weight",
+        ),
+        (
+            {"canary": {"initialStepInterval": "1m", "analysis": {"warmup": "1m"}}},
+            "warmup must be shorter than every step",
+        ),
         ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "duplicate"),
         (
             {
@@ -58,3 +66,11 @@ def test_errors_name_the_field_path() -> None:
     with pytest.raises(ValidationError) as caught:
         LLMDeploymentSpec.model_validate(spec(canary={"stepInterval": "thirty minutes"}))
     assert "spec.canary.stepInterval: String should match pattern" in describe_errors(caught.value)
+
+
+def test_the_baseline_defaults_to_fresh_where_the_router_can_weight_it() -> None:
+    assert LLMDeploymentSpec.model_validate(spec()).baseline == "fresh"
+    replicas = LLMDeploymentSpec.model_validate(spec(traffic={"router": "replicas"}))
+    assert replicas.baseline == "stable"
+    assert replicas.top_weight == 100
+    assert LLMDeploymentSpec.model_validate(spec()).top_weight == 50

@@ -14,7 +14,9 @@ from typing import Literal, get_args
 from llmcanary.analysis.histogram import Histogram
 from llmcanary.api.spec import Criterion
 
-Arm = Literal["stable", "canary"]
+Arm = Literal["stable", "canary", "baseline"]
+# The arm a canary is compared with: the fresh baseline, or the stable arm without one.
+Reference = Literal["baseline", "stable"]
 # The latency signals a criterion can judge (spec.CriterionMetric less errorRate).
 Signal = Literal["e2eLatency", "ttft", "tpot"]
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
@@ -66,6 +68,16 @@ class ArmReading:
         if self.requests is None:
             return None
         return round(self.requests + (self.errors or 0.0))
+
+    @property
+    def per_pod_requests(self) -> float | None:
+        """Requests per serving pod over the window, from the per-pod histograms of the
+        first latency signal that has them (pods that served nothing do not count)."""
+        for reading in self.latency.values():
+            counts = [h.count for h in reading.pods.values() if h.count > 0]
+            if counts:
+                return sum(counts) / len(counts)
+        return None
 
     @property
     def error_rate(self) -> float | None:

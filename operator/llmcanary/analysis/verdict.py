@@ -1,21 +1,37 @@
-"""Judging a canary against the stable arm over the same window, criterion by criterion. Pure.
+"""Judging a canary against its reference arm, criterion by criterion. Pure.
 
-A check **fails** when the canary is measurably worse on any criterion; it is
-**inconclusive** when the numbers cannot say (too little traffic, a missing series,
-no metrics source) and nothing failed; inconclusive never counts as a pass.
+The reference is the fresh baseline (pods of the stable revision created with the canary,
+at its weight and size) or, without one, the stable arm. Both arms' evidence covers the
+current step so far (less its warm-up). Each criterion is a sequential test
+(:mod:`llmcanary.analysis.sequential`):
+
+- a check **fails** when a criterion's test shows the canary beyond its limit;
+- it **passes** when every criterion's test shows the canary within its limit;
+- it is **inconclusive** otherwise. Most often the evidence is still too thin to decide
+  either way (``waiting``: the step goes on collecting and status says how many more
+  requests each arm needs); otherwise something stops a judgement (a missing series, no
+  metrics source, arms at different per-pod load). Inconclusive never counts as a pass.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from llmcanary.analysis.types import ArmReading, LatencyReading
+from llmcanary.analysis import sequential
+from llmcanary.analysis.sequential import Design, Outcome
+from llmcanary.analysis.types import ArmReading, LatencyReading, Reference
 from llmcanary.api.spec import AnalysisSpec, Criterion
 
 VerdictKind = Literal["pass", "fail", "inconclusive"]
 Unit = Literal["ms", "%"]
+
+# Arms judged without a fresh baseline must carry about the same requests per pod: a
+# pod's latency follows its load, so a relative verdict across a wider gap would judge
+# the load, not the revision (docs/canary.md, "Matched arms").
+LOAD_RATIO_BOUND = 1.25
 
 
 @dataclass(frozen=True)
@@ -27,12 +43,27 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class Effect:
+    """How the canary differs from the reference: a percentage change of a latency, or
+    percentage points of error rate; with its always-valid confidence bounds."""
+
+    value: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
 class CriterionResult:
     criterion: Criterion
     verdict: VerdictKind
     reason: str
-    stable: Estimate = field(default_factory=Estimate)
+    reference: Estimate = field(default_factory=Estimate)
     canary: Estimate = field(default_factory=Estimate)
+    effect: Effect | None = None
+    # The evidence is still too thin either way; ``more`` times the requests so far
+    # would decide it if the effect stays where it is.
+    waiting: bool = False
+    more: float | None = None
 
     @property
     def unit(self) -> Unit:
@@ -46,6 +77,28 @@ class Check:
     verdict: VerdictKind
     reason: str
     results: tuple[CriterionResult, ...] = ()
+    reference: Reference = "stable"
+    # The canary's requests per pod over the reference's, over the evidence window.
+    load_ratio: float | None = None
+    # Inconclusive only for want of requests: the step keeps collecting (not a pause).
+    waiting: bool = False
+    # Requests each arm still needs, at the effects seen so far (None: unknown).
+    needed: int | None = None
+    # The canary's requests per second over the evidence window.
+    canary_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a check is judged with: the tests' error budget, and the arms' context."""
+
+    plan: Design
+    reference: Reference = "stable"
+    # Percentage of traffic the reference arm gets (0: the canary is at 100%).
+    reference_share: int = 100
+    # Seconds of evidence (the step so far, less warm-up): turns requests into rates.
+    window_seconds: float | None = None
+    load_bound: float = LOAD_RATIO_BOUND
 
 
 def unavailable(reason: str) -> Check:
@@ -61,101 +114,249 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f}%"
 
 
+def _signed(percent: float) -> str:
+    return f"{percent:+.0f}%" if abs(percent) >= 10 else f"{percent:+.1f}%"
+
+
+def min_samples(analysis: AnalysisSpec) -> int:
+    """Requests each arm needs before a check is judged: ``minSamples`` if set, else
+    derived from the highest quantile the criteria judge."""
+    if analysis.min_samples is not None:
+        return analysis.min_samples
+    return sequential.min_samples([c.q for c in analysis.rules if c.is_latency])
+
+
 def judge(
-    analysis: AnalysisSpec,
-    stable: ArmReading,
-    canary: ArmReading,
-    *,
-    stable_share: int = 100,
+    analysis: AnalysisSpec, reference: ArmReading, canary: ArmReading, context: Judgement
 ) -> Check:
-    """Apply every criterion of ``analysis`` to the two arms.
-
-    ``stable_share``: the percentage of traffic the stable arm gets now. At 0 (the canary
-    at 100%) the stable arm serves nothing by design: its sample count is not required,
-    and a relative criterion compares with what the stable arm still shows over the
-    window if anything, else the canary is judged on the absolute limits alone.
-    """
-    results = tuple(
-        _error_rate(c, stable, canary)
-        if c.metric == "errorRate"
-        else _latency(c, stable, canary, stable_share)
-        for c in analysis.rules
-    )
-    too_few = _too_few(analysis, stable, canary, stable_share)
-    if too_few is not None:
-        # The numbers are shown, but too few requests back them to judge on.
-        held = tuple(replace(r, verdict="inconclusive", reason=too_few) for r in results)
-        return Check("inconclusive", too_few, held)
-    return _overall(results)
-
-
-def _too_few(
-    analysis: AnalysisSpec, stable: ArmReading, canary: ArmReading, stable_share: int
-) -> str | None:
-    """Why the arms' traffic cannot be judged this window, if it cannot."""
-    arms = (("stable", stable), ("canary", canary)) if stable_share > 0 else (("canary", canary),)
+    """Apply every criterion of ``analysis`` to the canary and its reference arm."""
+    name = context.reference
+    compared = context.reference_share > 0
+    arms = (("canary", canary), (name, reference)) if compared else (("canary", canary),)
     for arm, reading in arms:
         if reading.requests is None:
-            return f"no request series for the {arm} arm"
-        samples = reading.samples or 0
-        if samples < analysis.min_samples:
-            return (
-                f"{arm} arm served {samples} requests, fewer than minSamples {analysis.min_samples}"
-            )
-    return None
+            return Check("inconclusive", f"no request series for the {arm} arm", reference=name)
+    load = _load_ratio(reference, canary) if compared else None
+    results = tuple(
+        _error_rate(c, reference, canary, context, compared)
+        if c.metric == "errorRate"
+        else _latency(c, reference, canary, context, compared)
+        for c in analysis.rules
+    )
+    rate = _rate(canary, context.window_seconds)
+    floor = min_samples(analysis)
+    short = [(arm, r.samples or 0) for arm, r in arms if (r.samples or 0) < floor]
+    if short:
+        needed = max(floor - served for _, served in short)
+        said = ", ".join(f"{arm} {served}/{floor}" for arm, served in short)
+        reason = f"collecting evidence: {said} requests{_eta(needed, rate)}"
+        held = tuple(replace(r, verdict="inconclusive", reason=reason) for r in results)
+        return Check("inconclusive", reason, held, name, load, True, needed, rate)
+    if load is not None and not 1 / context.load_bound <= load <= context.load_bound:
+        why = (
+            f"per-pod load differs: the canary's pods serve {load:.2f}x the {name}'s"
+            f" requests (bound {context.load_bound:g}x), so a relative verdict would judge"
+            " the load: use a fresh baseline (analysis.baseline: fresh)"
+        )
+        results = tuple(
+            replace(r, verdict="inconclusive", reason=why, waiting=False)
+            if r.verdict != "fail" and _relative(r.criterion)
+            else r
+            for r in results
+        )
+    return _overall(results, name, load, canary, rate)
 
 
-def _overall(results: Sequence[CriterionResult]) -> Check:
-    for verdict in ("fail", "inconclusive"):
-        chosen = [r for r in results if r.verdict == verdict]
-        if chosen:
-            return Check(verdict, "; ".join(r.reason for r in chosen), tuple(results))
-    return Check("pass", "; ".join(r.reason for r in results), tuple(results))
+def _relative(criterion: Criterion) -> bool:
+    return criterion.metric == "errorRate" or criterion.max_increase_percent is not None
+
+
+def _rate(canary: ArmReading, window: float | None) -> float | None:
+    samples = canary.samples
+    if not window or window <= 0 or samples is None:
+        return None
+    return samples / window
+
+
+def _eta(needed: int, rate: float | None) -> str:
+    """``, ~3 min at the canary's 2.1 requests/s``, where the rate is known."""
+    if not rate or rate <= 0:
+        return ""
+    seconds = needed / rate
+    when = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return f", ~{when} at the canary's {rate:.2g} requests/s"
+
+
+def _load_ratio(reference: ArmReading, canary: ArmReading) -> float | None:
+    mine, theirs = canary.per_pod_requests, reference.per_pod_requests
+    if mine is None or theirs is None or theirs <= 0:
+        return None
+    return mine / theirs
+
+
+def _overall(
+    results: Sequence[CriterionResult],
+    reference: Reference,
+    load: float | None,
+    canary: ArmReading,
+    rate: float | None,
+) -> Check:
+    def check(
+        verdict: VerdictKind,
+        chosen: Sequence[CriterionResult],
+        *,
+        waiting: bool = False,
+        needed: int | None = None,
+        note: str = "",
+    ) -> Check:
+        reason = "; ".join(r.reason for r in chosen) + note
+        return Check(verdict, reason, tuple(results), reference, load, waiting, needed, rate)
+
+    failed = [r for r in results if r.verdict == "fail"]
+    if failed:
+        return check("fail", failed)
+    blocked = [r for r in results if r.verdict == "inconclusive" and not r.waiting]
+    if blocked:
+        return check("inconclusive", blocked)
+    waiting = [r for r in results if r.waiting]
+    if waiting:
+        samples = canary.samples or 0
+        factors = [r.more for r in waiting if r.more is not None]
+        needed = None
+        if factors and all(math.isfinite(f) for f in factors):
+            needed = max(0, math.ceil(samples * (max(factors) - 1)))
+        note = f" (about {needed} more requests per arm{_eta(needed, rate)})" if needed else ""
+        return check("inconclusive", waiting, waiting=True, needed=needed, note=note)
+    return check("pass", results)
+
+
+def _decided(
+    criterion: Criterion,
+    outcome: Outcome,
+    describe: str,
+    theirs: Estimate,
+    mine: Estimate,
+    effect: Effect,
+) -> CriterionResult:
+    if outcome.decision == "continue":
+        more = outcome.more
+        return CriterionResult(
+            criterion,
+            "inconclusive",
+            f"{describe}: not yet decided",
+            theirs,
+            mine,
+            effect,
+            waiting=True,
+            more=more,
+        )
+    return CriterionResult(criterion, outcome.decision, describe, theirs, mine, effect)
 
 
 def _latency(
-    criterion: Criterion, stable: ArmReading, canary: ArmReading, stable_share: int
+    criterion: Criterion,
+    reference: ArmReading,
+    canary: ArmReading,
+    context: Judgement,
+    compared: bool,
 ) -> CriterionResult:
     assert criterion.metric != "errorRate"
     name = criterion.label
     q = criterion.q
+    arm = context.reference
     canary_reading = canary.latency.get(criterion.metric, LatencyReading())
-    stable_reading = stable.latency.get(criterion.metric, LatencyReading())
+    reference_reading = reference.latency.get(criterion.metric, LatencyReading())
     mine = Estimate(canary_reading.quantile(q), canary_reading.samples)
-    theirs = Estimate(stable_reading.quantile(q), stable_reading.samples)
+    theirs = Estimate(reference_reading.quantile(q), reference_reading.samples)
 
     def result(verdict: VerdictKind, reason: str) -> CriterionResult:
         return CriterionResult(criterion, verdict, reason, theirs, mine)
 
     if mine.value is None:
         return result("inconclusive", f"no {name} for the canary arm (no series or no requests)")
-    if theirs.value is None and stable_share > 0:
-        return result("inconclusive", f"no {name} for the stable arm (no series or no requests)")
+    if compared and theirs.value is None:
+        return result("inconclusive", f"no {name} for the {arm} arm (no series or no requests)")
 
-    failures: list[str] = []
-    said: list[str] = []
     increase = criterion.max_increase_percent
-    if increase is not None and theirs.value is not None:
-        limit = theirs.value * (1 + increase / 100)
-        comparison = f"stable {ms(theirs.value)} +{increase:g}%"
-        if mine.value > limit:
-            failures.append(f"canary {name} {ms(mine.value)} > {comparison}")
-        else:
-            said.append(f"within {comparison}")
-        note = _coarse(canary_reading, q, increase)
-        if note:
-            said.append(note)
-    elif increase is not None:
-        said.append("no stable traffic at 100%: absolute limits only")
     ceiling = criterion.max_milliseconds
-    if ceiling is not None:
-        if mine.value > ceiling:
-            failures.append(f"canary {name} {ms(mine.value)} > maxMilliseconds {ceiling:g}")
+    coarse = _coarse(canary_reading, q, increase) if increase is not None else None
+    mine_log = _log_estimate(canary_reading, q)
+    outcomes: list[CriterionResult] = []
+    if increase is not None and compared:
+        assert theirs.value is not None
+        theirs_log = _log_estimate(reference_reading, q)
+        if mine_log is None or theirs_log is None:
+            # A source without histograms (a summary, a user's PromQL): no variance.
+            limit = theirs.value * (1 + increase / 100)
+            verdict: VerdictKind = "fail" if mine.value > limit else "pass"
+            sign = ">" if verdict == "fail" else "<="
+            outcomes.append(
+                result(
+                    verdict,
+                    f"canary {name} {ms(mine.value)} {sign} {arm} {ms(theirs.value)}"
+                    f" +{increase:g}% (point estimates: the source has no histogram)",
+                )
+            )
         else:
-            said.append(f"under {ceiling:g} ms")
-    if failures:
-        return result("fail", "; ".join(failures))
-    return result("pass", f"canary {name} {ms(mine.value)} {', '.join(said)}")
+            estimate = sequential.ratio(mine_log, theirs_log)
+            limit = math.log(1 + increase / 100)
+            half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
+            outcome = sequential.sequential_test(estimate, limit, half, context.plan)
+            effect = _percent_effect(outcome)
+            describe = (
+                f"canary {name} {ms(mine.value)} vs {arm} {ms(theirs.value)}:"
+                f" {_signed(effect.value)} ({_signed(effect.lower)}..{_signed(effect.upper)}),"
+                f" limit +{increase:g}%"
+            )
+            if coarse:
+                describe += f"; {coarse}"
+            outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
+    if ceiling is not None:
+        if mine_log is None:
+            verdict = "fail" if mine.value > ceiling else "pass"
+            sign = ">" if verdict == "fail" else "<="
+            outcomes.append(
+                result(
+                    verdict, f"canary {name} {ms(mine.value)} {sign} maxMilliseconds {ceiling:g}"
+                )
+            )
+        else:
+            over = sequential.Estimate(mine_log.value - math.log(ceiling), mine_log.variance)
+            outcome = sequential.sequential_test(
+                over, 0.0, sequential.ABSOLUTE_HALF_WIDTH, context.plan
+            )
+            effect = _percent_effect(outcome)
+            describe = (
+                f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
+                f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
+            )
+            outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
+    if not outcomes:
+        # A relative criterion with the canary at 100%: nothing left to compare with.
+        return result("pass", f"canary {name} {ms(mine.value)}: no {arm} traffic at 100%")
+    return _combine(outcomes)
+
+
+def _combine(outcomes: list[CriterionResult]) -> CriterionResult:
+    """A criterion with both a relative and an absolute limit: the worse of the two."""
+    for verdict, waiting in (("fail", False), ("inconclusive", False), ("inconclusive", True)):
+        for r in outcomes:
+            if r.verdict == verdict and r.waiting == waiting:
+                return r
+    first = outcomes[0]
+    return replace(first, reason="; ".join(r.reason for r in outcomes))
+
+
+def _log_estimate(reading: LatencyReading, q: float) -> sequential.Estimate | None:
+    histogram = reading.histogram
+    return None if histogram is None else sequential.log_quantile(histogram, q)
+
+
+def _percent_effect(outcome: Outcome) -> Effect:
+    def percent(x: float) -> float:
+        return (math.exp(min(x, 50.0)) - 1) * 100
+
+    return Effect(percent(outcome.effect), percent(outcome.lower), percent(outcome.upper))
 
 
 def _coarse(reading: LatencyReading, q: float, increase: float) -> str | None:
@@ -171,14 +372,35 @@ def _coarse(reading: LatencyReading, q: float, increase: float) -> str | None:
     return f"coarse buckets: the estimate lies in ({ms(lower)}, {ms(upper)}]"
 
 
-def _error_rate(criterion: Criterion, stable: ArmReading, canary: ArmReading) -> CriterionResult:
+def _error_rate(
+    criterion: Criterion,
+    reference: ArmReading,
+    canary: ArmReading,
+    context: Judgement,
+    compared: bool,
+) -> CriterionResult:
     assert criterion.max_percent is not None
+    arm = context.reference
+    total = canary.samples or 0
     rate = canary.error_rate or 0.0
     mine = Estimate(round(rate * 100, 4), canary.samples)
     theirs = Estimate(
-        None if stable.error_rate is None else round(stable.error_rate * 100, 4), stable.samples
+        None if reference.error_rate is None else round(reference.error_rate * 100, 4),
+        reference.samples,
     )
-    if rate > criterion.max_percent / 100:
-        reason = f"canary error rate {_pct(rate)} > maxPercent {criterion.max_percent:g}%"
-        return CriterionResult(criterion, "fail", reason, theirs, mine)
-    return CriterionResult(criterion, "pass", f"canary error rate {_pct(rate)}", theirs, mine)
+    own = sequential.proportion(canary.errors or 0.0, total)
+    if compared and reference.samples:
+        base = sequential.proportion(reference.errors or 0.0, reference.samples)
+        estimate = sequential.difference(own, base)
+        against = f"{arm} {_pct(base.value)}"
+    else:
+        estimate = own
+        against = f"no {arm} traffic"
+    limit = criterion.max_percent / 100
+    outcome = sequential.sequential_test(estimate, limit, limit / 2, context.plan)
+    effect = Effect(outcome.effect * 100, outcome.lower * 100, outcome.upper * 100)
+    describe = (
+        f"canary error rate {_pct(rate)} vs {against}: {effect.value:+.2f} points"
+        f" ({effect.lower:+.2f}..{effect.upper:+.2f}), limit +{criterion.max_percent:g}"
+    )
+    return _decided(criterion, outcome, describe, theirs, mine, effect)

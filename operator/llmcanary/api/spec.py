@@ -362,6 +362,11 @@ LATENCY_METRICS: tuple[CriterionMetric, ...] = ("e2eLatency", "ttft", "tpot")
 DEFAULT_QUANTILE = 0.95
 
 MetricsPreset = Literal["tritonVLLM", "triton", "istio"]
+# What the canary is compared with (docs/canary.md, "Matched arms").
+BaselineMode = Literal["fresh", "stable"]
+# With a fresh baseline the canary and the baseline each take the weight, so a matched
+# comparison ends at half the traffic: a passing step there promotes.
+FRESH_BASELINE_MAX_WEIGHT = 50
 # The signals each preset can read (sources/promql.py holds their PromQL); a criterion
 # on a signal its preset lacks needs a query template.
 PRESET_SIGNALS: dict[MetricsPreset, tuple[CriterionMetric, ...]] = {
@@ -530,8 +535,20 @@ class AnalysisSpec(ApiModel):
     """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
     over the stable arm, error rate at most 1%, and for tritonVLLM TTFT and TPOT P95 at
     most +20%). The first is the headline kubectl get shows."""
-    min_samples: int = Field(default=200, ge=1)
-    """An arm with fewer requests over the window makes the check inconclusive."""
+    baseline: BaselineMode | None = None
+    """What the canary is compared with. fresh: a baseline Deployment of the stable
+    revision, as many replicas as the canary and the same weight, created with it and
+    removed after, so both arms have the same per-pod load and age (the default with the
+    gatewayAPI and istio routers; weights then stop at 50%). stable: the stable pods, with
+    no extra GPUs; a relative verdict is refused while the arms' per-pod load differs by
+    more than 25% (the default with the replicas router, which cannot weight a third arm)."""
+    warmup: Duration = "30s"
+    """Requests in the first warmup of each step do not count: new pods (the canary's,
+    and the baseline's) serve for this long before they are judged."""
+    min_samples: int | None = Field(default=None, ge=1)
+    """Requests each arm needs in a step before it is judged (default: enough for 10
+    beyond the highest quantile judged, 200 for a P95). The sequential tests decide how
+    many more they need."""
     failure_limit: int = Field(default=1, ge=1, le=100)
     """Failed checks in one rollout that roll the canary back."""
     inconclusive_limit: int = Field(default=5, ge=1, le=1000)
@@ -590,6 +607,12 @@ class CanarySpec(ApiModel):
                     "analysis.interval must be positive",
                     ".analysis.interval",
                 ),
+                cel(
+                    "duration(self.analysis.warmup) < duration(self.initialStepInterval)"
+                    " && duration(self.analysis.warmup) < duration(self.stepInterval)",
+                    "analysis.warmup must be shorter than every step, or no request counts",
+                    ".analysis.warmup",
+                ),
             ]
         }
     )
@@ -617,6 +640,14 @@ class CanarySpec(ApiModel):
         if parse_duration(self.step_interval) < interval:
             raise ValueError(
                 "stepInterval must be at least analysis.interval: every step is judged"
+            )
+        warmup = parse_duration(self.analysis.warmup)
+        shortest = min(
+            parse_duration(self.initial_step_interval), parse_duration(self.step_interval)
+        )
+        if warmup >= shortest:
+            raise ValueError(
+                "analysis.warmup must be shorter than every step, or no request counts"
             )
         return self
 
@@ -677,6 +708,22 @@ class PreflightSpec(ApiModel):
 
 
 class LLMDeploymentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.canary) || !has(self.canary.analysis)"
+                    " || !has(self.canary.analysis.baseline)"
+                    " || self.canary.analysis.baseline != 'fresh'"
+                    " || !has(self.traffic) || self.traffic.router != 'replicas'",
+                    "the replicas router cannot give a baseline its own weight: use"
+                    " baseline: stable, or the gatewayAPI or istio router",
+                    ".canary.analysis.baseline",
+                )
+            ]
+        }
+    )
+
     model: ModelSpec
     triton: TritonSpec = Field(default_factory=TritonSpec)
     replicas: int = Field(default=1, ge=1, le=1000)
@@ -708,6 +755,40 @@ class LLMDeploymentSpec(ApiModel):
             if dupes:
                 raise ValueError(f"{what}: duplicate names {dupes}")
         return self
+
+    @model_validator(mode="after")
+    def _baseline_needs_weights(self) -> Self:
+        if self.canary.analysis.baseline == "fresh" and self.traffic.router == "replicas":
+            raise ValueError(
+                "canary.analysis.baseline: the replicas router cannot give a baseline its"
+                " own weight: use baseline: stable, or the gatewayAPI or istio router"
+            )
+        return self
+
+    @property
+    def baseline(self) -> BaselineMode:
+        """The reference arm in effect: the spec's choice, else fresh wherever the router
+        can weight a third arm."""
+        chosen = self.canary.analysis.baseline
+        if chosen is not None:
+            return chosen
+        return "stable" if self.traffic.router == "replicas" else "fresh"
+
+    @property
+    def top_weight(self) -> int:
+        """The highest weight the rollout plans (maxWeight, at most 50% with a fresh
+        baseline); a passing step there promotes."""
+        if self.baseline == "fresh":
+            return min(self.canary.max_weight, FRESH_BASELINE_MAX_WEIGHT)
+        return self.canary.max_weight
+
+    def planned_weights(self) -> list[int]:
+        """Every step's weight, in order."""
+        canary, top = self.canary, self.top_weight
+        weights = [min(canary.initial_weight, top)]
+        while weights[-1] < top:
+            weights.append(min(weights[-1] + canary.step_weight, top))
+        return weights
 
 
 # Fields that change what runs in the pod: any change here is a new revision.

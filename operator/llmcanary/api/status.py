@@ -51,19 +51,37 @@ class CriterionRecord(ApiModel):
     unit: Literal["ms", "%"]
     verdict: Literal["pass", "fail", "inconclusive"]
     reason: str = ""
-    stable: ArmEstimate = Field(default_factory=ArmEstimate)
+    reference: ArmEstimate = Field(default_factory=ArmEstimate)
+    """The arm the canary is compared with (the check's ``reference``)."""
     canary: ArmEstimate = Field(default_factory=ArmEstimate)
+    effect: float | None = None
+    """How much worse the canary is: percent for a latency (relative to the reference, or
+    to maxMilliseconds), percentage points of error rate."""
+    lower: float | None = None
+    """The effect's always-valid confidence bounds (they hold at every check)."""
+    upper: float | None = None
 
 
 class AnalysisRecord(ApiModel):
     time: str
     """When the check was taken."""
     verdict: Literal["pass", "fail", "inconclusive"]
-    """fail: any criterion failed; inconclusive: too few samples, a missing series or no
-    answer, and nothing failed; never a pass."""
+    """fail: a criterion's test shows the canary beyond its limit; pass: every test shows
+    it within; inconclusive: not decided yet (waiting), or a missing series, no answer or
+    unmatched arms; never a pass."""
     reason: str = ""
+    reference: Literal["baseline", "stable"] | None = None
+    """The arm the canary was compared with: the fresh baseline, or the stable arm."""
+    since: str | None = None
+    """The evidence covers requests from this time (the step's start plus warm-up) on."""
+    load_ratio: float | None = None
+    """The canary's requests per pod over the reference's: near 1 for matched arms."""
+    waiting: bool | None = None
+    """Inconclusive for want of requests only: the step keeps collecting, no pause."""
+    needed: int | None = None
+    """Requests each arm still needs to decide, at the effects seen so far."""
     criteria: list[CriterionRecord] = Field(default_factory=list, max_length=16)
-    """Each criterion's estimate per arm and its verdict."""
+    """Each criterion's estimate per arm, the effect with its bounds, and its verdict."""
 
 
 class EnvDifference(ApiModel):

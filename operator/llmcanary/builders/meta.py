@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from llmcanary.api import API_VERSION, KIND
 
-Track = Literal["stable", "canary"]
+Track = Literal["stable", "canary", "baseline"]
 
 LABEL_DEPLOYMENT = "llmcanary.io/deployment"
 LABEL_REVISION = "llmcanary.io/revision"
@@ -46,6 +46,16 @@ class Owner:
 
 def deployment_name(owner: str, revision: str) -> str:
     return f"{owner}-{revision}"
+
+
+# The suffix that makes a fresh baseline's pods a revision of their own: the same pod
+# template as the stable revision, but not selected by NAME-stable.
+BASELINE_SUFFIX = "-baseline"
+
+
+def baseline_revision(stable_revision: str) -> str:
+    """The revision label of a fresh baseline of ``stable_revision``."""
+    return f"{stable_revision}{BASELINE_SUFFIX}"
 
 
 def config_map_name(owner: str, revision: str) -> str:

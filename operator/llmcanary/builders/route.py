@@ -5,31 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from llmcanary.api.spec import GatewayAPITraffic
-from llmcanary.builders.meta import Owner, common_labels, service_name
+from llmcanary.builders.meta import Owner, Track, common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
 
 HTTPROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
 
-def build_httproute(owner: Owner, traffic: GatewayAPITraffic, canary_weight: int) -> dict[str, Any]:
-    """An HTTPRoute named like the LLMDeployment with weighted stable/canary backends."""
-    if not 0 <= canary_weight <= 100:
-        raise ValueError(f"canary weight {canary_weight} is outside 0..100")
+def split(canary_weight: int, baseline_weight: int = 0) -> list[tuple[Track, int]]:
+    """The tracks and their weights: stable and canary always, the baseline while it has
+    a weight."""
+    if not 0 <= canary_weight <= 100 or not 0 <= baseline_weight <= 100 - canary_weight:
+        raise ValueError(
+            f"canary weight {canary_weight} and baseline weight {baseline_weight} do not"
+            " fit in 0..100"
+        )
+    tracks: list[tuple[Track, int]] = [
+        ("stable", 100 - canary_weight - baseline_weight),
+        ("canary", canary_weight),
+    ]
+    if baseline_weight:
+        tracks.append(("baseline", baseline_weight))
+    return tracks
+
+
+def build_httproute(
+    owner: Owner, traffic: GatewayAPITraffic, canary_weight: int, baseline_weight: int = 0
+) -> dict[str, Any]:
+    """An HTTPRoute named like the LLMDeployment with weighted backends per track."""
     spec: dict[str, Any] = {
         "rules": [
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                 "backendRefs": [
-                    {
-                        "name": service_name(owner.name, "stable"),
-                        "port": HTTP_PORT,
-                        "weight": 100 - canary_weight,
-                    },
-                    {
-                        "name": service_name(owner.name, "canary"),
-                        "port": HTTP_PORT,
-                        "weight": canary_weight,
-                    },
+                    {"name": service_name(owner.name, track), "port": HTTP_PORT, "weight": w}
+                    for track, w in split(canary_weight, baseline_weight)
                 ],
             }
         ]

@@ -6,6 +6,7 @@ from typing import Any
 
 from llmcanary.api.spec import IstioTraffic
 from llmcanary.builders.meta import Owner, Track, common_labels, service_name
+from llmcanary.builders.route import split
 from llmcanary.builders.workload import HTTP_PORT
 
 VIRTUALSERVICE_API_VERSION = "networking.istio.io/v1"
@@ -18,11 +19,9 @@ def service_host(owner: Owner, track: Track) -> str:
 
 
 def build_virtual_service(
-    owner: Owner, traffic: IstioTraffic, canary_weight: int
+    owner: Owner, traffic: IstioTraffic, canary_weight: int, baseline_weight: int = 0
 ) -> dict[str, Any]:
-    """A VirtualService named like the LLMDeployment with weighted stable/canary routes."""
-    if not 0 <= canary_weight <= 100:
-        raise ValueError(f"canary weight {canary_weight} is outside 0..100")
+    """A VirtualService named like the LLMDeployment with weighted routes per track."""
     spec: dict[str, Any] = {
         "hosts": list(traffic.hosts),
         "http": [
@@ -31,18 +30,12 @@ def build_virtual_service(
                 "route": [
                     {
                         "destination": {
-                            "host": service_host(owner, "stable"),
+                            "host": service_host(owner, track),
                             "port": {"number": HTTP_PORT},
                         },
-                        "weight": 100 - canary_weight,
-                    },
-                    {
-                        "destination": {
-                            "host": service_host(owner, "canary"),
-                            "port": {"number": HTTP_PORT},
-                        },
-                        "weight": canary_weight,
-                    },
+                        "weight": weight,
+                    }
+                    for track, weight in split(canary_weight, baseline_weight)
                 ],
             }
         ],

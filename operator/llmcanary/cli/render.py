@@ -126,22 +126,33 @@ def _analysis_lines(obj: Mapping[str, Any]) -> list[str]:
         lines.append(f"Last analysis: {verdict} at {_text(analysis.get('time'))}")
         if reason:
             lines.append(f"  {reason}")
+        reference = _text(analysis.get("reference")) if analysis.get("reference") else "stable"
+        context = [f"against the {reference}"]
+        if analysis.get("since"):
+            context.append(f"requests since {_text(analysis.get('since'))}")
+        if analysis.get("loadRatio") is not None:
+            context.append(f"per-pod load canary/{reference} {analysis['loadRatio']:.2f}")
+        if analysis.get("needed") is not None:
+            context.append(f"~{analysis['needed']} more requests per arm to decide")
+        lines.append(f"  ({'; '.join(context)})")
         rows = []
         for record in (_map(c) for c in _list(analysis.get("criteria"))):
             unit = _text(record.get("unit"))
-            canary, stable = _map(record.get("canary")), _map(record.get("stable"))
+            canary, theirs = _map(record.get("canary")), _map(record.get("reference"))
             fmt = ".1f" if unit == "ms" else ".2f"
             rows.append(
                 [
                     _text(record.get("criterion")),
                     _text(record.get("verdict")),
                     f"{_number(canary.get('value'), fmt)} {unit}",
-                    f"{_number(stable.get('value'), fmt)} {unit}",
-                    " / ".join(_number(arm.get("samples"), "d") for arm in (canary, stable)),
+                    f"{_number(theirs.get('value'), fmt)} {unit}",
+                    _effect(record, unit),
+                    " / ".join(_number(arm.get("samples"), "d") for arm in (canary, theirs)),
                 ]
             )
         if rows:
-            lines += table(["CRITERION", "VERDICT", "CANARY", "STABLE", "SAMPLES C/S"], rows)
+            header = ["CRITERION", "VERDICT", "CANARY", reference.upper(), "EFFECT (BOUNDS)"]
+            lines += table([*header, f"SAMPLES C/{reference[0].upper()}"], rows)
     failed, inconclusive = status.get("failedChecks"), status.get("inconclusiveChecks")
     if analysis or failed is not None or inconclusive is not None:
         limits = _map(_map(spec.get("canary")).get("analysis"))
@@ -244,3 +255,20 @@ def render_status(obj: Mapping[str, Any]) -> str:
         _history_lines(status),
     ]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
+
+
+def _effect(record: Mapping[str, Any], unit: str) -> str:
+    """``+12% (-3..+31)``: the effect and its confidence bounds, percent of a latency or
+    points of error rate; ``-`` where the check computed none."""
+    effect = record.get("effect")
+    if effect is None:
+        return "-"
+    suffix = "%" if unit == "ms" else " pt"
+    bounds = ""
+    lower, upper = record.get("lower"), record.get("upper")
+    if lower is not None and upper is not None:
+        bounds = (
+            f" ({lower:+.0f}..{upper:+.0f})" if unit == "ms" else f" ({lower:+.2f}..{upper:+.2f})"
+        )
+    value = f"{effect:+.0f}" if unit == "ms" else f"{effect:+.2f}"
+    return f"{value}{suffix}{bounds}"

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from llmcanary.analysis.verdict import Check, Estimate
+from llmcanary.analysis.sequential import design
+from llmcanary.analysis.verdict import Check, Estimate, Judgement
 from llmcanary.api import (
     ANNOTATION_ABORT,
     ANNOTATION_PROMOTE,
@@ -91,6 +92,10 @@ class Plan:
     canary_revision: str | None  # its Deployment exists (possibly scaled to 0)
     canary_replicas: int
     canary_weight: int
+    # A fresh baseline of the stable revision beside the canary: as many replicas, the
+    # same weight (0 and 0: none, its Deployment removed).
+    baseline_replicas: int = 0
+    baseline_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,10 @@ class Decision:
     again: bool = False
 
 
-def step_weight(canary: CanarySpec, step: int) -> int:
-    """The canary's weight at ``step`` (0-based)."""
-    return min(canary.initial_weight + step * canary.step_weight, canary.max_weight)
+def step_weight(spec: LLMDeploymentSpec, step: int) -> int:
+    """The canary's weight at ``step`` (0-based): up to ``spec.top_weight``."""
+    weights = spec.planned_weights()
+    return weights[min(step, len(weights) - 1)]
 
 
 def replicas_for(replicas: int, weight: int) -> int:
@@ -146,6 +152,14 @@ def canary_checks_due(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, read
         and not status.current_step
         and ready >= replicas_for(spec.replicas, spec.canary.initial_weight)
     )
+
+
+def evidence_start(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> datetime | None:
+    """Where the current step's evidence begins: its start plus the warm-up. Requests
+    before it were served at another weight, or by pods not yet warm."""
+    if status.step_started_at is None:
+        return None
+    return parse_time(status.step_started_at) + parse_duration(spec.canary.analysis.warmup)
 
 
 def _analysis_reference(status: LLMDeploymentStatus) -> datetime | None:
@@ -197,7 +211,7 @@ def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datet
     if status.phase == "Preflight":
         return interval.total_seconds()
     step = status.current_step or 0
-    target = step_weight(spec.canary, step)
+    target = step_weight(spec, step)
     if (status.canary_weight or 0) < target:
         ready = status.canary_ready_replicas or 0
         serving_check = ready >= replicas_for(spec.replicas, target)
@@ -211,18 +225,54 @@ def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datet
     return max(0.0, (min(moments) - now).total_seconds())
 
 
+def judgement(
+    spec: LLMDeploymentSpec, status: LLMDeploymentStatus, window_seconds: float | None
+) -> Judgement:
+    """What this step's check is judged with: the error budget spread over the planned
+    steps and criteria, the reference arm and its share of the traffic."""
+    weight = status.canary_weight or 0
+    fresh = spec.baseline == "fresh"
+    return Judgement(
+        plan=design(len(spec.canary.analysis.rules), len(spec.planned_weights())),
+        reference="baseline" if fresh else "stable",
+        reference_share=weight if fresh else 100 - weight,
+        window_seconds=window_seconds,
+    )
+
+
 def _criteria(check: Check) -> list[CriterionRecord]:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
     return [
         CriterionRecord(
             criterion=r.criterion.label,
             unit=r.unit,
             verdict=r.verdict,
             reason=r.reason,
-            stable=_estimate(r.stable),
+            reference=_estimate(r.reference),
             canary=_estimate(r.canary),
+            effect=rounded(r.effect.value) if r.effect else None,
+            lower=rounded(r.effect.lower) if r.effect else None,
+            upper=rounded(r.effect.upper) if r.effect else None,
         )
         for r in check.results
     ]
+
+
+def analysis_record(check: Check, now: datetime, since: datetime | None) -> AnalysisRecord:
+    """A check as status keeps it: enough to reproduce it from Prometheus."""
+    return AnalysisRecord(
+        time=timestamp(now),
+        verdict=check.verdict,
+        reason=check.reason,
+        reference=check.reference if check.results else None,
+        since=timestamp(since) if since is not None else None,
+        load_ratio=None if check.load_ratio is None else round(check.load_ratio, 3),
+        waiting=check.waiting or None,
+        needed=check.needed,
+        criteria=_criteria(check),
+    )
 
 
 def _estimate(estimate: Estimate) -> ArmEstimate:
@@ -232,7 +282,7 @@ def _estimate(estimate: Estimate) -> ArmEstimate:
 
 def headline(record: AnalysisRecord | None) -> str | None:
     """``ttft p95 412 / 380 ms``: the check's first failing criterion, else its first,
-    canary / stable."""
+    canary / reference."""
     if record is None or not record.criteria:
         return None
     chosen = next((c for c in record.criteria if c.verdict == "fail"), record.criteria[0])
@@ -243,7 +293,7 @@ def headline(record: AnalysisRecord | None) -> str | None:
         return f"{value:.0f}" if chosen.unit == "ms" else f"{value:.2f}"
 
     return (
-        f"{chosen.criterion} {number(chosen.canary.value)} / {number(chosen.stable.value)}"
+        f"{chosen.criterion} {number(chosen.canary.value)} / {number(chosen.reference.value)}"
         f" {chosen.unit}"
     )
 
@@ -390,7 +440,12 @@ class _Tick:
             "RolloutStarted",
             f"rolling out revision {revision} beside stable {self.stable_rev}: first"
             f" {canary.initial_weight}%, then +{canary.step_weight}% every"
-            f" {canary.step_interval} up to {canary.max_weight}%",
+            f" {canary.step_interval} up to {self.spec.top_weight}%"
+            + (
+                f", judged against a fresh baseline of {self.stable_rev}"
+                if self.spec.baseline == "fresh"
+                else f", judged against the stable pods of {self.stable_rev}"
+            ),
         )
 
     def progress(self, *, abort: bool, resume: bool) -> None:
@@ -419,7 +474,7 @@ class _Tick:
         replicas = self.spec.replicas
         weight = self.get("canary_weight") or 0
         step = self.get("current_step") or 0
-        target = step_weight(canary, step)
+        target = step_weight(self.spec, step)
         ready = self.obs.canary.ready if self.obs.canary else 0
         pause_reason = self.get("pause_reason")
         if held_by or pause_reason:
@@ -448,7 +503,7 @@ class _Tick:
         passed = last is not None and last.verdict == "pass" and parse_time(last.time) >= started
         done = self.now - started >= step_interval(canary, step)
         if done and passed:
-            if target >= canary.max_weight:
+            if target >= self.spec.top_weight:
                 self.set(phase="Promoting")
                 self.emit(
                     "Normal",
@@ -460,7 +515,7 @@ class _Tick:
                 return
             step += 1
             self.set(current_step=step)
-            target = step_weight(canary, step)
+            target = step_weight(self.spec, step)
             need = replicas_for(replicas, target)
             if ready >= need:
                 self.apply_weight(target, step)
@@ -474,7 +529,7 @@ class _Tick:
         waiting = "the step interval" if not done else "a passing check"
         self.set(message=f"at {weight}% (step {step}), waiting for {waiting}")
         # Start the next step's replicas now: a model takes minutes to load.
-        upcoming = replicas_for(replicas, step_weight(canary, step + 1))
+        upcoming = replicas_for(replicas, step_weight(self.spec, step + 1))
         self.plan_canary(upcoming, weight)
 
     def preflight(self) -> None:
@@ -528,7 +583,15 @@ class _Tick:
 
     def plan_canary(self, replicas: int, weight: int) -> None:
         self.set(canary_replicas=replicas)
-        self.plan = Plan(self.stable_rev, self.obs.revision, replicas, weight)
+        baseline = self.spec.baseline == "fresh" and self.get("phase") != "Promoting"
+        self.plan = Plan(
+            self.stable_rev,
+            self.obs.revision,
+            replicas,
+            weight,
+            baseline_replicas=replicas if baseline else 0,
+            baseline_weight=weight if baseline else 0,
+        )
 
     def record_check(self) -> bool:
         """Count a check taken this tick; True if it rolled the canary back."""
@@ -536,14 +599,8 @@ class _Tick:
         if check is None:
             return False
         analysis = self.spec.canary.analysis
-        self.set(
-            last_analysis=AnalysisRecord(
-                time=timestamp(self.now),
-                verdict=check.verdict,
-                reason=check.reason,
-                criteria=_criteria(check),
-            )
-        )
+        since = evidence_start(self.spec, self.old)
+        self.set(last_analysis=analysis_record(check, self.now, since))
         if check.verdict == "fail":
             failed = (self.get("failed_checks") or 0) + 1
             self.set(failed_checks=failed)
@@ -553,6 +610,9 @@ class _Tick:
             self.emit(
                 "Warning", "CheckFailed", f"{check.reason} ({failed}/{analysis.failure_limit})"
             )
+        elif check.waiting:
+            # Evidence is coming in; the step goes on collecting it, however long.
+            self.set(inconclusive_checks=0)
         elif check.verdict == "inconclusive":
             count = (self.get("inconclusive_checks") or 0) + 1
             self.set(inconclusive_checks=count)

@@ -13,36 +13,43 @@ from llmcanary.kube.client import Kube
 
 @dataclass(frozen=True)
 class Weights:
-    """The traffic split as percentages; ``stable + canary == 100``."""
+    """The traffic split as percentages; ``stable + canary + baseline == 100``."""
 
     stable: int
     canary: int
+    baseline: int = 0  # a fresh baseline of the stable revision beside the canary
 
 
 class Router(Protocol):
     """Applies and reads the stable/canary split for one LLMDeployment.
 
-    The Services ``NAME-stable`` and ``NAME-canary`` exist before a router is used;
-    a router only splits traffic between them (or, for ``replicas``, over their pods).
+    The Services ``NAME-stable`` and ``NAME-canary`` (and ``NAME-baseline`` when the
+    baseline has a weight) exist before a router is used; a router only splits traffic
+    between them (or, for ``replicas``, over their pods, with no baseline).
     """
 
     kind: str
     # True where the split is approximated (by replica counts) rather than enforced.
     approximate: bool
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
-        """Create or correct the router's objects so the canary gets ``canary_weight`` %."""
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
+        """Create or correct the router's objects so the canary gets ``canary_weight`` %
+        and the baseline ``baseline_weight`` %."""
         ...
 
-    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
-        """Move the split to ``canary_weight`` % (objects must exist: see reconcile)."""
+    def set_weights(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
+        """Move the split (objects must exist: see reconcile)."""
         ...
 
     def get_weights(self, owner: Owner) -> Weights | None:
         """The split as the cluster holds it now, or None if the router is not set up."""
         ...
 
-    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
+    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
         """Whether the cluster holds (or, if approximate, best approximates) the split."""
         ...
 

@@ -18,12 +18,17 @@ class GatewayAPIRouter:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
-        ensure(self.kube, build_httproute(owner, spec.traffic.gateway_api, canary_weight))
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
+        route = build_httproute(owner, spec.traffic.gateway_api, canary_weight, baseline_weight)
+        ensure(self.kube, route)
 
-    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+    def set_weights(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
         # The whole route is ours, so applying it with the new weights is the update.
-        self.reconcile(owner, spec, canary_weight)
+        self.reconcile(owner, spec, canary_weight, baseline_weight)
 
     def get_weights(self, owner: Owner) -> Weights | None:
         route = self.kube.get(HTTPROUTE_API_VERSION, "HTTPRoute", owner.namespace, owner.name)
@@ -33,10 +38,12 @@ class GatewayAPIRouter:
         return Weights(
             stable=weights.get(service_name(owner.name, "stable"), 0),
             canary=weights.get(service_name(owner.name, "canary"), 0),
+            baseline=weights.get(service_name(owner.name, "baseline"), 0),
         )
 
-    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
-        return self.get_weights(owner) == Weights(100 - canary_weight, canary_weight)
+    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
+        stable = 100 - canary_weight - baseline_weight
+        return self.get_weights(owner) == Weights(stable, canary_weight, baseline_weight)
 
     def finalize(self, owner: Owner) -> None:
         self.kube.delete(HTTPROUTE_API_VERSION, "HTTPRoute", owner.namespace, owner.name)

@@ -38,19 +38,23 @@ class IstioRouter:
             " spec.traffic.router",
         )
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
         if spec.traffic.istio is None:
             raise ReconcileError("InvalidSpec", "router istio needs spec.traffic.istio.hosts")
-        desired = build_virtual_service(owner, spec.traffic.istio, canary_weight)
+        desired = build_virtual_service(owner, spec.traffic.istio, canary_weight, baseline_weight)
         desired["apiVersion"] = self.api_version
         try:
             ensure(self.kube, desired)
         except MissingApi:
             raise self._missing() from None
 
-    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+    def set_weights(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
         # The whole VirtualService is ours, so applying it with the new weights is the update.
-        self.reconcile(owner, spec, canary_weight)
+        self.reconcile(owner, spec, canary_weight, baseline_weight)
 
     def _get(self, owner: Owner) -> dict[str, Any] | None:
         try:
@@ -66,10 +70,12 @@ class IstioRouter:
         return Weights(
             stable=weights.get(service_host(owner, "stable"), 0),
             canary=weights.get(service_host(owner, "canary"), 0),
+            baseline=weights.get(service_host(owner, "baseline"), 0),
         )
 
-    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
-        return self.get_weights(owner) == Weights(100 - canary_weight, canary_weight)
+    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
+        stable = 100 - canary_weight - baseline_weight
+        return self.get_weights(owner) == Weights(stable, canary_weight, baseline_weight)
 
     def finalize(self, owner: Owner) -> None:
         # No VirtualService API means no VirtualService of ours to remove.

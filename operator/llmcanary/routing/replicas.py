@@ -63,7 +63,11 @@ class ReplicasRouter:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
+        """``baseline_weight`` is always 0 here: the spec refuses a fresh baseline with
+        this router, which could not weight it."""
         desired = build_shared_service(owner)
         _, current = ensure(self.kube, desired)
         # The selector is the split, so it must be exact: a key added by hand (which
@@ -80,7 +84,9 @@ class ReplicasRouter:
                 {"spec": {"selector": patch}},
             )
 
-    def set_weights(self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int) -> None:
+    def set_weights(
+        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
+    ) -> None:
         """Nothing to change: the operator sizes the canary Deployment for the weight."""
 
     def _selector(self, owner: Owner, name: str) -> dict[str, str] | None:
@@ -128,7 +134,7 @@ class ReplicasRouter:
         share = min(max((200 * canary + total) // (2 * total), 1), 100 if canary == total else 99)
         return Weights(100 - share, share)
 
-    def verify_weights(self, owner: Owner, canary_weight: int) -> bool:
+    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
         """Service NAME serves exactly the Ready pods of both revisions, and the canary
         has the count of them whose share is nearest ``canary_weight``."""
         pods = self.pods(owner)

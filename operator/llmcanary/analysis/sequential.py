@@ -1,0 +1,178 @@
+"""The statistics of a check: a sequential test per criterion, and its error budget. Pure.
+
+Each criterion asks whether the canary's *effect* (the log ratio of its quantile to the
+reference arm's, or the difference of error rates) is above the criterion's *limit*.
+Evidence accumulates over a step, so every check sees more requests than the one before,
+and the test may look as often as it likes:
+
+- **Wald's sequential probability ratio test** between two hypotheses placed half the
+  limit either side of it, e.g. for ``maxIncreasePercent: 20``: the canary is about +10%
+  slower (acceptable) or about +30% (a regression). The log-likelihood ratio of the
+  effect's estimate fails the check above ``log((1-beta)/alpha)`` and passes it below
+  ``log(beta/(1-alpha))``; between the two the step waits for more requests. As the
+  estimate sharpens the test converges to "is the effect above the limit".
+- **An always-valid confidence sequence** (a normal mixture, Robbins; Howard et al. 2021)
+  on the same estimate: it fails a gross regression after few requests, where the SPRT,
+  tuned to the limit, would wait, and its bounds are what status shows.
+
+By Ville's inequality both hold at every look, however many, so the false-rollback rate
+is bounded *per test*, and :func:`design` spreads a per-rollout budget over the planned
+steps and criteria. The estimates are normal approximations (a quantile's standard error
+by Woodruff's method from the histogram; a proportion's by its binomial variance): they
+need a few observations beyond the quantile, which :func:`min_samples` asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from llmcanary.analysis.histogram import Histogram
+
+Decision = Literal["pass", "fail", "continue"]
+
+# The targets the defaults are derived from (docs/canary.md, "How a check decides").
+# A canary at half the limit (+10% under a +20% rule) is promoted in at least 90% of
+# rollouts: the per-rollout budget for failing it, spread over steps and criteria.
+FALSE_ROLLBACK_AT_HALF_LIMIT = 0.10
+# A canary at one and a half times the limit (+30%) passes a given step's test at most
+# 20% of the time, so it survives three steps (5%, 15%, 25%) in under 1% of rollouts.
+MISSED_PER_STEP = 0.20
+# Observations beyond a quantile before its estimate and standard error are used.
+TAIL_OBSERVATIONS = 10
+# Requests per arm before an error-rate-only check is judged.
+MIN_REQUESTS = 100
+# Absolute limits (maxMilliseconds) are tested between 10% under and 10% over the limit.
+ABSOLUTE_HALF_WIDTH = math.log(1.1)
+# Woodruff's interval is taken at this z, and its width divided by 2z, for a standard
+# error that a histogram's bucket steps do not make jump.
+_WOODRUFF_Z = 1.96
+
+
+@dataclass(frozen=True)
+class Design:
+    """The error rates of one criterion's test within one step."""
+
+    alpha: float  # failing a canary at half the limit
+    beta: float  # passing a canary at one and a half times the limit
+
+    @property
+    def fail_at(self) -> float:
+        """The log-likelihood ratio at which the check fails."""
+        return math.log((1 - self.beta) / (self.alpha / 2))
+
+    @property
+    def pass_at(self) -> float:
+        """The log-likelihood ratio at which the check passes (negative)."""
+        return math.log(self.beta / (1 - self.alpha / 2))
+
+    @property
+    def confidence_alpha(self) -> float:
+        """The confidence sequence's share of alpha (the SPRT has the other half)."""
+        return self.alpha / 2
+
+
+def design(criteria: int, planned_steps: int) -> Design:
+    """Spread :data:`FALSE_ROLLBACK_AT_HALF_LIMIT` over every test a rollout plans: one
+    per criterion per step (Bonferroni: the criteria are correlated, so this is safe)."""
+    tests = max(1, criteria) * max(1, planned_steps)
+    return Design(alpha=FALSE_ROLLBACK_AT_HALF_LIMIT / tests, beta=MISSED_PER_STEP)
+
+
+def min_samples(quantiles: list[float]) -> int:
+    """Requests per arm before a check is judged: enough for :data:`TAIL_OBSERVATIONS`
+    beyond the highest quantile judged (200 for a P95), else :data:`MIN_REQUESTS`."""
+    if not quantiles:
+        return MIN_REQUESTS
+    return max(MIN_REQUESTS, math.ceil(TAIL_OBSERVATIONS / (1 - max(quantiles)) - 1e-9))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An effect's estimate and its variance (normal approximation)."""
+
+    value: float
+    variance: float
+
+
+def log_quantile(histogram: Histogram, q: float) -> Estimate | None:
+    """``log`` of the ``q`` quantile (ms) and its variance, by Woodruff's method: the
+    quantile's confidence interval is the histogram read at ``q ± z sqrt(q(1-q)/n)``."""
+    n = histogram.count
+    point = histogram.quantile(q)
+    if point is None or point <= 0 or n <= 0:
+        return None
+    spread = _WOODRUFF_Z * math.sqrt(q * (1 - q) / n)
+    low = histogram.quantile(max(q - spread, 1e-9)) or point
+    high = histogram.quantile(min(q + spread, 1 - 1e-9)) or point
+    low = max(low, point * 1e-3)
+    se = (math.log(max(high, point)) - math.log(min(low, point))) / (2 * _WOODRUFF_Z)
+    # A quantile inside one bucket with nothing around it still has some uncertainty:
+    # never less than the binomial spread on a bucket-free scale (1% of the value).
+    se = max(se, 0.01 * math.sqrt(q * (1 - q) * 100 / n))
+    return Estimate(math.log(point), se * se)
+
+
+def ratio(canary: Estimate, reference: Estimate) -> Estimate:
+    """The log ratio of two independent log estimates."""
+    return Estimate(canary.value - reference.value, canary.variance + reference.variance)
+
+
+def proportion(events: float, total: float) -> Estimate:
+    """An error rate and its binomial variance, with half an event added either way
+    (Agresti-Coull style) so that no errors does not claim certainty."""
+    p = (events + 0.5) / (total + 1)
+    return Estimate(events / total if total else 0.0, p * (1 - p) / max(total, 1.0))
+
+
+def difference(canary: Estimate, reference: Estimate) -> Estimate:
+    return Estimate(canary.value - reference.value, canary.variance + reference.variance)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One sequential test at one look."""
+
+    decision: Decision
+    effect: float  # the estimate, on the test's scale
+    lower: float  # the always-valid confidence bounds on the effect
+    upper: float
+    log_likelihood_ratio: float
+    # How many times the current evidence the test needs to decide, if the effect
+    # stays where it is (None once decided; inf if it sits on the limit).
+    more: float | None
+
+
+def confidence_radius(variance: float, half_width: float, alpha: float) -> float:
+    """The normal-mixture confidence sequence's radius at information ``1/variance``,
+    mixing over effects of about ``2 * half_width`` (where it is tightest)."""
+    if variance <= 0:
+        return 0.0
+    information = 1 / variance
+    rho = 1 / (2 * half_width) ** 2
+    width = (information + rho) * (math.log((information + rho) / rho) + 2 * math.log(1 / alpha))
+    return math.sqrt(width) / information
+
+
+def sequential_test(estimate: Estimate, limit: float, half_width: float, plan: Design) -> Outcome:
+    """Is the effect above ``limit``? SPRT between ``limit ± half_width``, and a
+    confidence sequence at ``plan.confidence_alpha``."""
+    e, variance = estimate.value, max(estimate.variance, 1e-12)
+    llr = 2 * half_width / variance * (e - limit)
+    radius = confidence_radius(variance, half_width, plan.confidence_alpha)
+    lower, upper = e - radius, e + radius
+    decision: Decision
+    if llr >= plan.fail_at or lower > limit:
+        decision = "fail"
+    elif llr <= plan.pass_at or upper < limit:
+        decision = "pass"
+    else:
+        decision = "continue"
+    more = None
+    if decision == "continue":
+        gap = abs(e - limit)
+        target = plan.fail_at if e > limit else -plan.pass_at
+        # Information grows with requests: the LLR at the current effect scales with it.
+        more = math.inf if gap == 0 else target * variance / (2 * half_width * gap)
+    return Outcome(decision, e, lower, upper, llr, more)
