@@ -184,10 +184,16 @@ class Reconciler:
             if analysis_due(spec, status, requests, now):
                 check = self._analyse(owner, spec, status, stable_rev, current, now)
             canary = self._observe(owner, current) if current != stable_rev else None
+            baseline = (
+                self._observe(owner, baseline_revision(stable_rev))
+                if canary is not None and spec.baseline == "fresh"
+                else None
+            )
             observation = Observation(
                 revision=current,
                 stable=self._observe(owner, stable_rev),
                 canary=canary,
+                baseline=baseline,
                 check=check,
                 requests=requests,
                 preflight=(

@@ -138,11 +138,17 @@ def pod(node_name: str, gpus: int, phase: str = "Running", *, limits_only: bool 
     }
 
 
-def spec(model_sizing: dict[str, Any] | None, **fields: Any) -> LLMDeploymentSpec:
+def spec(
+    model_sizing: dict[str, Any] | None, baseline: str = "stable", **fields: Any
+) -> LLMDeploymentSpec:
+    """A spec judged against the stable pods unless ``baseline="fresh"``: the GPU count of
+    the first step is the canary's alone."""
     model: dict[str, Any] = {"name": "m", "repository": "/models"}
     if model_sizing is not None:
         model["sizing"] = model_sizing
-    return LLMDeploymentSpec.model_validate({"model": model, **fields})
+    canary = fields.pop("canary", {})
+    canary = {**canary, "analysis": {**canary.get("analysis", {}), "baseline": baseline}}
+    return LLMDeploymentSpec.model_validate({"model": model, "canary": canary, **fields})
 
 
 SEVEN_B = spec(LLAMA2_7B, triton={"maxBatchSize": 1})
@@ -249,6 +255,13 @@ def test_free_gpus_spread_over_nodes_do_not_make_a_pod() -> None:
 def test_first_replicas_follow_the_initial_weight() -> None:
     many = spec(LLAMA2_7B, replicas=10, canary={"initialWeight": 25})  # ceil(2.5) = 3
     assert capacity(NODES, [], many).gpus_needed == 3
+
+
+def test_a_fresh_baseline_needs_as_many_gpus_again() -> None:
+    many = spec(LLAMA2_7B, "fresh", replicas=10, canary={"initialWeight": 25})
+    fit = capacity(NODES, [], many)
+    assert fit.gpus_needed == 6
+    assert "needed for the first canary and baseline replica(s)" in fit.message
 
 
 def test_gpus_per_pod_beyond_any_node() -> None:

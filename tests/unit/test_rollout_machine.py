@@ -86,6 +86,8 @@ class Sim:
     canary_pods_created: int = 0
     _canary_replicas: int = 0
     _canary_rev: str | None = None
+    baseline_ready_cap: int | None = None  # at most this many baseline pods become Ready
+    _baseline_replicas: int = 0
 
     def tick(self, seconds: float = 0) -> Decision:
         self.now += timedelta(seconds=seconds)
@@ -100,6 +102,14 @@ class Sim:
             problem = self.canary_problem if ready < self._canary_replicas else None
             canary = WorkloadObservation(
                 self._canary_rev, self._canary_replicas, ready, ready, problem
+            )
+        baseline = None
+        if canary is not None:
+            ready = self._baseline_replicas
+            if self.baseline_ready_cap is not None:
+                ready = min(ready, self.baseline_ready_cap)
+            baseline = WorkloadObservation(
+                f"{stable_rev}-baseline", self._baseline_replicas, ready, ready
             )
         requests = Requests(dict(self.annotations), self.paused_annotation)
         check = None
@@ -135,6 +145,7 @@ class Sim:
                 requests,
                 preflight=preflight,
                 canary_checks=canary_checks,
+                baseline=baseline,
             ),
             self.now,
         )
@@ -150,6 +161,7 @@ class Sim:
             self._canary_replicas = plan.canary_replicas
         if plan.stable_revision != stable_rev:  # promoted: the canary pods are the stable ones
             self._canary_rev, self._canary_replicas = None, 0
+        self._baseline_replicas = plan.baseline_replicas
         self.weights.append(plan.canary_weight)
         self.plans.append(plan)
         self.phases.append(self.status.phase or "")
@@ -258,6 +270,21 @@ def test_a_fresh_baseline_matches_the_canary_at_every_step_and_goes_with_it() ->
     assert "up to 50%, judged against a fresh baseline of" in started
     record = sim.status.history[0]
     assert record.outcome == "Promoted"
+
+
+def test_no_weight_goes_to_a_baseline_that_is_not_ready() -> None:
+    sim = Sim(spec_for("1", analysis={"baseline": "fresh"}), baseline_ready_cap=0)
+    sim.tick()
+    sim.spec = spec_for("2", analysis={"baseline": "fresh"})
+    sim.run(seconds=60)
+    assert sim.distinct_weights() == [0]
+    assert sim.plans[-1].baseline_replicas == 1
+    assert (
+        sim.status.message == "waiting for 1 ready canary and baseline replicas before 5% (0 ready)"
+    )
+    sim.baseline_ready_cap = None
+    sim.run(seconds=10)
+    assert sim.status.canary_weight == 5
 
 
 def test_a_fresh_baseline_leaves_with_a_rolled_back_canary() -> None:

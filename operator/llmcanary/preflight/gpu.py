@@ -329,7 +329,10 @@ def capacity(
             message="resources.gpus is 0: the pods use no GPU, so the GPU memory fit does not"
             " apply",
         )
+    # The first step's pods: the canary's, and as many for a fresh baseline beside it.
     first = replicas_for(spec.replicas, spec.canary.initial_weight)
+    if spec.baseline == "fresh":
+        first *= 2
     needed = first * gpus
     need = f"needs {required / GIB:.1f} GiB per pod{note}"
 
@@ -427,7 +430,7 @@ def capacity(
     types = _products(fitting)
     if slots < first:
         short = (
-            f"{_gpus(needed)} needed for the first canary replica(s)"
+            f"{_gpus(needed)} needed for the first canary{_and_baseline(spec)} replica(s)"
             f" ({first} x {gpus}), {free} free on nodes that fit ({types})"
         )
         if free >= needed:
@@ -436,13 +439,19 @@ def capacity(
                 " several nodes"
             )
         fix = "free GPUs on those nodes or add GPU nodes"
-        if first > 1:
+        if spec.baseline == "fresh":
+            fix += ", or judge without a baseline (canary.analysis.baseline: stable)"
+        elif first > 1:
             fix += ", or lower canary.initialWeight"
         return GpuFit(fits=False, message=f"{short}: {fix}", **fields)
     return GpuFit(
         fits=True,
         message=f"{need}; {best.product} has {available / GIB:.1f} GiB per pod with"
         f" {_gpus(gpus)}; {free} GPUs free on nodes that fit ({types}), {needed} needed for the"
-        " first canary replica(s)",
+        f" first canary{_and_baseline(spec)} replica(s)",
         **fields,
     )
+
+
+def _and_baseline(spec: LLMDeploymentSpec) -> str:
+    return " and baseline" if spec.baseline == "fresh" else ""

@@ -82,6 +82,8 @@ class Observation:
     preflight: PreflightStatus | None = None
     # The canary pods' own Triton readiness, checked this tick (only when canary_checks_due).
     canary_checks: tuple[DependencyResult, ...] | None = None
+    # The fresh baseline's Deployment, where the spec wants one.
+    baseline: WorkloadObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -475,7 +477,7 @@ class _Tick:
         weight = self.get("canary_weight") or 0
         step = self.get("current_step") or 0
         target = step_weight(self.spec, step)
-        ready = self.obs.canary.ready if self.obs.canary else 0
+        ready = self.ready_pairs()
         pause_reason = self.get("pause_reason")
         if held_by or pause_reason:
             self.set(phase="Paused", message=f"paused: {held_by or pause_reason}")
@@ -491,8 +493,8 @@ class _Tick:
                 self.apply_weight(target, step)
             else:
                 self.set(
-                    message=f"waiting for {need} ready canary replicas before {target}%"
-                    f" ({ready} ready){self.canary_problem()}"
+                    message=f"waiting for {need} ready {self.arms()} replicas before"
+                    f" {target}% ({ready} ready){self.canary_problem()}"
                 )
             self.plan_canary(need, self.get("canary_weight") or 0)
             return
@@ -521,8 +523,8 @@ class _Tick:
                 self.apply_weight(target, step)
             else:
                 self.set(
-                    message=f"waiting for {need} ready canary replicas before {target}%"
-                    f"{self.canary_problem()}"
+                    message=f"waiting for {need} ready {self.arms()} replicas before"
+                    f" {target}%{self.canary_problem()}"
                 )
             self.plan_canary(need, self.get("canary_weight") or 0)
             return
@@ -557,10 +559,24 @@ class _Tick:
         )
         self.plan = Plan(self.stable_rev, revision, 0, 0)
 
+    def ready_pairs(self) -> int:
+        """Ready canary replicas that a weight can be given to: with a fresh baseline,
+        only as many as the baseline has Ready too (its share must not meet no pod)."""
+        ready = self.obs.canary.ready if self.obs.canary else 0
+        if self.spec.baseline == "fresh":
+            ready = min(ready, self.obs.baseline.ready if self.obs.baseline else 0)
+        return ready
+
+    def arms(self) -> str:
+        return "canary and baseline" if self.spec.baseline == "fresh" else "canary"
+
     def canary_problem(self) -> str:
-        """``": <why a canary pod is not Ready>"``, or nothing when no pod says."""
-        problem = self.obs.canary.problem if self.obs.canary else None
-        return f": {problem}" if problem else ""
+        """``": <why a canary (or baseline) pod is not Ready>"``, or nothing when no pod
+        says."""
+        for observed in (self.obs.canary, self.obs.baseline):
+            if observed is not None and observed.problem:
+                return f": {observed.problem}"
+        return ""
 
     def canary_serves(self) -> bool:
         """Record the canary's own readiness checks; True when every one passed."""
