@@ -134,7 +134,7 @@ def criterion(
         verdict=verdict,  # type: ignore[arg-type]
         reason=f"{name}: {verdict}",
         canary=ArmEstimate(value=canary, samples=samples[0]),
-        stable=ArmEstimate(value=stable, samples=samples[1]),
+        reference=ArmEstimate(value=stable, samples=samples[1]),
     )
     return record.model_dump(mode="json", by_alias=True)
 

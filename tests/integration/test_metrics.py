@@ -199,11 +199,12 @@ def test_prometheus_going_away_shows_as_query_errors_and_a_paused_phase(
     wait_for("Paused", lambda: status(kubectl, namespace).get("phase") == "Paused", timeout=60)
     samples, st = agrees(operator, kubectl, namespace)
     assert "metrics unavailable" in st["pauseReason"]
-    # Since the scrape at 15% (earlier inconclusive checks were reset by a pass): one
-    # failed query per check (its first query fails, the others are not sent), each
-    # check inconclusive, and the status counts them the same.
+    # Since the scrape at 15% (earlier inconclusive checks were reset by a pass or by a
+    # check waiting for requests): one failed query per check (its first query fails,
+    # the others are not sent), each check inconclusive, and the status counts them the
+    # same. A check that only waited for requests before the kill is inconclusive too.
     errors = get(samples, "llmcanary_prometheus_query_errors_total", reason="connection")
     assert errors is not None and errors >= 1
     inconclusive = verdicts(samples, namespace)["inconclusive"] or 0
-    assert inconclusive - (verdicts(before, namespace)["inconclusive"] or 0) == errors
+    assert inconclusive - (verdicts(before, namespace)["inconclusive"] or 0) >= errors
     assert errors == st["inconclusiveChecks"]

@@ -7,12 +7,13 @@ def status(phase: str, weight: int, check: str | None = None, canary: float = 0.
             "time": check,
             "verdict": "pass",
             "reason": "ok",
+            "reference": "baseline",
             "criteria": [
-                {"criterion": "ttft p95", "canary": {"value": 5.0}, "stable": {"value": 4.0}},
+                {"criterion": "ttft p95", "canary": {"value": 5.0}, "reference": {"value": 4.0}},
                 {
                     "criterion": "e2eLatency p95",
                     "canary": {"value": canary},
-                    "stable": {"value": 100.0},
+                    "reference": {"value": 100.0},
                 },
             ],
         }
@@ -29,7 +30,7 @@ def test_only_what_changed_is_told() -> None:
     assert describe(None, a) == ["[   1.0s] phase Progressing: m"]
     assert describe(a, b) == [
         "[   2.0s] canary weight 5% -> 15%",
-        "[   2.0s] check: pass, e2eLatency p95 canary 110 ms / stable 100 ms (ok)",
+        "[   2.0s] check: pass, e2eLatency p95 canary 110 ms / baseline 100 ms (ok)",
     ]
     assert describe(b, c) == []
 
@@ -45,4 +46,4 @@ def test_each_rollout_becomes_one_row() -> None:
     v1, v2 = outcomes(samples)
     assert (v1.label, v1.result, v1.max_weight, v1.checks) == ("v1", "Stable", 0, 0)
     assert (v2.result, v2.seconds, v2.max_weight, v2.checks) == ("RolledBack", 20.0, 15, 2)
-    assert v2.canary_ms == 120.0 and v2.stable_ms == 100.0
+    assert v2.canary_ms == 120.0 and v2.reference_ms == 100.0

@@ -114,8 +114,13 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f}%"
 
 
-def _signed(percent: float) -> str:
-    return f"{percent:+.0f}%" if abs(percent) >= 10 else f"{percent:+.1f}%"
+def _signed(percent: float, unit: str = "%") -> str:
+    return f"{percent:+.0f}{unit}" if abs(percent) >= 10 else f"{percent:+.1f}{unit}"
+
+
+def _bounds(effect: Effect) -> str:
+    """``+22..+41%``: the confidence bounds of a percentage effect."""
+    return f"{_signed(effect.lower, '')}..{_signed(effect.upper)}"
 
 
 def min_samples(analysis: AnalysisSpec) -> int:
@@ -158,9 +163,10 @@ def judge(
             f" requests (bound {context.load_bound:g}x), so a relative verdict would judge"
             " the load: use a fresh baseline (analysis.baseline: fresh)"
         )
+        # A relative failure too: at unequal load it would judge the load.
         results = tuple(
             replace(r, verdict="inconclusive", reason=why, waiting=False)
-            if r.verdict != "fail" and _relative(r.criterion)
+            if _relative(r.criterion)
             else r
             for r in results
         )
@@ -305,8 +311,7 @@ def _latency(
             effect = _percent_effect(outcome)
             describe = (
                 f"canary {name} {ms(mine.value)} vs {arm} {ms(theirs.value)}:"
-                f" {_signed(effect.value)} ({_signed(effect.lower)}..{_signed(effect.upper)}),"
-                f" limit +{increase:g}%"
+                f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
             )
             if coarse:
                 describe += f"; {coarse}"
