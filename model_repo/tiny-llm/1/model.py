@@ -16,6 +16,10 @@ What makes it useful for canaries:
 - **Size from the spec**: the ``layers``, ``hidden_size`` and ``heads`` parameters (the
   LLMDeployment's ``spec.triton.parameters``, rendered into ``config.pbtxt``) choose the
   architecture, so a revision with more layers is measurably slower, as a bigger model is.
+- **A regression on demand**: ``slowdown_percent`` (a parameter, default 0) makes every
+  forward pass (the prefill and each token) take that much longer, by sleeping for that
+  share of the time it took: a revision exactly N% slower per token on an idle or busy
+  machine alike, which the canary benchmarks grade the judge with.
 
 - **vLLM's metrics**: it publishes, through the Python backend's custom metrics API, the
   request metrics of Triton's vLLM backend under the same names and the same labels
@@ -89,6 +93,7 @@ class Architecture:
     max_tokens: int = 32  # when a request does not say
     max_tokens_limit: int = 512
     threads: int = 1  # torch intra-op threads per model instance
+    slowdown_percent: int = 0  # each forward pass takes this much longer (a regression)
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, dict[str, str]]) -> Architecture:
@@ -110,6 +115,8 @@ class Architecture:
             )
         if min(arch.layers, arch.hidden_size, arch.heads, arch.threads) < 1:
             raise pb_utils.TritonModelException("layers, hidden_size, heads, threads must be >= 1")
+        if arch.slowdown_percent < 0:
+            raise pb_utils.TritonModelException("slowdown_percent must be >= 0")
         return arch
 
 
@@ -203,6 +210,15 @@ class Generator:
         probabilities = torch.softmax(logits / self.temperature, dim=-1)
         return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
+    def _forward(self, *args: Any) -> tuple[torch.Tensor, list[Cache | None]]:
+        """One forward pass, made ``slowdown_percent`` longer by sleeping (the sleep
+        leaves the CPU to others, as a slower kernel on a GPU would)."""
+        started = time.perf_counter()
+        result = self.model(*args)
+        if self.arch.slowdown_percent:
+            time.sleep((time.perf_counter() - started) * self.arch.slowdown_percent / 100)
+        return result
+
     def prompt_tokens(self, prompt: bytes) -> list[int]:
         """The tokens the model reads of ``prompt``: its tail, never nothing."""
         return list(prompt[-self.arch.max_prompt_bytes :]) or [FIRST_PRINTABLE]
@@ -230,7 +246,7 @@ class Generator:
         eye = torch.eye(width, dtype=torch.bool, device=self.device)
         # A padding query that sees no key would give NaNs: let it see itself.
         mask = (causal & valid[:, None, None, :]) | eye
-        logits, caches = self.model(tokens, positions, mask, [None] * self.arch.layers)
+        logits, caches = self._forward(tokens, positions, mask, [None] * self.arch.layers)
         last = logits[:, -1]
         next_position = valid.sum(dim=1)
         remaining = list(max_tokens)
@@ -248,7 +264,7 @@ class Generator:
                 return
             grown = torch.ones((batch, 1), dtype=torch.bool, device=self.device)
             valid = torch.cat([valid, grown], dim=1)
-            logits, caches = self.model(
+            logits, caches = self._forward(
                 chosen[:, None], next_position[:, None], valid[:, None, None, :], caches
             )
             next_position = next_position + 1

@@ -16,6 +16,8 @@ from llmcanary.demo.story import NAMESPACE, DemoError, Story
 from llmcanary.demo.timeline import outcomes
 from llmcanary.localstack.stack import StackError, StackSettings
 
+ARMS = ("stable", "baseline", "canary")
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
@@ -49,7 +51,7 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
             )
             console.print(f"==> chart: {chart}")
 
-    table = Table(title="Rollouts")
+    table = Table(title="Rollouts (the e2e P95 of each rollout's last check)")
     for column in (
         "revision",
         "outcome",
@@ -57,17 +59,13 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
         "max weight",
         "checks",
         "canary e2e p95 ms",
-        "stable e2e p95 ms",
-        "requests stable / canary",
+        "baseline e2e p95 ms",
+        "requests stable / baseline / canary",
     ):
         table.add_column(column, justify="right" if column != "revision" else "left")
     for row in outcomes(story.samples):
         shares = story.shares.get(row.label, {})
-        split = (
-            f"{shares.get('tiny-llm-stable', 0)} / {shares.get('tiny-llm-canary', 0)}"
-            if shares
-            else "-"
-        )
+        split = " / ".join(str(shares.get(f"tiny-llm-{arm}", 0)) for arm in ARMS) if shares else "-"
         table.add_row(
             row.label,
             row.result,
@@ -75,7 +73,7 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
             f"{row.max_weight}%",
             str(row.checks),
             _ms(row.canary_ms),
-            _ms(row.stable_ms),
+            _ms(row.reference_ms),
             split,
         )
     console.print(table)

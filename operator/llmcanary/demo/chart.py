@@ -13,7 +13,7 @@ from llmcanary.demo.timeline import Sample, outcomes
 
 __all__ = ["write_chart"]
 
-COLORS = {"stable": "#1f77b4", "canary": "#d62728", "weight": "#2ca02c"}
+COLORS = {"reference": "#1f77b4", "canary": "#d62728", "weight": "#2ca02c"}
 RESULT_COLORS = {"Stable": "#2ca02c", "RolledBack": "#d62728", "Failed": "#d62728"}
 
 
@@ -37,7 +37,7 @@ def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
         if s.check_time and s.phase in ("Progressing", "RolledBack", "Promoting"):
             checks.setdefault(s.check_time, s)
     points = sorted(checks.values(), key=lambda s: s.t)
-    for arm in ("stable", "canary"):
+    for arm in ("reference", "canary"):
         # One line per rollout: a canary of v2 and one of v3 are different models.
         for i, label in enumerate(dict.fromkeys(p.label for p in points)):
             mine = [p for p in points if p.label == label and getattr(p, f"{arm}_ms") is not None]
@@ -46,7 +46,7 @@ def write_chart(samples: Sequence[Sample], path: Path, title: str) -> Path:
                 [getattr(p, f"{arm}_ms") for p in mine],
                 "o-",
                 color=COLORS[arm],
-                label=f"{arm} arm" if i == 0 else None,
+                label=f"{'baseline' if arm == 'reference' else arm} arm" if i == 0 else None,
                 ms=4,
             )
     bottom.set_ylabel("end-to-end latency, P95 (ms)")

@@ -4,9 +4,11 @@
    and nginx (see :mod:`llmcanary.localstack`); the CRD; the operator as a process.
 2. tiny-llm revision 1 (``examples/local/tiny-llm.yaml``) until Stable.
 3. Steady streaming load through nginx, for the rest of the story.
-4. Revision 2, as fast as 1: walked 5% -> 100% and promoted.
-5. Revision 3, a bigger model (8 layers, hidden size 512): slower, rolled back.
-6. A summary table, the load's figures, and a PNG chart of weight and P95 over time.
+4. Revision 2, as fast as 1: judged against a fresh baseline at 25% then 50%, promoted.
+5. Revision 3, the same model made 30% slower per token (tiny-llm's ``slowdown_percent``):
+   rolled back, on the product's +20% rule.
+6. Revision 4, a bigger model (8 layers, hidden size 512): much slower, rolled back.
+7. A summary table, the load's figures, and a PNG chart of weight and P95 over time.
 
 Every number printed is what the operator wrote into the LLMDeployment's status from
 what Prometheus scraped from the real Tritons.
@@ -55,13 +57,29 @@ class Chapter:
     expect: str  # the phase this rollout should end in
 
 
+SMALL = {"layers": "2", "hidden_size": "128", "heads": "4"}
 CHAPTERS = (
     Chapter("v2 healthy", {"model": {"version": "2"}}, "Stable"),
     Chapter(
-        "v3 slower",
+        "v3 30% slower per token",
         {
             "model": {"version": "3"},
-            "triton": {"parameters": {"layers": "8", "hidden_size": "512", "heads": "8"}},
+            "triton": {"parameters": {**SMALL, "slowdown_percent": "30"}},
+        },
+        "RolledBack",
+    ),
+    Chapter(
+        "v4 bigger",
+        {
+            "model": {"version": "4"},
+            "triton": {
+                "parameters": {
+                    "layers": "8",
+                    "hidden_size": "512",
+                    "heads": "8",
+                    "slowdown_percent": "0",
+                }
+            },
         },
         "RolledBack",
     ),

@@ -24,7 +24,8 @@ class Sample:
     weight: int
     latency: str | None  # the check's end-to-end latency criterion ("e2eLatency p95")
     canary_ms: float | None
-    stable_ms: float | None
+    reference_ms: float | None
+    reference: str  # the arm it was compared with: "baseline" or "stable"
     verdict: str | None
     check_time: str | None
     reason: str | None
@@ -51,7 +52,8 @@ def sample_of(t: float, label: str, status: Mapping[str, Any]) -> Sample:
         weight=int(status.get("canaryWeight") or 0),
         latency=e2e.get("criterion"),
         canary_ms=(e2e.get("canary") or {}).get("value"),
-        stable_ms=(e2e.get("stable") or {}).get("value"),
+        reference_ms=(e2e.get("reference") or {}).get("value"),
+        reference=str(analysis.get("reference") or "stable"),
         verdict=analysis.get("verdict"),
         check_time=analysis.get("time"),
         reason=analysis.get("reason"),
@@ -74,7 +76,7 @@ def describe(before: Sample | None, now: Sample) -> list[str]:
     if now.check_time and (before is None or now.check_time != before.check_time):
         lines.append(
             f"{stamp} check: {now.verdict}, {now.latency or 'latency'} canary"
-            f" {_ms(now.canary_ms)} / stable {_ms(now.stable_ms)} ({now.reason})"
+            f" {_ms(now.canary_ms)} / {now.reference} {_ms(now.reference_ms)} ({now.reason})"
         )
     return lines
 
@@ -87,7 +89,7 @@ class Outcome:
     max_weight: int
     checks: int
     canary_ms: float | None  # the last check's end-to-end latency criterion
-    stable_ms: float | None
+    reference_ms: float | None
 
 
 def outcomes(samples: Sequence[Sample]) -> list[Outcome]:
@@ -105,7 +107,7 @@ def outcomes(samples: Sequence[Sample]) -> list[Outcome]:
                 max_weight=max(s.weight for s in mine),
                 checks=len({s.check_time for s in checked}),
                 canary_ms=None if last_check is None else last_check.canary_ms,
-                stable_ms=None if last_check is None else last_check.stable_ms,
+                reference_ms=None if last_check is None else last_check.reference_ms,
             )
         )
     return rows
