@@ -390,7 +390,7 @@ class Criterion(ApiModel):
                 cel(
                     "self.metric == 'errorRate' || (!has(self.maxPercent)"
                     " && (has(self.maxIncreasePercent) || has(self.maxMilliseconds)))",
-                    "a latency criterion takes maxIncreasePercent (relative to the stable arm)"
+                    "a latency criterion takes maxIncreasePercent (relative to the reference arm)"
                     " and/or maxMilliseconds (absolute), not maxPercent",
                 ),
             ]
@@ -403,11 +403,14 @@ class Criterion(ApiModel):
     quantile: float | None = Field(default=None, gt=0, lt=1)
     """The quantile of a latency metric that is compared (default 0.95)."""
     max_increase_percent: float | None = Field(default=None, ge=0, le=10_000)
-    """A check fails when the canary's quantile exceeds the stable arm's by more than this."""
+    """A check fails when the canary's quantile is shown to exceed the reference arm's (the
+    fresh baseline, or the stable arm) by more than this."""
     max_milliseconds: float | None = Field(default=None, gt=0)
-    """A check fails when the canary's quantile exceeds this, whatever the stable's."""
+    """A check fails when the canary's quantile is shown to exceed this, whatever the
+    reference arm's."""
     max_percent: float | None = Field(default=None, ge=0, le=100)
-    """errorRate: a check fails when the canary's error rate exceeds this."""
+    """errorRate: a check fails when the canary's error rate is shown to exceed the
+    reference arm's by more than this many percentage points."""
 
     @model_validator(mode="after")
     def _comparison(self) -> Self:
@@ -418,7 +421,7 @@ class Criterion(ApiModel):
             self.max_increase_percent is None and self.max_milliseconds is None
         ):
             raise ValueError(
-                "a latency criterion takes maxIncreasePercent (relative to the stable arm)"
+                "a latency criterion takes maxIncreasePercent (relative to the reference arm)"
                 " and/or maxMilliseconds (absolute), not maxPercent"
             )
         return self
@@ -444,8 +447,8 @@ class Criterion(ApiModel):
 
 
 def default_criteria(preset: MetricsPreset) -> list[Criterion]:
-    """The product's rule (P95 end-to-end latency at most +20% over the stable arm, error
-    rate at most 1%), plus TTFT and TPOT P95 at most +20% where the preset reads them.
+    """The product's rule (P95 end-to-end latency at most +20% over the reference arm, error
+    rate at most 1 point above it), plus TTFT and TPOT P95 at most +20% where the preset reads them.
     The triton preset's TTFT needs Triton 2.52+, so it is not a default there."""
     chosen: list[Criterion] = [Criterion(metric="e2eLatency", max_increase_percent=20)]
     if preset == "tritonVLLM":
@@ -523,7 +526,8 @@ class AnalysisSpec(ApiModel):
     )
 
     interval: Duration = "1m"
-    """How often the arms are compared; also the query window ({window})."""
+    """How often the arms are compared. Each check reads the step so far ({window}: from
+    the step's start plus warmup to now)."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Where the operator reads the metrics."""
     metrics: MetricsPreset = "tritonVLLM"
@@ -533,7 +537,7 @@ class AnalysisSpec(ApiModel):
     request-duration histogram and 5xx)."""
     criteria: list[Criterion] | None = Field(default=None, min_length=1, max_length=16)
     """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
-    over the stable arm, error rate at most 1%, and for tritonVLLM TTFT and TPOT P95 at
+    over the reference arm, error rate at most 1 point above it, and for tritonVLLM TTFT and TPOT P95 at
     most +20%). The first is the headline kubectl get shows."""
     baseline: BaselineMode | None = None
     """What the canary is compared with. fresh: a baseline Deployment of the stable

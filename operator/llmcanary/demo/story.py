@@ -102,6 +102,10 @@ class Story:
     say: Callable[[str], None]
     rollout_timeout_s: float = 420.0
     concurrency: int = 4
+    chapters: tuple[Chapter, ...] = CHAPTERS
+    # Stop at the first chapter that does not end as expected (the demo); a benchmark
+    # records every outcome instead.
+    strict: bool = True
     samples: list[Sample] = field(default_factory=list)
     load: list[RequestResult] = field(default_factory=list)
     shares: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -183,7 +187,7 @@ class Story:
             )
             loader.start()
             time.sleep(10)  # both arms' series exist before the first canary check
-            for chapter in CHAPTERS:
+            for chapter in self.chapters:
                 doc = {**doc, "spec": _merge(doc["spec"], chapter.spec_patch)}
                 self.say(f"==> {chapter.label}: kubectl apply (expected: {chapter.expect})")
                 since = time.time()
@@ -199,7 +203,7 @@ class Story:
                 outcome = final.get("phase")
                 reason = (final.get("history") or [{}])[0].get("reason") or final.get("message")
                 self.say(f"    {chapter.label}: {outcome}: {reason}")
-                if outcome != chapter.expect:
+                if outcome != chapter.expect and self.strict:
                     raise DemoError(f"{chapter.label} ended {outcome}, expected {chapter.expect}")
         finally:
             stop_load.set()

@@ -524,7 +524,7 @@ class _Tick:
             else:
                 self.set(
                     message=f"waiting for {need} ready {self.arms()} replicas before"
-                    f" {target}%{self.canary_problem()}"
+                    f" {target}% ({ready} ready){self.canary_problem()}"
                 )
             self.plan_canary(need, self.get("canary_weight") or 0)
             return

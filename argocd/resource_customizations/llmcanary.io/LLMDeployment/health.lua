@@ -3,7 +3,7 @@
 --   Paused -> Suspended; RolledBack, Failed -> Degraded;
 --   Progressing whatever the phase while the operator has not observed the latest spec.
 --   The message names the canary and, once checked, its headline criterion
---   ("ttft p95 412 / 380 ms": canary / stable).
+--   ("ttft p95 412 / 380 ms": canary / reference arm).
 local hs = {}
 local status = obj.status
 if status == nil or status.phase == nil then
