@@ -42,7 +42,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "name": "Check",
         "type": "string",
         "jsonPath": ".status.headline",
-        "description": "The last check's first failing criterion (else its first), canary / reference",
+        "description": (
+            "The last check's first failing criterion (else its first), canary / reference"
+        ),
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.currentStep", "priority": 1},

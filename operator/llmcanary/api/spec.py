@@ -537,8 +537,8 @@ class AnalysisSpec(ApiModel):
     request-duration histogram and 5xx)."""
     criteria: list[Criterion] | None = Field(default=None, min_length=1, max_length=16)
     """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
-    over the reference arm, error rate at most 1 point above it, and for tritonVLLM TTFT and TPOT P95 at
-    most +20%). The first is the headline kubectl get shows."""
+    over the reference arm, error rate at most 1 point above it, and for tritonVLLM TTFT
+    and TPOT P95 at most +20%). The first is the headline kubectl get shows."""
     baseline: BaselineMode | None = None
     """What the canary is compared with. fresh: a baseline Deployment of the stable
     revision, as many replicas as the canary and the same weight, created with it and
