@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from llmcanary.loadgen.client import LoadConfig, run_load
 from llmcanary.loadgen.stats import RequestResult
@@ -21,7 +22,10 @@ class LoadDriver:
         results, _ = run_load(self.config, stop=self._stop)
         self.results.extend(results)
 
-    def start(self) -> LoadDriver:
+    def start(self, concurrency: int | None = None) -> LoadDriver:
+        """Start the load, with ``concurrency`` streams instead of the default if given."""
+        if concurrency is not None:
+            self.config = replace(self.config, concurrency=concurrency)
         self._thread.start()
         return self
 

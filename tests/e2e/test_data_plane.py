@@ -147,7 +147,10 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
     # The example as it is: the canary and its baseline get 25% each at the first step.
     doc = manifest(stack, replicas=1)
     deploy_stable(kubectl, namespace, doc)
-    load.start()
+    # Closed-loop streams queue behind a slow canary: with 4 of them it finished under one
+    # request a second and took four minutes to its 200th. Eight streams keep requests
+    # arriving at it (a production service's arrivals do not wait for its latency).
+    load.start(concurrency=8)
     time.sleep(5)
     slow = changed(doc, "3", parameters=SLOW)
     new = revision(slow)
@@ -172,7 +175,7 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
         st = wait_for(
             "phase RolledBack",
             lambda: (s := status(kubectl, namespace)).get("phase") == "RolledBack" and s,
-            timeout=360,
+            timeout=480,
         )
         wait_for("the route back at 0", lambda: "at_0" in seen, timeout=10)
     finally:

@@ -204,6 +204,15 @@ def test_without_a_baseline_unequal_per_pod_load_refuses_a_relative_verdict() ->
     assert slow.verdict == "fail"
 
 
+def test_with_a_fresh_baseline_the_load_ratio_is_reported_not_used_to_refuse() -> None:
+    # A slow canary under closed-loop load completes fewer requests than its baseline in
+    # the same window, though both get the same share of arrivals.
+    check = against(measured_arm(100.0, 1000), measured_arm(300.0, 700))
+    assert check.load_ratio == pytest.approx(0.7)
+    assert check.verdict == "fail"
+    assert "per-pod load differs" not in check.reason
+
+
 def test_absolute_limits_and_other_quantiles() -> None:
     criteria = [
         {"metric": "ttft", "quantile": 0.99, "maxMilliseconds": 500},
