@@ -28,7 +28,7 @@ What makes it useful for canaries:
   ``vllm:time_per_output_token_seconds`` and ``vllm:e2e_request_latency_seconds``
   (histograms), ``vllm:prompt_tokens_total`` and ``vllm:generation_tokens_total``
   (counters). Two differences, both on purpose. The buckets are finer than vLLM's (one
-  ladder for all three histograms, adjacent bounds at most 20% apart from 1 ms to 10 s),
+  ladder for all three histograms, adjacent bounds at most 20% apart from 1 ms to 100 s),
   since vLLM's (e2e: 1, 2.5, 5, 10 s ...) cannot resolve a 20% change in requests of
   0.3-3 s. And time per output token is observed once per request, as
   (last token - first token) / (tokens - 1), where vLLM observes every inter-token gap:
@@ -68,18 +68,14 @@ from torch.nn import functional as F  # noqa: E402
 VOCAB = 256  # one token per byte
 FIRST_PRINTABLE, LAST_PRINTABLE = 32, 126  # sampled text stays printable ASCII
 
-# Seconds. These mantissas keep adjacent bounds at most 20% apart from 1 ms to 10 s: no
-# bucket is wider than the +20% a default criterion allows (the operator's verdict notes
-# a coarser one).
+# Seconds. These mantissas keep adjacent bounds at most 20% apart from 1 ms to 100 s: no
+# bucket is wider than the +20% a default criterion allows. Inside a wider bucket the
+# interpolated quantile compresses a change between arms (bench/judge.py measured a true
+# +30% end to end reading +24% with 33-50% wide buckets above 10 s); the verdict notes one.
 _MANTISSAS = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0)
 LATENCY_BUCKETS: list[float] = [
-    *(round(m * 10.0**e, 6) for e in (-3, -2, -1, 0) for m in _MANTISSAS),
-    10.0,
-    15.0,
-    20.0,
-    30.0,
-    45.0,
-    60.0,
+    *(round(m * 10.0**e, 6) for e in (-3, -2, -1, 0, 1) for m in _MANTISSAS),
+    100.0,
 ]
 
 
