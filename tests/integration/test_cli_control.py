@@ -202,8 +202,8 @@ def test_status_shows_analysis_and_history(kubectl: Kubectl, namespace: str, llm
     assert lines[0].split()[:3] == [NAME, f"({namespace})", "RolledBack"]
     assert "Last analysis: fail at 2025-03-01T10:41:00Z" in lines
     rows = [line.split() for line in lines]
-    assert ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "240", "/", "812"] in rows
-    assert ["errorRate", "pass", "0.00", "%", "0.10", "%", "240", "/", "812"] in rows
+    assert ["ttft", "p95", "fail", "2400.0", "ms", "1500.0", "ms", "-", "240", "/", "812"] in rows
+    assert ["errorRate", "pass", "0.00", "%", "0.10", "%", "-", "240", "/", "812"] in rows
     assert any(line.split()[:3] == ["Degraded", "True", "RolledBack"] for line in lines)
     history = lines.index("History (newest first):")
     assert lines[history + 2].split()[:2] == ["77ab01", "RolledBack"]

@@ -24,7 +24,7 @@ Rules = dict[tuple[str, str], set[str]]
 NAMESPACED: Rules = {
     ("llmcanary.io", "llmdeployments"): {"get", "list", "watch", "patch"},
     ("llmcanary.io", "llmdeployments/status"): {"patch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch", "patch"},

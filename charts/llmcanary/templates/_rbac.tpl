@@ -20,12 +20,13 @@ docs/install.md has the same table for readers.
   verbs: ["patch"]
 # One Deployment per revision: kube/children.ensure (get, then server-side apply = patch,
 # plus create for a new one), resizing (patch), listing a resource's revisions (list),
-# and kopf's child watch (list, watch; main.CHILD_KINDS).
+# and kopf's child watch (list, watch; main.CHILD_KINDS); the fresh baseline
+# NAME-STABLEREV-baseline is deleted when its rollout ends.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# NAME-stable, NAME-canary (and NAME for the replicas router, deleted when the router is
-# switched away); kopf's child watch.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# NAME-stable, NAME-canary, NAME-baseline (deleted with its Deployment), and NAME for the
+# replicas router (deleted when the router is switched away); kopf's child watch.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
