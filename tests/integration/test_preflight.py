@@ -347,10 +347,11 @@ def test_too_few_free_gpus_for_the_first_canary_replica(
     print(f"GPUs taken: {every_free_gpu_taken}")
     doc = manifest("2", copy.deepcopy(stable["spec"]["preflight"]["dependencies"]))
     canary = roll_out(kubectl, namespace, doc)
-    why = "GPU memory: 1 GPU needed for the first canary replica(s) (1 x 1), 0 free"
+    # The first step's pods: one canary and one fresh baseline.
+    why = "GPU memory: 2 GPUs needed for the first canary and baseline replica(s) (2 x 1), 0 free"
     st = assert_stopped(kubectl, namespace, stable, canary, why)
     gpu = st["preflight"]["gpuMemory"]
-    assert (gpu["fits"], gpu["gpusNeeded"], gpu["gpusFree"]) == (False, 1, 0)
+    assert (gpu["fits"], gpu["gpusNeeded"], gpu["gpusFree"]) == (False, 2, 0)
     assert "free GPUs on those nodes or add GPU nodes" in gpu["message"]
 
 
@@ -435,7 +436,8 @@ def test_an_all_green_preflight_lets_the_canary_take_its_first_weight(
     route = kubectl.get("httproute", NAME, namespace)
     assert route is not None
     weights = {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}
-    assert weights == {f"{NAME}-stable": 95, f"{NAME}-canary": 5}
+    # The fresh baseline takes the canary's weight.
+    assert weights == {f"{NAME}-stable": 90, f"{NAME}-canary": 5, f"{NAME}-baseline": 5}
 
 
 def test_a_failed_preflight_runs_again_when_the_spec_changes_and_not_before(

@@ -171,7 +171,9 @@ def gpu_hogs(kubectl: Kubectl, namespace: str) -> Iterator[dict[str, int]]:
 
 def test_too_few_free_gpus(kube: Kube, kubectl: Kubectl, gpu_hogs: dict[str, int]) -> None:
     print(f"GPUs taken by the hogs: {gpu_hogs}")  # 7 and 4 on a quiet cluster
-    two = spec(LLAMA2_7B, triton={"maxBatchSize": 1}, resources={"gpus": 2})
+    # Judged against the stable pods: the first step is one canary pod.
+    alone = {"analysis": {"baseline": "stable"}}
+    two = spec(LLAMA2_7B, triton={"maxBatchSize": 1}, resources={"gpus": 2}, canary=alone)
     fit = check_gpu_fit(kube, "default", two, NOW)
     print(fit.model_dump_json(by_alias=True, indent=2))
     assert fit.fits is False
@@ -179,8 +181,14 @@ def test_too_few_free_gpus(kube: Kube, kubectl: Kubectl, gpu_hogs: dict[str, int
     assert fit.message.startswith(
         "2 GPUs needed for the first canary replica(s) (1 x 2), 1 free on nodes that fit"
     )
-    one = check_gpu_fit(kube, "default", spec(LLAMA2_7B, triton={"maxBatchSize": 1}), NOW)
+    one = check_gpu_fit(
+        kube, "default", spec(LLAMA2_7B, triton={"maxBatchSize": 1}, canary=alone), NOW
+    )
     assert (one.fits, one.node_type) == (True, H100)  # the last free H100
+    # With a fresh baseline (the default) the first step needs a pod more.
+    fresh = check_gpu_fit(kube, "default", spec(LLAMA2_7B, triton={"maxBatchSize": 1}), NOW)
+    assert (fresh.fits, fresh.gpus_needed, fresh.gpus_free) == (False, 2, 1)
+    assert "or judge without a baseline (canary.analysis.baseline: stable)" in fresh.message
 
 
 def _token_client(cluster: Any, kubectl: Kubectl, namespace: str, account: str) -> Kube:
