@@ -268,8 +268,6 @@ def test_a_fresh_baseline_matches_the_canary_at_every_step_and_goes_with_it() ->
     assert (sim.plans[-1].baseline_replicas, sim.plans[-1].baseline_weight) == (0, 0)
     started = next(m for _, r, m in sim.events if r == "RolloutStarted")
     assert "up to 50%, judged against a fresh baseline of" in started
-    record = sim.status.history[0]
-    assert record.outcome == "Promoted"
 
 
 def test_no_weight_goes_to_a_baseline_that_is_not_ready() -> None:

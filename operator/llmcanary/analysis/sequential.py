@@ -114,11 +114,6 @@ def log_quantile(histogram: Histogram, q: float) -> Estimate | None:
     return Estimate(math.log(point), se * se)
 
 
-def ratio(canary: Estimate, reference: Estimate) -> Estimate:
-    """The log ratio of two independent log estimates."""
-    return Estimate(canary.value - reference.value, canary.variance + reference.variance)
-
-
 def proportion(events: float, total: float) -> Estimate:
     """An error rate and its binomial variance, with half an event added either way
     (Agresti-Coull style) so that no errors does not claim certainty."""
@@ -127,6 +122,8 @@ def proportion(events: float, total: float) -> Estimate:
 
 
 def difference(canary: Estimate, reference: Estimate) -> Estimate:
+    """The canary's estimate less the reference's, both independent: a difference of error
+    rates, or of log quantiles (the log of their ratio)."""
     return Estimate(canary.value - reference.value, canary.variance + reference.variance)
 
 

@@ -308,7 +308,7 @@ def _latency(
                 )
             )
         else:
-            estimate = sequential.ratio(mine_log, theirs_log)
+            estimate = sequential.difference(mine_log, theirs_log)
             limit = math.log(1 + increase / 100)
             half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
             outcome = sequential.sequential_test(estimate, limit, half, context.plan)
