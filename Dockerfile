@@ -4,9 +4,10 @@
 # Two stages on the same base image. The builder runs scripts/build-operator-venv.sh, the one
 # install path (tests/integration/test_image_steps.py runs the same script): it builds the
 # wheel, installs it without extras into a virtual environment at /opt/llmcanary and checks
-# that the model extra (the heavy GPU-side packages) is absent. The runtime stage copies only
-# that environment. Both stages must use the same base image: the environment's bin/python
-# points at the base image's interpreter.
+# that the model extra (the heavy GPU-side packages) and the development stack (the
+# llmcanary-dev distribution in dev/, never copied here) are absent. The runtime stage copies
+# only that environment. Both stages must use the same base image: the environment's
+# bin/python points at the base image's interpreter.
 #
 # Pinned by tag; pin a digest for reproducible builds with
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>

@@ -18,14 +18,14 @@ PYTEST_ARGS ?=
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml dev/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,model]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,model]' -e ./dev
 	@touch $@
 
 .PHONY: venv
-venv: $(VENV_STAMP)  ## Create .venv with llmcanary and the dev tools
+venv: $(VENV_STAMP)  ## Create .venv with llmcanary, llmcanary-dev (dev/) and the dev tools
 
 .PHONY: cluster-bins
 cluster-bins:  ## Build (or reuse) etcd, kube-apiserver, ..., kwok and kubectl
@@ -54,8 +54,8 @@ docs: crds  ## Regenerate the generated docs (docs/reference/llmdeployment.md)
 
 .PHONY: lint
 lint: venv  ## ruff, mypy --strict, import-linter contracts
-	$(BIN)/ruff check operator tests bench model_repo
-	$(BIN)/ruff format --check operator tests bench model_repo
+	$(BIN)/ruff check operator dev tests bench model_repo
+	$(BIN)/ruff format --check operator dev tests bench model_repo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

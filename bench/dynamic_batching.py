@@ -3,7 +3,7 @@
 Starts the nvidia-pytriton wheel's tritonserver on a loopback address twice, each time with the
 config.pbtxt the operator renders (llmcanary.builders.triton_config) for tiny-llm on
 KIND_CPU, once with ``dynamic_batching`` and once without, and drives the same
-closed-loop streaming load (llmcanary.loadgen) at each. Prints throughput, latency and
+closed-loop streaming load (llmcanary_dev.loadgen) at each. Prints throughput, latency and
 Triton's own request and execution counts side by side; ``--json FILE`` keeps them.
 
     .venv/bin/python bench/dynamic_batching.py --concurrency 16 --duration 30
@@ -26,12 +26,12 @@ import requests
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_config import render_config_pbtxt
 from llmcanary.builders.workload import tritonserver_args
-from llmcanary.devcluster.paths import find_repo_root
-from llmcanary.loadgen.client import LoadConfig, run_load
-from llmcanary.loadgen.stats import summarize
-from llmcanary.localstack.pods import triton_argv
-from llmcanary.localstack.process import ManagedProcess
-from llmcanary.localstack.triton import find_triton
+from llmcanary_dev.devcluster.paths import find_repo_root
+from llmcanary_dev.loadgen.client import LoadConfig, run_load
+from llmcanary_dev.loadgen.stats import summarize
+from llmcanary_dev.localstack.pods import triton_argv
+from llmcanary_dev.localstack.process import ManagedProcess
+from llmcanary_dev.localstack.triton import find_triton
 
 MODEL = "tiny-llm"
 

@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmcanary.demo.story import SMALL, Chapter, Story
-from llmcanary.demo.timeline import outcomes
-from llmcanary.localstack import stack as local
+from llmcanary_dev.demo.story import SMALL, Chapter, Story
+from llmcanary_dev.demo.timeline import outcomes
+from llmcanary_dev.localstack import stack as local
 
 
 def chapters(aa: int, slowdowns: list[int]) -> tuple[Chapter, ...]:

@@ -50,12 +50,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmcanary import devcluster
 from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.devcluster.nodes import GpuNode, node_manifest
 from llmcanary.kube.client import Kube
 from llmcanary.rollout.revision import revision_of
+from llmcanary_dev import devcluster
+from llmcanary_dev.devcluster.nodes import GpuNode, node_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The kinds the operator reads and writes (the API server's ``resource`` label).

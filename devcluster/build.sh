@@ -3,7 +3,7 @@
 # kube-controller-manager, kube-scheduler, kubectl, kwok: one multi-call Go
 # binary) into $LLMCANARY_CACHE/bin, then runs data.sh, which copies the data
 # files the cluster needs (CRDs, KWOK's stages) from pinned Go modules.
-# Called by `make` and by llmcanary.devcluster.ensure_built().
+# Called by `make` and by llmcanary_dev.devcluster.ensure_built().
 #
 # Idempotent: a stamp (sha256 of the Go version, the module files, the Go
 # sources and this script) is written last, and a run whose stamp matches and

@@ -6,8 +6,11 @@
 # Builds the llmcanary wheel from this checkout (pip wheel --no-deps, in a scratch copy so the
 # checkout is never written to), creates a virtual environment at DEST with $PYTHON (default
 # python3), installs the wheel WITHOUT extras (so none of the `model` extra: no torch,
-# tritonclient, pytriton, matplotlib), and then checks the result: those packages are not
-# importable, llmcanary is imported from DEST, and `llmcanary run --help` works.
+# tritonclient, pytriton, matplotlib) and nothing of the development stack (the llmcanary-dev
+# distribution in dev/ is neither copied nor installed), and then checks the result: those
+# packages are not importable (nor llmcanary_dev, rich, cryptography), llmcanary is imported
+# from DEST, `llmcanary run --help` works and `llmcanary --help` offers no development command
+# (devcluster, stack, demo, bench).
 #
 # The Dockerfile's builder stage runs exactly this script (with --no-cache), and
 # tests/integration/test_image_steps.py runs it too, so the test exercises the image's steps.
@@ -35,7 +38,7 @@ fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Only what the wheel is built from (pyproject's readme and the package); no caches.
+# Only what the wheel is built from (pyproject's readme and the package); no caches, no dev/.
 mkdir -p "$scratch/src"
 cp "$src/pyproject.toml" "$src/README.md" "$scratch/src/"
 cp -R "$src/operator" "$scratch/src/operator"
@@ -67,10 +70,22 @@ present = [m for m in ("torch", "tritonclient", "pytriton", "matplotlib")
            if importlib.util.find_spec(m) is not None]
 if present:
     sys.exit(f"error: the operator venv must not contain {', '.join(present)}")
+# The development stack (llmcanary-dev) and what only it uses.
+present = [m for m in ("llmcanary_dev", "rich", "cryptography")
+           if importlib.util.find_spec(m) is not None]
+if present:
+    sys.exit(f"error: the operator venv must not contain {', '.join(present)} (dev/)")
 import llmcanary
 where = pathlib.Path(llmcanary.__file__).resolve()
 if dest not in where.parents:
     sys.exit(f"error: llmcanary imported from {where}, not from {dest}")
 EOF
 env -u PYTHONPATH "$dest/bin/llmcanary" run --help >/dev/null
+help=$(env -u PYTHONPATH "$dest/bin/llmcanary" --help)
+for command in devcluster stack demo bench; do
+  if grep -qE "^  $command( |\$)" <<<"$help"; then
+    echo "error: llmcanary --help offers $command, a development command (dev/)" >&2
+    exit 1
+  fi
+done
 echo "==> ok: $("$dest/bin/llmcanary" --version) in $dest"

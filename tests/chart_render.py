@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from llmcanary.devcluster import Settings
+from llmcanary_dev.devcluster import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "llmcanary"

@@ -24,7 +24,7 @@ from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 from load_driver import LoadDriver
 from metrics import free_port
 
-from llmcanary.localstack import stack as local
+from llmcanary_dev.localstack import stack as local
 
 pytestmark = pytest.mark.k8s
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from llmcanary.loadgen.client import LoadConfig, run_load
-from llmcanary.loadgen.stats import RequestResult
+from llmcanary_dev.loadgen.client import LoadConfig, run_load
+from llmcanary_dev.loadgen.stats import RequestResult
 
 
 class LoadDriver:

@@ -24,10 +24,10 @@ from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, wait_fo
 from load_driver import LoadDriver
 
 from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.loadgen.stats import RequestResult, percentile
-from llmcanary.localstack import stack as local
-from llmcanary.localstack.proxy import count_requests
 from llmcanary.rollout.revision import revision_of
+from llmcanary_dev.loadgen.stats import RequestResult, percentile
+from llmcanary_dev.localstack import stack as local
+from llmcanary_dev.localstack.proxy import count_requests
 
 pytestmark = pytest.mark.k8s
 

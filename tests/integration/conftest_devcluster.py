@@ -3,7 +3,7 @@
 Load it with ``pytest_plugins = ["conftest_devcluster"]`` (or import the fixture). It
 builds the binaries if they are missing (the first build compiles Kubernetes: minutes),
 starts the cluster unless it already runs, and yields a
-:class:`llmcanary.devcluster.Cluster` (``.kubeconfig``, ``.kubectl(*args)``,
+:class:`llmcanary_dev.devcluster.Cluster` (``.kubeconfig``, ``.kubectl(*args)``,
 ``.server``, ``.ca_file``, ``.settings``).
 
 At the end of the session the cluster is stopped only if this session started it, and
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmcanary import devcluster
-from llmcanary.devcluster import Cluster, DevClusterError
+from llmcanary_dev import devcluster
+from llmcanary_dev.devcluster import Cluster, DevClusterError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import pytest
 from cryptography import x509
 
-from llmcanary import devcluster
-from llmcanary.devcluster import Cluster
+from llmcanary_dev import devcluster
+from llmcanary_dev.devcluster import Cluster
 
 pytestmark = pytest.mark.k8s
 

@@ -3,9 +3,10 @@
 The Dockerfile's builder stage runs scripts/build-operator-venv.sh; this module runs the same
 script into a fresh virtual environment made from the system python3 (not the shared .venv),
 then treats that environment as the image would: llmcanary imported from it alone (no
-PYTHONPATH, no checkout), no torch, and a real operator start against the local cluster with
-the image's constraints -- a read-only working directory and $HOME, the environment itself
-read-only, PYTHONDONTWRITEBYTECODE=1, only $TMPDIR writable.
+PYTHONPATH, no checkout), no torch, none of the development stack (llmcanary-dev, dev/) and
+only the operator's and the user's commands in ``llmcanary --help``, and a real operator start
+against the local cluster with the image's constraints -- a read-only working directory and
+$HOME, the environment itself read-only, PYTHONDONTWRITEBYTECODE=1, only $TMPDIR writable.
 
 The build step needs PyPI (pip fetches the dependencies, and setuptools for the wheel build);
 without it the first test fails with pip's error.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +33,8 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, wait_for
 
+from llmcanary.cli.control import COMMANDS
+
 pytestmark = pytest.mark.k8s
 
 SCRIPT = ROOT / "scripts" / "build-operator-venv.sh"
@@ -38,6 +42,13 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text())
 # Packages of the `model` extra: none may be in the operator's environment.
 MODEL_PACKAGES = ("torch", "tritonclient", "pytriton", "triton", "matplotlib", "nvidia")
+# The development stack (dev/) and what only it uses: none may be in the operator's environment.
+# (aiohttp is: kopf and the Kubernetes client depend on it; llmcanary itself does not.)
+DEV_MODULES = ("llmcanary_dev", "rich", "cryptography")
+DEV_REQUIREMENTS = ("aiohttp", "rich", "cryptography", "llmcanary-dev")
+# The operator's commands and the user's (the kubectl plugin's), nothing else.
+IMAGE_COMMANDS = {"run", "crd", "preflight"} | {c.name for c in COMMANDS}
+DEV_COMMANDS = {"devcluster", "stack", "demo", "bench"}
 # Root ignores file modes; without these capabilities it is held to them like any user.
 DROP_OVERRIDES = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
 
@@ -141,6 +152,43 @@ def test_no_torch_nor_any_model_package(image_venv: Path, tmp_path: Path) -> Non
     assert offenders == []
     leaked = [str(p) for p in image_venv.rglob("*") if {"torch", "triton"} & set(p.parts)]
     assert leaked == []
+
+
+def test_no_development_stack_and_only_the_operator_commands(
+    image_venv: Path, tmp_path: Path
+) -> None:
+    for module in DEV_MODULES:
+        done = venv_run(image_venv, "python", "-c", f"import {module}", cwd=tmp_path, check=False)
+        assert done.returncode != 0 and "ModuleNotFoundError" in done.stderr, module
+    metadata = venv_run(
+        image_venv,
+        "python",
+        "-c",
+        "import json, importlib.metadata as m\n"
+        "print(json.dumps({\n"
+        "    'requires': m.requires('llmcanary') or [],\n"
+        "    'dists': sorted(d.metadata['Name'] for d in m.distributions()),\n"
+        "    'plugins': [e.name for e in m.entry_points(group='llmcanary.commands')],\n"
+        "}))",
+        cwd=tmp_path,
+    )
+    found = json.loads(metadata.stdout)
+    names = [
+        re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower()
+        for r in found["requires"]
+        if "extra ==" not in r
+    ]
+    assert not set(names) & set(DEV_REQUIREMENTS), names
+    assert "llmcanary-dev" not in [d.lower() for d in found["dists"]]
+    assert found["plugins"] == []
+    shown = venv_run(image_venv, "llmcanary", "--help", cwd=tmp_path).stdout
+    section = shown.split("Commands:", 1)[1]
+    listed = {line.split()[0] for line in section.splitlines() if line.startswith("  ")}
+    assert listed == IMAGE_COMMANDS, shown
+    assert not listed & DEV_COMMANDS
+    for command in sorted(DEV_COMMANDS):
+        done = venv_run(image_venv, "llmcanary", command, "--help", cwd=tmp_path, check=False)
+        assert done.returncode == 2 and "No such command" in done.stderr, command
 
 
 @pytest.fixture

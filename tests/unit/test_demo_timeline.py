@@ -1,4 +1,4 @@
-from llmcanary.demo.timeline import describe, outcomes, sample_of
+from llmcanary_dev.demo.timeline import describe, outcomes, sample_of
 
 
 def status(phase: str, weight: int, check: str | None = None, canary: float = 0.0) -> dict:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from llmcanary.devcluster import processes
+from llmcanary_dev.devcluster import processes
 
 
 @pytest.fixture(params=[True, False], ids=["with-proc", "without-proc"])

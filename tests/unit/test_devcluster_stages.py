@@ -1,6 +1,6 @@
 import yaml
 
-from llmcanary.devcluster.stages import DATA_PLANE_STAGE, kwok_config
+from llmcanary_dev.devcluster.stages import DATA_PLANE_STAGE, kwok_config
 
 POD_READY = """
 apiVersion: kwok.x-k8s.io/v1alpha1

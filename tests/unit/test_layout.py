@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,21 @@ def test_operator_import_path_stays_free_of_torch_and_triton() -> None:
         env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == ""
+
+
+def test_the_development_stack_is_a_distribution_of_its_own() -> None:
+    # llmcanary-dev (dev/) holds it, so the operator's package and image carry none of it.
+    package = ROOT / "operator" / "llmcanary"
+    moved = ["devcluster", "localstack", "demo", "loadgen"]
+    moved += [f"cli/{name}.py" for name in ("devcluster", "stack", "demo", "bench")]
+    assert [m for m in moved if (package / m).exists()] == []
+    main = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0] for r in main["dependencies"]]
+    assert not {"aiohttp", "rich", "cryptography"} & set(names)
+    dev = tomllib.loads((ROOT / "dev" / "pyproject.toml").read_text())["project"]
+    assert dev["name"] == "llmcanary-dev" and "llmcanary" in dev["dependencies"]
+    commands = set(dev["entry-points"]["llmcanary.commands"])
+    assert commands == {"devcluster", "stack", "demo", "bench"}
 
 
 def test_importing_the_handlers_builds_no_clients() -> None:

@@ -1,6 +1,6 @@
 import math
 
-from llmcanary.loadgen.stats import RequestResult, percentile, summarize
+from llmcanary_dev.loadgen.stats import RequestResult, percentile, summarize
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.workload import tritonserver_args
-from llmcanary.localstack.pods import failure_reason, triton_argv
-from llmcanary.localstack.triton import TritonInstall
-from llmcanary.rollout.workload import pod_problem
+from llmcanary.rollout.observation import pod_problem
+from llmcanary_dev.localstack.pods import failure_reason, triton_argv
+from llmcanary_dev.localstack.triton import TritonInstall
 
 SPEC = {
     "model": {"name": "tiny-llm", "repository": "/opt/models", "version": "1"},

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from llmcanary.localstack.proxy import Backend, Route, count_requests, render_config
+from llmcanary_dev.localstack.proxy import Backend, Route, count_requests, render_config
 
 
 def route(canary: int, *, canary_endpoints: tuple[str, ...] = ("127.244.0.9:8000",)) -> Route:

@@ -3,7 +3,7 @@
 KWOK plays every kubelet of the dev cluster. With ``kwok`` readiness (the default) it
 starts a pod and marks it Ready at once: what the operator's integration tests need.
 
-With the local data plane (:mod:`llmcanary.localstack`), the pods of LLMDeployments run
+With the local data plane (:mod:`llmcanary_dev.localstack`), the pods of LLMDeployments run
 real ``tritonserver`` processes, and a pod must be Ready only while its Triton is, or
 traffic would reach a model that has not loaded. In ``external`` readiness KWOK still
 starts those pods (phase Running, init containers completed) but leaves
@@ -22,13 +22,14 @@ from typing import Any, Literal
 
 import yaml
 
+from llmcanary.builders.meta import LABEL_DEPLOYMENT
+
 __all__ = ["DATA_PLANE_STAGE", "PodReadiness", "kwok_config"]
 
 PodReadiness = Literal["kwok", "external"]
 
-#: Pods that carry this label belong to an LLMDeployment (builders.meta.LABEL_DEPLOYMENT).
-LABEL = "llmcanary.io/deployment"
-_LABEL_KEY = f'.metadata.labels["{LABEL}"]'
+#: Pods that carry LABEL_DEPLOYMENT belong to an LLMDeployment.
+_LABEL_KEY = f'.metadata.labels["{LABEL_DEPLOYMENT}"]'
 DATA_PLANE_STAGE = "llmcanary-pod-started"
 
 _STARTED_TEMPLATE = """\

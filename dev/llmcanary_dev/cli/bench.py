@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmcanary.loadgen.client import LoadConfig, run_load
-from llmcanary.loadgen.stats import RequestResult, Summary, summarize
-from llmcanary.localstack.stack import StackSettings, running
+from llmcanary_dev.loadgen.client import LoadConfig, run_load
+from llmcanary_dev.loadgen.stats import RequestResult, Summary, summarize
+from llmcanary_dev.localstack.stack import StackSettings, running
 
 
 def _fmt(value: float) -> str:

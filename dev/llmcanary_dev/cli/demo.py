@@ -1,4 +1,4 @@
-"""``llmcanary demo``: the main job, on the local stack (see llmcanary.demo.story)."""
+"""``llmcanary demo``: the main job, on the local stack (see llmcanary_dev.demo.story)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from llmcanary.cli.bench import summary_table
-from llmcanary.demo.chart import write_chart
-from llmcanary.demo.story import NAMESPACE, DemoError, Story
-from llmcanary.demo.timeline import outcomes
-from llmcanary.localstack.stack import StackError, StackSettings
+from llmcanary_dev.cli.bench import summary_table
+from llmcanary_dev.demo.chart import write_chart
+from llmcanary_dev.demo.story import NAMESPACE, DemoError, Story
+from llmcanary_dev.demo.timeline import outcomes
+from llmcanary_dev.localstack.stack import StackError, StackSettings
 
 ARMS = ("stable", "baseline", "canary")
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from llmcanary.devcluster.paths import Settings
+from llmcanary_dev.devcluster.paths import Settings
 
 __all__ = ["CertPair", "Identity", "Pki", "ensure_pki"]
 

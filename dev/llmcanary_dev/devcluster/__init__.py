@@ -1,10 +1,10 @@
-"""The local Kubernetes control plane of the project (DESIGN.md section 6).
+"""The local Kubernetes control plane of the project (README.md, "The local cluster").
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from the
 Kubernetes Go modules (``devcluster/``), with KWOK playing the kubelet of simulated
 GPU nodes. Used by ``llmcanary devcluster ...``, ``make`` and the integration tests::
 
-    from llmcanary import devcluster
+    from llmcanary_dev import devcluster
 
     devcluster.ensure_built()
     cluster = devcluster.up()
@@ -12,7 +12,7 @@ GPU nodes. Used by ``llmcanary devcluster ...``, ``make`` and the integration te
     devcluster.down()
 """
 
-from llmcanary.devcluster.cluster import (
+from llmcanary_dev.devcluster.cluster import (
     Cluster,
     ClusterStatus,
     DevClusterError,
@@ -25,8 +25,8 @@ from llmcanary.devcluster.cluster import (
     status,
     up,
 )
-from llmcanary.devcluster.nodes import DEFAULT_GPU_NODES, GpuNode
-from llmcanary.devcluster.paths import COMPONENTS, Ports, Settings, find_repo_root
+from llmcanary_dev.devcluster.nodes import DEFAULT_GPU_NODES, GpuNode
+from llmcanary_dev.devcluster.paths import COMPONENTS, Ports, Settings, find_repo_root
 
 __all__ = [
     "COMPONENTS",

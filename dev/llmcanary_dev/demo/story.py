@@ -1,7 +1,7 @@
 """``llmcanary demo``: the whole story on the local stack, told as it happens.
 
 1. ``llmcanary stack up``: the dev cluster, a real ``tritonserver`` per pod, Prometheus
-   and nginx (see :mod:`llmcanary.localstack`); the CRD; the operator as a process.
+   and nginx (see :mod:`llmcanary_dev.localstack`); the CRD; the operator as a process.
 2. tiny-llm revision 1 (``examples/local/tiny-llm.yaml``) until Stable.
 3. Steady streaming load through nginx, for the rest of the story.
 4. Revision 2, as fast as 1: judged against a fresh baseline at 25% then 50%, promoted.
@@ -31,14 +31,14 @@ import yaml
 
 from llmcanary.api import API_VERSION, KIND
 from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.demo.timeline import Sample, describe, sample_of
-from llmcanary.devcluster.paths import find_repo_root
 from llmcanary.kube.client import Kube
-from llmcanary.loadgen.client import LoadConfig, run_load
-from llmcanary.loadgen.stats import RequestResult, Summary, summarize
-from llmcanary.localstack import stack as local
-from llmcanary.localstack.proxy import count_requests
 from llmcanary.rollout.revision import revision_of
+from llmcanary_dev.demo.timeline import Sample, describe, sample_of
+from llmcanary_dev.devcluster.paths import find_repo_root
+from llmcanary_dev.loadgen.client import LoadConfig, run_load
+from llmcanary_dev.loadgen.stats import RequestResult, Summary, summarize
+from llmcanary_dev.localstack import stack as local
+from llmcanary_dev.localstack.proxy import count_requests
 
 __all__ = ["CHAPTERS", "Chapter", "DemoError", "Story"]
 

@@ -8,7 +8,7 @@ import logging
 import click
 import kopf
 
-from llmcanary.localstack import stack as local
+from llmcanary_dev.localstack import stack as local
 
 
 @click.group()

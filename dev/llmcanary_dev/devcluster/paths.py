@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmcanary.devcluster.stages import PodReadiness
+from llmcanary_dev.devcluster.stages import PodReadiness
 
 __all__ = [
     "COMPONENTS",
@@ -48,10 +48,14 @@ TOOLS: tuple[str, ...] = (*COMPONENTS, "kubectl")
 
 
 def find_repo_root(start: Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: cwd) with a pyproject.toml."""
+    """The nearest directory at or above ``start`` (default: cwd) with a pyproject.toml.
+
+    ``dev/`` (this distribution's own pyproject.toml) is passed over: the root is the
+    checkout above it.
+    """
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "pyproject.toml").is_file():
+        if (candidate / "pyproject.toml").is_file() and not (candidate / "llmcanary_dev").is_dir():
             return candidate
     return here
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from llmcanary.devcluster.pki import CertPair
+from llmcanary_dev.devcluster.pki import CertPair
 
 __all__ = ["CLUSTER_NAME", "write_kubeconfig"]
 

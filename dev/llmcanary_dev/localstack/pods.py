@@ -38,15 +38,15 @@ from typing import Any
 
 import requests
 
+from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK
 from llmcanary.kube.client import Kube
-from llmcanary.localstack.process import ManagedProcess, kill_group
-from llmcanary.localstack.triton import TritonInstall
+from llmcanary_dev.localstack.process import ManagedProcess, kill_group
+from llmcanary_dev.localstack.triton import TritonInstall
 
 __all__ = ["PodRunner", "RunningPod", "triton_argv"]
 
 log = logging.getLogger(__name__)
 
-LABEL_DEPLOYMENT = "llmcanary.io/deployment"
 CONTAINER = "triton"
 INIT_CONTAINER = "stage-model"
 CONFIG_VOLUME = "model-config"
@@ -174,8 +174,8 @@ class PodRunner:
                     "namespace": pod.namespace,
                     "pod": pod.name,
                     "llmdeployment": pod.labels.get(LABEL_DEPLOYMENT, ""),
-                    "revision": pod.labels.get("llmcanary.io/revision", ""),
-                    "track": pod.labels.get("llmcanary.io/track", ""),
+                    "revision": pod.labels.get(LABEL_REVISION, ""),
+                    "track": pod.labels.get(LABEL_TRACK, ""),
                 }
                 out.append((f"{pod.ip}:{pod.metrics_port}", labels))
         return out
@@ -317,7 +317,7 @@ class PodRunner:
             "time": time.time(),
             "namespace": pod.namespace,
             "pod": pod.name,
-            "revision": pod.labels.get("llmcanary.io/revision", ""),
+            "revision": pod.labels.get(LABEL_REVISION, ""),
             "deployment": pod.labels.get(LABEL_DEPLOYMENT, ""),
             "pid": pod.process.pid,
         }

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from llmcanary.devcluster.paths import Settings
+from llmcanary_dev.devcluster.paths import Settings
 
 __all__ = ["log_tail", "running_pid", "start", "stop"]
 

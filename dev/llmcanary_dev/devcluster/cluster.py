@@ -27,12 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcanary.devcluster import processes
-from llmcanary.devcluster.api import ApiClient, ApiError
-from llmcanary.devcluster.kubeconfig import write_kubeconfig
-from llmcanary.devcluster.nodes import DEFAULT_GPU_NODES, KWOK_ANNOTATION, GpuNode, node_manifest
-from llmcanary.devcluster.paths import COMPONENTS, MAIN_BINARY, TOOLS, Settings, find_repo_root
-from llmcanary.devcluster.pki import (
+from llmcanary_dev.devcluster import processes
+from llmcanary_dev.devcluster.api import ApiClient, ApiError
+from llmcanary_dev.devcluster.kubeconfig import write_kubeconfig
+from llmcanary_dev.devcluster.nodes import (
+    DEFAULT_GPU_NODES,
+    KWOK_ANNOTATION,
+    GpuNode,
+    node_manifest,
+)
+from llmcanary_dev.devcluster.paths import COMPONENTS, MAIN_BINARY, TOOLS, Settings, find_repo_root
+from llmcanary_dev.devcluster.pki import (
     ADMIN,
     CONTROLLER_MANAGER,
     ETCD_CLIENT,
@@ -42,7 +47,7 @@ from llmcanary.devcluster.pki import (
     Pki,
     ensure_pki,
 )
-from llmcanary.devcluster.stages import PodReadiness, kwok_config
+from llmcanary_dev.devcluster.stages import PodReadiness, kwok_config
 
 __all__ = [
     "Cluster",
@@ -161,7 +166,7 @@ def _build_script() -> Path:
         return Path(override)
     candidates = [
         find_repo_root() / "devcluster" / "build.sh",
-        # operator/llmcanary/devcluster/cluster.py -> the repository root, in a checkout.
+        # dev/llmcanary_dev/devcluster/cluster.py -> the repository root, in a checkout.
         Path(__file__).resolve().parents[3] / "devcluster" / "build.sh",
     ]
     for c in candidates:
@@ -763,7 +768,7 @@ def set_pod_readiness(
     settings: Settings, readiness: PodReadiness, *, timeout: float = 30.0
 ) -> bool:
     """Make KWOK mark LLMDeployment pods Ready itself (``kwok``) or leave it to the
-    local data plane (``external``); see :mod:`llmcanary.devcluster.stages`.
+    local data plane (``external``); see :mod:`llmcanary_dev.devcluster.stages`.
 
     Rewrites KWOK's config and restarts KWOK (about a second; running pods keep their
     status) only when the mode changes. Returns whether it did. The cluster must be up.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from llmcanary.localstack.process import ManagedProcess
+from llmcanary_dev.localstack.process import ManagedProcess
 
 __all__ = ["Prometheus", "PrometheusError", "prometheus_binary"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmcanary.demo.timeline import Sample, outcomes
+from llmcanary_dev.demo.timeline import Sample, outcomes
 
 __all__ = ["write_chart"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from llmcanary.loadgen.stats import RequestResult
+from llmcanary_dev.loadgen.stats import RequestResult
 
 __all__ = ["LoadConfig", "make_prompt", "run_load"]
 

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from llmcanary import devcluster as dc
+from llmcanary_dev import devcluster as dc
 
 __all__ = ["devcluster"]
 

@@ -1,13 +1,13 @@
 """The local stack: the dev cluster plus a real data plane, up and down with one command.
 
 ``llmcanary stack up`` starts (or reuses) the dev cluster, hands pod readiness to the
-data plane (:func:`llmcanary.devcluster.set_pod_readiness`), installs the CRD, and starts
+data plane (:func:`llmcanary_dev.devcluster.set_pod_readiness`), installs the CRD, and starts
 ``llmcanary stack serve`` in the background. That process owns the data plane until
 ``llmcanary stack down``:
 
-- :class:`~llmcanary.localstack.pods.PodRunner`: one ``tritonserver`` per pod;
-- :class:`~llmcanary.localstack.prometheus.Prometheus` scraping them;
-- :class:`~llmcanary.localstack.proxy.Nginx` splitting client traffic by the HTTPRoutes.
+- :class:`~llmcanary_dev.localstack.pods.PodRunner`: one ``tritonserver`` per pod;
+- :class:`~llmcanary_dev.localstack.prometheus.Prometheus` scraping them;
+- :class:`~llmcanary_dev.localstack.proxy.Nginx` splitting client traffic by the HTTPRoutes.
 
 It re-reads the cluster every half second and writes ``<state>/stack.json`` (URLs and
 its pid) once everything answers. ``down`` stops it (it stops its children), gives
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcanary import devcluster
-from llmcanary.devcluster.paths import find_repo_root
 from llmcanary.kube.client import Kube
-from llmcanary.localstack.pods import PodRunner
-from llmcanary.localstack.prometheus import Prometheus, prometheus_binary
-from llmcanary.localstack.proxy import Backend, Nginx, Route
-from llmcanary.localstack.triton import find_triton
+from llmcanary_dev import devcluster
+from llmcanary_dev.devcluster.paths import find_repo_root
+from llmcanary_dev.localstack.pods import PodRunner
+from llmcanary_dev.localstack.prometheus import Prometheus, prometheus_binary
+from llmcanary_dev.localstack.proxy import Backend, Nginx, Route
+from llmcanary_dev.localstack.triton import find_triton
 
 __all__ = ["StackError", "StackSettings", "down", "running", "serve", "up"]
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmcanary.localstack.process import ManagedProcess
+from llmcanary_dev.localstack.process import ManagedProcess
 
 __all__ = [
     "Backend",
