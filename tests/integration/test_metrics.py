@@ -28,6 +28,8 @@ from test_canary import (  # noqa: F401  (exporters, stable_v1: fixtures used by
 )
 from test_canary import llmcanary as llmcanary_cli
 
+from llmcanary import __version__
+
 pytestmark = pytest.mark.k8s
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -122,7 +124,7 @@ def test_metrics_follow_a_rollout_through_rollback_restart_retry_and_promotion(
     assert st["phase"] == "Stable"
     assert get(samples, "llmcanary_rollbacks_total", **of(namespace)) == 0
     assert get(samples, "llmcanary_promotions_total", **of(namespace)) == 0
-    assert get(samples, "llmcanary_build_info", version="0.1.0") == 1
+    assert get(samples, "llmcanary_build_info", version=__version__) == 1
 
     # A canary that passes its first check and takes its second weight.
     doc = manifest("2", prometheus=prometheus.url)

@@ -260,7 +260,8 @@ def test_the_probe_job_and_its_script_are_created_owned_by_the_llmdeployment(
             "tiny-llm",
             owner.uid,
         )
-    assert cm["data"]["gpu_memory_probe.py"] == (ROOT / "probe" / "gpu_memory_probe.py").read_text()
+    script = ROOT / "operator" / "llmcanary" / "preflight" / "scripts" / "gpu_memory_probe.py"
+    assert cm["data"]["gpu_memory_probe.py"] == script.read_text()
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert job["spec"]["activeDeadlineSeconds"] > 0
     # The Job controller makes the pod and the scheduler puts it on the H100 node.

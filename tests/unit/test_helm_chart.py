@@ -12,6 +12,7 @@ import click
 import pytest
 
 from chart_render import CHART, ROOT, helm, one, render, values_args
+from llmcanary import __version__
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
 from llmcanary.cli.run import run
 from llmcanary.main import CHILD_KINDS
@@ -138,7 +139,7 @@ def test_the_defaults_render_two_replicas_a_service_account_rbac_pdb_and_peering
     assert pdb["minAvailable"] == 1
     assert pdb["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     container = operator_container(docs)
-    assert container["image"] == "ghcr.io/llmcanary/llmcanary:0.1.0"
+    assert container["image"] == f"ghcr.io/llmcanary/llmcanary:{__version__}"
     args = container["args"]
     assert args[0] == "run" and "--all-namespaces" in args
     assert f"--peering={one(docs, 'ClusterKopfPeering')['metadata']['name']}" in args

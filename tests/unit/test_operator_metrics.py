@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from llmcanary import __version__
 from llmcanary.api.spec import AnalysisSpec
 from llmcanary.api.status import (
     AnalysisRecord,
@@ -210,7 +211,7 @@ def test_reconcile_durations_and_query_errors_have_their_labels(metrics: Operato
     assert value(metrics, "llmcanary_prometheus_query_errors_total", reason="timeout") == 1
     # Every reason exists from the start, at 0, so that increase() sees the first one.
     assert value(metrics, "llmcanary_prometheus_query_errors_total", reason="http") == 0
-    assert value(metrics, "llmcanary_build_info", version="0.1.0") == 1
+    assert value(metrics, "llmcanary_build_info", version=__version__) == 1
 
 
 def test_two_instances_do_not_share_series() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -14,17 +16,18 @@ from llmcanary.preflight.gpu import GIB
 from llmcanary.preflight.gpu_probe import (
     LABEL_PROBE,
     PROBE_DEADLINE_SECONDS,
-    PROBE_SCRIPT,
     PROBE_TTL_SECONDS,
     build_probe_config_map,
     build_probe_job,
     parse_probe_log,
     probe_job_name,
+    probe_script,
     with_probe,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "probe" / "gpu_memory_probe.py"
+PACKAGE = ROOT / "operator" / "llmcanary"
+SCRIPT = PACKAGE / "preflight" / "scripts" / "gpu_memory_probe.py"
 OWNER = Owner("llama", "serving", "uid-1")
 H100 = "NVIDIA-H100-80GB-HBM3"
 DEFAULT_IMAGE = "nvcr.io/nvidia/pytorch:24.10-py3"
@@ -36,8 +39,14 @@ def spec(**fields: object) -> LLMDeploymentSpec:
     )
 
 
-def test_the_shipped_script_is_probe_gpu_memory_probe_py_verbatim() -> None:
-    assert SCRIPT.read_text() == PROBE_SCRIPT
+def test_the_script_is_package_data_not_a_module() -> None:
+    # No __init__.py beside it: grimp (import-linter) and setuptools never see a module,
+    # so nothing can import torch through it; package-data puts it in the wheel.
+    assert not (SCRIPT.parent / "__init__.py").exists()
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["llmcanary"]
+    relative = SCRIPT.relative_to(PACKAGE).as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
 
 
 def test_the_script_without_torch_or_cuda_says_so() -> None:
@@ -51,7 +60,8 @@ def test_the_script_without_torch_or_cuda_says_so() -> None:
 
 def test_the_config_map_carries_the_script_and_is_owned() -> None:
     cm = build_probe_config_map(OWNER)
-    assert cm["data"] == {"gpu_memory_probe.py": PROBE_SCRIPT}
+    assert cm["data"] == {"gpu_memory_probe.py": SCRIPT.read_text()}
+    assert probe_script() == SCRIPT.read_text()
     [ref] = cm["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["uid"], ref["controller"]) == ("LLMDeployment", "uid-1", True)
 

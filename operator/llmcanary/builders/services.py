@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmcanary.builders.meta import (
+    LABEL_TRACK,
     Owner,
     Track,
     common_labels,
@@ -21,7 +22,7 @@ def build_service(owner: Owner, track: Track, revision: str) -> dict[str, Any]:
         "kind": "Service",
         "metadata": owner.metadata(
             service_name(owner.name, track),
-            common_labels(owner.name) | {"llmcanary.io/track": track},
+            common_labels(owner.name) | {LABEL_TRACK: track},
         ),
         "spec": {
             "type": "ClusterIP",

@@ -23,7 +23,7 @@ from typing import Any
 
 from llmcanary.api.spec import Dtype, LLMDeploymentSpec, ModelSizing, Toleration
 from llmcanary.api.status import GpuFit
-from llmcanary.rollout.machine import replicas_for
+from llmcanary.rollout.steps import replicas_for
 
 __all__ = [
     "BYTES_PER_DTYPE",

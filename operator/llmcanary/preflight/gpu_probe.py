@@ -5,9 +5,9 @@ GPU Feature Discovery's label says what a GPU has; the probe says what a pod get
 ``spec.preflight.gpuMemory.probe.enabled``, the reconciler calls :func:`run_probe` each tick
 until it is ``done``, then folds the reading into the fit with :func:`with_probe`.
 
-- Builders (PURE): :func:`build_probe_config_map` ships ``probe/gpu_memory_probe.py``, kept
-  here as :data:`PROBE_SCRIPT` (text, not a module: torch never enters ``llmcanary``'s
-  import path; a unit test keeps the two equal), and :func:`build_probe_job` runs it on
+- Builders (PURE): :func:`build_probe_config_map` ships ``scripts/gpu_memory_probe.py``,
+  package data beside this module read as text by :func:`probe_script` (not a module of
+  ``llmcanary``: torch never enters its import path), and :func:`build_probe_job` runs it on
   ``nvidia.com/gpu.product=<node type>`` with the pod's GPUs, owned by the LLMDeployment,
   bounded by ``activeDeadlineSeconds`` and removed by ``ttlSecondsAfterFinished``.
   :func:`parse_probe_log` reads its JSON lines; :func:`with_probe` judges the reading.
@@ -16,14 +16,16 @@ until it is ``done``, then folds the reading into the fit with :func:`with_probe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import GpuFit
-from llmcanary.builders.meta import LABEL_MANAGED_BY, MANAGER, Owner
+from llmcanary.builders.meta import LABEL_MANAGED_BY, LABEL_REVISION, MANAGER, Owner
 from llmcanary.kube.children import ensure
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden
@@ -32,7 +34,6 @@ from llmcanary.preflight.gpu import GIB, LABEL_PRODUCT, RESOURCE_GPU
 __all__ = [
     "LABEL_PROBE",
     "PROBE_DEADLINE_SECONDS",
-    "PROBE_SCRIPT",
     "PROBE_TTL_SECONDS",
     "ProbeOutcome",
     "ProbeReading",
@@ -42,6 +43,7 @@ __all__ = [
     "probe_config_map_name",
     "probe_image",
     "probe_job_name",
+    "probe_script",
     "run_probe",
     "with_probe",
 ]
@@ -57,55 +59,18 @@ MOUNT = "/opt/llmcanary-probe"
 CONTAINER = "probe"
 _MAX_NAME = 63  # the Job's name is also a label value (job-name)
 
-# probe/gpu_memory_probe.py, verbatim (tests/unit/test_preflight_gpu_probe.py checks).
-PROBE_SCRIPT = r'''"""GPU memory probe: one JSON line per visible GPU with its free and total bytes.
-
-Run by the operator's opt-in preflight probe Job on a node of the target GPU type, in an
-image with python and torch (``nvcr.io/nvidia/pytorch`` by default). It lives outside the
-``llmcanary`` package on purpose: torch never enters the operator's import path. The
-operator ships this file to the Job in a ConfigMap and reads the lines from the pod's log.
-
-    {"device": 0, "name": "NVIDIA H100 80GB HBM3", "free_bytes": ..., "total_bytes": ...}
-
-Without a CUDA device it prints ``{"error": "no CUDA device"}`` and exits with 2.
-"""
-
-from __future__ import annotations
-
-import json
-import sys
+#: Where the script lies in this package: a directory without ``__init__.py``, so the
+#: script is package data (pyproject.toml's package-data ships it), never a module.
+SCRIPT_RESOURCE = f"scripts/{SCRIPT_KEY}"
+#: The Job's annotation naming the GPU node type it probes.
+ANNOTATION_NODE_TYPE = "llmcanary.io/gpu-node-type"
 
 
-def emit(line: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(line) + "\n")
-    sys.stdout.flush()
-
-
-def main() -> int:
-    try:
-        import torch
-    except ImportError as exc:
-        emit({"error": f"torch is not installed: {exc}"})
-        return 3
-    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-        emit({"error": "no CUDA device"})
-        return 2
-    for device in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(device)
-        emit(
-            {
-                "device": device,
-                "name": torch.cuda.get_device_name(device),
-                "free_bytes": int(free),
-                "total_bytes": int(total),
-            }
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
+@functools.cache
+def probe_script() -> str:
+    """The probe script's text, as the ConfigMap ships it (read once, at first use)."""
+    script = resources.files("llmcanary.preflight").joinpath(SCRIPT_RESOURCE)
+    return script.read_text(encoding="utf-8")
 
 
 # --- builders (pure) -------------------------------------------------------------------
@@ -147,7 +112,7 @@ def build_probe_config_map(owner: Owner) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": owner.metadata(probe_config_map_name(owner.name), _labels(owner)),
-        "data": {SCRIPT_KEY: PROBE_SCRIPT},
+        "data": {SCRIPT_KEY: probe_script()},
     }
 
 
@@ -192,8 +157,8 @@ def build_probe_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **owner.metadata(name, {**labels, "llmcanary.io/revision": revision}),
-            "annotations": {"llmcanary.io/gpu-node-type": node_type},
+            **owner.metadata(name, {**labels, LABEL_REVISION: revision}),
+            "annotations": {ANNOTATION_NODE_TYPE: node_type},
         },
         "spec": {
             "backoffLimit": 0,

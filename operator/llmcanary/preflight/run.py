@@ -15,14 +15,15 @@ from datetime import datetime
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import DependencyResult, EnvDifference, GpuFit, PreflightStatus
+from llmcanary.api.times import timestamp
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION
 from llmcanary.builders.workload import HTTP_PORT
 from llmcanary.kube.client import Kube
+from llmcanary.kube.pods import pod_ready
 from llmcanary.preflight.dependencies import model_ready, probe_all
 from llmcanary.preflight.gpu_cluster import check_gpu_fit
 from llmcanary.preflight.gpu_probe import run_probe, with_probe
-from llmcanary.status import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,8 @@ class Preflight:
         pods = [
             (pod["metadata"]["name"], f"http://{pod['status']['podIP']}:{HTTP_PORT}")
             for pod in self.kube.list("v1", "Pod", owner.namespace, selector)
-            if _ready(pod) and (pod.get("status") or {}).get("podIP")
+            if pod_ready(pod) and (pod.get("status") or {}).get("podIP")
         ]
         if not pods:
             return (DependencyResult(name="canary/pods", ok=False, message="no Ready pod yet"),)
         return tuple(model_ready(pods, spec.model.name, self.canary_timeout_s))
-
-
-def _ready(pod: dict[str, object]) -> bool:
-    status = pod.get("status") or {}
-    conditions = status.get("conditions") if isinstance(status, dict) else None
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in (conditions or []))

@@ -1,9 +1,11 @@
 """GPU memory probe: one JSON line per visible GPU with its free and total bytes.
 
 Run by the operator's opt-in preflight probe Job on a node of the target GPU type, in an
-image with python and torch (``nvcr.io/nvidia/pytorch`` by default). It lives outside the
-``llmcanary`` package on purpose: torch never enters the operator's import path. The
-operator ships this file to the Job in a ConfigMap and reads the lines from the pod's log.
+image with python and torch (``nvcr.io/nvidia/pytorch`` by default). It is package data of
+``llmcanary``, not one of its modules: its directory has no ``__init__.py`` and nothing
+imports it, so torch never enters the operator's import path. The operator reads this file
+(``llmcanary.preflight.gpu_probe.probe_script``), ships it to the Job in a ConfigMap and
+reads the lines from the pod's log.
 
     {"device": 0, "name": "NVIDIA H100 80GB HBM3", "free_bytes": ..., "total_bytes": ...}
 
