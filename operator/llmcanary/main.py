@@ -27,15 +27,24 @@ from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from llmcanary.config import OperatorConfig
 from llmcanary.observability.metrics import OperatorMetrics
+from llmcanary.routing import watched_resources
 from llmcanary.runtime import Runtime
 
-# (group/version..., plural) as kopf's resource selectors take them; core kinds have no group.
-CHILD_KINDS: tuple[tuple[str, ...], ...] = (
+# The children's resources, (group, version, plural) as kopf's selectors take them (core
+# kinds have no group): the workloads, and the routers' objects (llmcanary.routing).
+_CORE_CHILDREN: tuple[tuple[str, ...], ...] = (
     ("apps", "v1", "deployments"),
     ("v1", "pods"),  # readiness moves the rollout; new pods need their track label
     ("v1", "services"),
     ("v1", "configmaps"),
-    ("gateway.networking.k8s.io", "v1", "httproutes"),
+)
+CHILD_KINDS: tuple[tuple[str, ...], ...] = _CORE_CHILDREN + tuple(
+    kind
+    for kind in (
+        (r.group, r.version, r.plural) if r.group else (r.version, r.plural)
+        for r in watched_resources()
+    )
+    if kind not in _CORE_CHILDREN
 )
 CHILD_LABELS: dict[str, str | MetaFilterToken] = {
     LABEL_MANAGED_BY: MANAGER,
@@ -56,9 +65,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # The same positional forms as the handlers' decorators take (mypy knows no overload).
         settings.watching.label_selectors[cast(Any, Selector)(*kind)] = CHILD_SELECTOR
     # `llmcanary run` puts the metrics it serves in the memo; else they are only kept.
-    served = memo.get("telemetry")
-    telemetry = served if isinstance(served, OperatorMetrics) else OperatorMetrics(process=False)
-    memo.runtime = Runtime.start(OperatorConfig(), telemetry)
+    served = memo.get("own_metrics")
+    own_metrics = served if isinstance(served, OperatorMetrics) else OperatorMetrics(process=False)
+    memo.runtime = Runtime.start(OperatorConfig(), own_metrics)
 
 
 @kopf.on.cleanup()

@@ -46,19 +46,19 @@ class Runtime:
         return self.pool.queue
 
     @classmethod
-    def start(cls, config: OperatorConfig, telemetry: OperatorMetrics) -> Runtime:
+    def start(cls, config: OperatorConfig, own_metrics: OperatorMetrics) -> Runtime:
         """Connect, build the reconciler, and start the workers (idle until objects come)."""
         kube = Kube.connect(
             config.kubeconfig,
             # Every worker may hold a connection, plus the preflight's and the cleanup's.
             pool_size=config.workers + 2,
-            on_request=telemetry.kube_request,
+            on_request=own_metrics.kube_request,
         )
         reconciler = Reconciler(
             kube,
             utcnow,
             post_event,
-            metrics=lambda address: PrometheusReader(
+            sources=lambda address: PrometheusReader(
                 address, timeout_seconds=config.prometheus_timeout_seconds
             ),
             preflight=Preflight(
@@ -68,7 +68,7 @@ class Runtime:
                 gpu_probe_image=config.gpu_probe_image,
                 check_canary=config.canary_ready_check,
             ),
-            telemetry=telemetry,
+            own_metrics=own_metrics,
         )
         pool = WorkerPool(
             WorkQueue(),
@@ -77,7 +77,7 @@ class Runtime:
             resync_seconds=config.resync_seconds,
             stuck_seconds=config.worker_stuck_seconds,
         )
-        telemetry.watch_workers(pool)
+        own_metrics.watch_workers(pool)
         pool.start()
         return cls(reconciler, pool)
 

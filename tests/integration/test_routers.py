@@ -68,7 +68,7 @@ class Setup:
         self.kube = kube
         self.spec = LLMDeploymentSpec.model_validate(doc["spec"])
         self.owner = Owner(NAME, namespace, created["metadata"]["uid"])
-        self.router: Router = router_for(kube, self.spec)
+        self.router: Router = router_for(kube, self.spec.traffic.router)
 
     def workloads(self, stable: int, canary: int) -> None:
         """Deployments of both revisions with these replica counts; Services point at them."""
@@ -110,13 +110,13 @@ def test_reconcile_creates_the_owned_object(setup: Setup) -> None:
     assert setup.get() is None
     assert setup.router.get_weights(setup.owner) is None
     setup.workloads(stable=2, canary=1)
-    setup.router.reconcile(setup.owner, setup.spec, 5)
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5))
     obj = setup.get()
     assert obj is not None
     [ref] = obj["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["uid"], ref["controller"]) == ("LLMDeployment", setup.owner.uid, True)
     # A second pass writes nothing.
-    setup.router.reconcile(setup.owner, setup.spec, 5)
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5))
     again = setup.get()
     assert again is not None
     assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
@@ -124,32 +124,38 @@ def test_reconcile_creates_the_owned_object(setup: Setup) -> None:
 
 @pytest.mark.parametrize("setup", ["gatewayAPI", "istio"], indirect=True)
 def test_weights_set_are_read_back(setup: Setup) -> None:
-    setup.router.reconcile(setup.owner, setup.spec, 0)
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
     for weight in WALK:
-        setup.router.set_weights(setup.owner, setup.spec, weight)
+        setup.router.reconcile(setup.owner, setup.spec, Weights.of(weight))
         assert setup.router.get_weights(setup.owner) == Weights(100 - weight, weight)
-        assert setup.router.verify_weights(setup.owner, weight)
-        assert not setup.router.verify_weights(setup.owner, weight + 1 if weight < 100 else 99)
+        assert setup.router.verify_weights(setup.owner, Weights.of(weight))
+        other = weight + 1 if weight < 100 else 99
+        assert not setup.router.verify_weights(setup.owner, Weights.of(other))
+    # A fresh baseline's share is read back too.
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(15, 15))
+    assert setup.router.verify_weights(setup.owner, Weights.of(15, 15))
+    assert not setup.router.verify_weights(setup.owner, Weights.of(15))
 
 
 @pytest.mark.parametrize("setup", ["replicas"], indirect=True)
 def test_replicas_share_follows_the_ready_pods(setup: Setup) -> None:
     router = setup.router
     setup.workloads(stable=2, canary=1)
-    router.reconcile(setup.owner, setup.spec, 5)
+    router.reconcile(setup.owner, setup.spec, Weights.of(5))
     service = setup.get()
     assert service is not None
     assert service["spec"]["selector"] == {"llmcanary.io/deployment": NAME}
 
     ready_pods(setup, canary=1, total=3)
     assert router.get_weights(setup.owner) == Weights(67, 33)
-    for weight in (5, 15, 33, 45):  # 1 of 3 is the nearest a positive weight can get
-        assert router.verify_weights(setup.owner, weight), weight
-    assert not router.verify_weights(setup.owner, 0)
-    assert not router.verify_weights(setup.owner, 60)  # 2 of 3 would be nearer
+    # Verified: NAME serves every Ready pod, the canary's among them for any positive
+    # weight (the share is the pods': status says it, the router cannot change it).
+    for weight in (5, 15, 33, 45, 60):
+        assert router.verify_weights(setup.owner, Weights.of(weight)), weight
+    assert not router.verify_weights(setup.owner, Weights.of(0))
 
-    # set_weights changes no object: the operator sizes the canary Deployment itself.
-    router.set_weights(setup.owner, setup.spec, 60)
+    # A new weight changes no object: the operator sizes the canary Deployment itself.
+    router.reconcile(setup.owner, setup.spec, Weights.of(60))
     after = setup.get()
     assert after is not None
     assert after["metadata"]["resourceVersion"] == service["metadata"]["resourceVersion"]
@@ -157,24 +163,23 @@ def test_replicas_share_follows_the_ready_pods(setup: Setup) -> None:
     setup.scale(CANARY, 2)
     ready_pods(setup, canary=2, total=4)
     assert router.get_weights(setup.owner) == Weights(50, 50)
-    assert router.verify_weights(setup.owner, 50)
-    assert not router.verify_weights(setup.owner, 100)
+    assert router.verify_weights(setup.owner, Weights.of(50))
 
     setup.scale(STABLE, 0)
     ready_pods(setup, canary=2, total=2)
     assert router.get_weights(setup.owner) == Weights(0, 100)
-    assert router.verify_weights(setup.owner, 100)
+    assert router.verify_weights(setup.owner, Weights.of(100))
 
     # Rollback: the canary scaled to 0, the stable back; weight 0 is verified only
     # once no canary pod is Ready.
     setup.scale(STABLE, 2)
     ready_pods(setup, canary=2, total=4)
-    assert not router.verify_weights(setup.owner, 0)
+    assert not router.verify_weights(setup.owner, Weights.of(0))
     setup.scale(CANARY, 0)
     ready_pods(setup, canary=0, total=2)
     assert router.get_weights(setup.owner) == Weights(100, 0)
-    assert router.verify_weights(setup.owner, 0)
-    assert not router.verify_weights(setup.owner, 5)
+    assert router.verify_weights(setup.owner, Weights.of(0))
+    assert not router.verify_weights(setup.owner, Weights.of(5))
 
 
 @pytest.mark.parametrize("setup", ["replicas"], indirect=True)
@@ -183,10 +188,10 @@ def test_replicas_without_a_canary_revision_is_all_stable(setup: Setup) -> None:
     ensure(setup.kube, build_deployment(setup.owner, setup.spec, STABLE, "stable", 2))
     ensure(setup.kube, build_service(setup.owner, "stable", STABLE))
     ensure(setup.kube, build_service(setup.owner, "canary", STABLE))
-    setup.router.reconcile(setup.owner, setup.spec, 0)
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
     ready_pods(setup, canary=0, total=2)
     assert setup.router.get_weights(setup.owner) == Weights(100, 0)
-    assert setup.router.verify_weights(setup.owner, 0)
+    assert setup.router.verify_weights(setup.owner, Weights.of(0))
 
 
 def _edit_backend_weights(setup: Setup, list_key: str, refs_key: str) -> None:
@@ -223,26 +228,26 @@ HAND_EDITS: dict[str, Callable[[Setup], None]] = {
 def test_a_hand_edited_split_is_detected_and_corrected(setup: Setup) -> None:
     router = setup.router
     setup.workloads(stable=2, canary=1)
-    router.reconcile(setup.owner, setup.spec, 25)
+    router.reconcile(setup.owner, setup.spec, Weights.of(25))
     if router.approximate:
         ready_pods(setup, canary=1, total=3)
-    assert router.verify_weights(setup.owner, 25)
+    assert router.verify_weights(setup.owner, Weights.of(25))
 
     HAND_EDITS[router.kind](setup)
-    assert not router.verify_weights(setup.owner, 25)
+    assert not router.verify_weights(setup.owner, Weights.of(25))
     assert router.get_weights(setup.owner) == (
         Weights(0, 100) if router.approximate else Weights(50, 50)
     )
 
-    router.reconcile(setup.owner, setup.spec, 25)
+    router.reconcile(setup.owner, setup.spec, Weights.of(25))
     if router.approximate:
         ready_pods(setup, canary=1, total=3)
-    assert router.verify_weights(setup.owner, 25)
+    assert router.verify_weights(setup.owner, Weights.of(25))
 
 
 def test_finalize_removes_the_routers_object(setup: Setup) -> None:
     setup.workloads(stable=1, canary=0)
-    setup.router.reconcile(setup.owner, setup.spec, 0)
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
     assert setup.get() is not None
     setup.router.finalize(setup.owner)
     assert setup.get() is None
@@ -261,7 +266,7 @@ def test_istio_without_its_api_says_what_to_do(setup: Setup) -> None:
     # An API version no cluster serves stands in for a cluster without Istio.
     router = IstioRouter(setup.kube, api_version="networking.istio.io/v0missing")
     with pytest.raises(MissingApi) as raised:
-        router.reconcile(setup.owner, setup.spec, 5)
+        router.reconcile(setup.owner, setup.spec, Weights.of(5))
     assert raised.value.reason == "MissingAPI"
     assert "VirtualService (networking.istio.io/v0missing)" in raised.value.message
     assert "install Istio" in raised.value.message

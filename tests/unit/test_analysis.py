@@ -15,7 +15,7 @@ from llmcanary.analysis.types import ArmReading, LatencyReading, needs
 from llmcanary.analysis.verdict import Check, judge
 from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
-from llmcanary.rollout.machine import judgement
+from llmcanary.rollout.checks import judgement
 from llmcanary.sources.base import Scope
 from llmcanary.sources.promql import HistogramQuery, QuantileQuery, arm_queries
 

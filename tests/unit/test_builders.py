@@ -5,10 +5,11 @@ from specs import make_spec
 
 from llmcanary.builders import Owner
 from llmcanary.builders.baseline import build_baseline
-from llmcanary.builders.route import build_httproute, route_weights
 from llmcanary.builders.services import build_service
 from llmcanary.builders.triton_config import render_config_pbtxt
 from llmcanary.builders.workload import build_config_map, build_deployment
+from llmcanary.routing.base import Weights
+from llmcanary.routing.gateway_api import build_httproute, route_weights
 
 
 def container(deployment: dict[str, Any], name: str = "triton") -> dict[str, Any]:
@@ -161,7 +162,7 @@ def test_every_child_is_owned(owner: Owner) -> None:
         build_config_map(owner, spec, "r1"),
         build_service(owner, "stable", "r1"),
         build_service(owner, "canary", "r1"),
-        build_httproute(owner, spec.traffic.gateway_api, 0),
+        build_httproute(owner, spec.traffic.gateway_api, Weights.of(0)),
     ]
     for child in children:
         (ref,) = child["metadata"]["ownerReferences"]
@@ -215,11 +216,11 @@ def test_httproute_weights(owner: Owner) -> None:
             "gatewayAPI": {"parentRefs": [{"name": "gw", "namespace": "gws"}], "hostnames": ["a.b"]}
         }
     )
-    route = build_httproute(owner, spec.traffic.gateway_api, 0)
+    route = build_httproute(owner, spec.traffic.gateway_api, Weights.of(0))
     assert route_weights(route) == {"tiny-stable": 100, "tiny-canary": 0}
     assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "gws"}]
     assert route["spec"]["hostnames"] == ["a.b"]
-    assert route_weights(build_httproute(owner, spec.traffic.gateway_api, 15)) == {
+    assert route_weights(build_httproute(owner, spec.traffic.gateway_api, Weights.of(15))) == {
         "tiny-stable": 85,
         "tiny-canary": 15,
     }
@@ -227,10 +228,10 @@ def test_httproute_weights(owner: Owner) -> None:
 
 def test_httproute_gives_the_baseline_the_canarys_weight(owner: Owner) -> None:
     spec = make_spec()
-    route = build_httproute(owner, spec.traffic.gateway_api, 15, 15)
+    route = build_httproute(owner, spec.traffic.gateway_api, Weights.of(15, 15))
     assert route_weights(route) == {"tiny-stable": 70, "tiny-canary": 15, "tiny-baseline": 15}
     with pytest.raises(ValueError, match="do not fit"):
-        build_httproute(owner, spec.traffic.gateway_api, 60, 60)
+        Weights.of(60, 60)
 
 
 def test_the_baseline_is_the_stable_template_as_a_revision_of_its_own(owner: Owner) -> None:

@@ -32,7 +32,7 @@ def invoke(*args: str) -> None:
 
 def test_without_peering_it_runs_standalone(kopf_run: list[dict[str, Any]]) -> None:
     invoke("-n", "ml")
-    assert kopf_run[0].pop("memo").telemetry is None  # no --metrics-port: no /metrics
+    assert kopf_run[0].pop("memo").own_metrics is None  # no --metrics-port: no /metrics
     assert kopf_run == [
         {
             "clusterwide": False,

@@ -14,23 +14,15 @@ from llmcanary.analysis.verdict import Check, judge, unavailable
 from llmcanary.api import ANNOTATION_ABORT, ANNOTATION_PROMOTE, ANNOTATION_RESUME, ANNOTATION_RETRY
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import DependencyResult, LLMDeploymentStatus, PreflightStatus
-from llmcanary.rollout.machine import (
-    Decision,
-    Observation,
-    Plan,
-    Requests,
-    analysis_due,
-    canary_checks_due,
-    decide,
-    judgement,
-    next_wakeup,
-    preflight_due,
-    replicas_for,
-    step_weight,
-)
+from llmcanary.kube.status_writer import status_to_wire
+from llmcanary.problems import Problem
+from llmcanary.rollout.checks import judgement
+from llmcanary.rollout.decision import Applied, Decision, Plan, Settled
+from llmcanary.rollout.machine import decide
+from llmcanary.rollout.observation import Commands, Observation, WorkloadObservation
+from llmcanary.rollout.render import settle
 from llmcanary.rollout.revision import revision_of
-from llmcanary.rollout.workload import WorkloadObservation
-from llmcanary.status import status_to_wire
+from llmcanary.rollout.steps import needs, next_wakeup, replicas_for, step_weight
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 HEALTHY = arm(100.0, 1000.0, 0.0)
@@ -88,6 +80,11 @@ class Sim:
     _canary_rev: str | None = None
     baseline_ready_cap: int | None = None  # at most this many baseline pods become Ready
     _baseline_replicas: int = 0
+    # The router: whether it reads back the weights asked of it, or fails to be written.
+    router_holds: bool = True
+    route_error: Problem | None = None
+    route: tuple[int, int] = (0, 0)  # the weights the router was last given
+    settled: Settled | None = None  # the last tick's outcome
 
     def tick(self, seconds: float = 0) -> Decision:
         self.now += timedelta(seconds=seconds)
@@ -111,13 +108,17 @@ class Sim:
             baseline = WorkloadObservation(
                 f"{stable_rev}-baseline", self._baseline_replicas, ready, ready
             )
-        requests = Requests(dict(self.annotations), self.paused_annotation)
+        commands = Commands(dict(self.annotations), self.paused_annotation)
+        # What the reconciler observes, in the order it does: the same needs().
+        wanted = needs(
+            self.spec, self.status, revision, commands, canary.ready if canary else 0, self.now
+        )
         check = None
-        if analysis_due(self.spec, self.status, requests, self.now):
+        if wanted.analysis:
             check = self.measure(self.spec, self.status)
             self.checks += 1
         preflight = None
-        if preflight_due(self.status, revision):
+        if wanted.preflight:
             self.preflights += 1
             preflight = PreflightStatus(
                 revision=revision,
@@ -125,7 +126,7 @@ class Sim:
                 reason=None if self.preflight_passes else "GPU memory: needs 151.3 GiB per pod",
             )
         canary_checks = None
-        if canary_checks_due(self.spec, self.status, canary.ready if canary else 0):
+        if wanted.canary_checks:
             canary_checks = (
                 DependencyResult(
                     name="canary/pod-0/model",
@@ -141,16 +142,25 @@ class Sim:
                 revision,
                 stable,
                 canary,
+                baseline,
+                commands,
                 check,
-                requests,
                 preflight=preflight,
                 canary_checks=canary_checks,
-                baseline=baseline,
             ),
             self.now,
         )
+        # The cluster carries the plan out, or the route write fails.
+        if self.route_error is not None:
+            applied = Applied(routed=False, verified=None, problem=self.route_error)
+        else:
+            plan = decision.plan
+            self.route = (plan.canary_weight, plan.baseline_weight)
+            asked = plan.canary_weight > 0
+            applied = Applied(verified=self.router_holds if asked else None)
+        settled = settle(decision, applied)
         # Round-trip through the wire format, as the API server would store it.
-        self.status = LLMDeploymentStatus.model_validate(status_to_wire(decision.status))
+        self.status = LLMDeploymentStatus.model_validate(status_to_wire(settled.status))
         plan = decision.plan
         if plan.canary_revision != self._canary_rev:
             self._canary_rev = plan.canary_revision
@@ -165,7 +175,8 @@ class Sim:
         self.weights.append(plan.canary_weight)
         self.plans.append(plan)
         self.phases.append(self.status.phase or "")
-        self.events += [(e.type, e.reason, e.message) for e in decision.events]
+        self.events += [(e.type, e.reason, e.message) for e in settled.events]
+        self.settled = settled
         return decision
 
     def run(self, seconds: float, every: float = 5) -> None:
@@ -571,9 +582,9 @@ def test_an_approximate_split_is_stated_in_the_progressing_condition() -> None:
         revision,
         WorkloadObservation(sim.status.stable_revision or "", 4, 4, 4),
         WorkloadObservation(revision, 1, 1, 1),
-        traffic_note=note,
     )
-    status = decide(sim.spec, 1, sim.status, obs, sim.now).status
+    decision = decide(sim.spec, 1, sim.status, obs, sim.now)
+    status = settle(decision, Applied(verified=None, traffic_note=note)).status
     progressing = next(c for c in status.conditions if c.type == "Progressing")
     assert progressing.message == f"revision {revision} at 5%; {note}"
 
@@ -752,3 +763,56 @@ def test_a_rollout_that_enters_preflight_asks_for_the_next_pass_at_once() -> Non
     assert sim.status.phase == "Preflight" and decision.again
     decision = sim.tick()
     assert sim.preflights == 1 and not decision.again
+
+
+def test_a_weight_the_router_did_not_take_is_neither_recorded_nor_announced() -> None:
+    sim = stable_sim()
+    sim.tick()  # preflight passed: the canary's pods come up
+    sim.route_error = Problem(
+        "MissingAPI",
+        "the cluster does not serve HTTPRoute (gateway.networking.k8s.io/v1): install the"
+        " Gateway API CRDs (standard channel) or choose another spec.traffic.router",
+    )
+    sim.run(seconds=120)
+    assert sim.status.phase == "Progressing"
+    assert not sim.status.canary_weight
+    assert sim.status.step_started_at is None  # no step's clock runs
+    assert sim.status.message is not None and "HTTPRoute" in sim.status.message
+    degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
+    assert degraded.status == "True" and degraded.reason == "MissingAPI"
+    assert not any(reason == "WeightChanged" for _, reason, _ in sim.events)
+    assert sim.checks == 0  # nothing to judge: the canary got no traffic
+
+    sim.route_error = None  # the CRDs are installed
+    sim.tick(5)
+    assert sim.status.canary_weight == 5
+    assert sim.status.step_started_at is not None and sim.status.weight_verified is True
+    assert sim.events[-1][1:] == ("WeightChanged", "canary weight 5% (step 0)")
+    degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
+    assert degraded.status == "False"
+
+
+def test_a_steps_clock_starts_only_when_the_router_holds_its_weight() -> None:
+    sim = stable_sim(router_holds=False)
+    sim.tick()
+    sim.tick(5)
+    assert sim.status.canary_weight == 5  # asked of the router
+    assert sim.status.weight_verified is False
+    assert sim.status.step_started_at is None
+    assert sim.status.message == (
+        "the gatewayAPI router does not hold canary 5% yet: step 0 begins when it does"
+    )
+    assert next_wakeup(sim.spec, sim.status, sim.now) == 5.0  # polled: no event says
+    sim.run(seconds=300)
+    assert sim.checks == 0 and sim.status.current_step == 0  # no time counted, nothing judged
+
+    sim.router_holds = True
+    sim.tick(5)
+    assert sim.status.weight_verified is True
+    assert sim.status.step_started_at is not None
+    started = sim.now
+    sim.run(seconds=65)
+    assert sim.status.current_step == 1
+    # The step's interval counted from when the weight was held, not when it was asked.
+    assert sim.status.step_started_at is not None
+    assert sim.now - started >= timedelta(seconds=60)

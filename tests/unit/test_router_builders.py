@@ -1,13 +1,15 @@
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import pytest
 from specs import make_spec
 
+from llmcanary.api.spec import RouterKind
 from llmcanary.builders import Owner
-from llmcanary.builders.replicas_service import build_shared_service, nearest_share
-from llmcanary.builders.virtual_service import build_virtual_service, virtual_service_weights
 from llmcanary.kube.client import Kube
-from llmcanary.routing import router_for, router_of_kind
+from llmcanary.routing import ROUTER_KINDS, ROUTERS, router_for
+from llmcanary.routing.base import Weights
+from llmcanary.routing.istio import build_virtual_service, virtual_service_weights
+from llmcanary.routing.replicas import build_shared_service
 
 STABLE = "tiny-stable.ml.svc.cluster.local"
 CANARY = "tiny-canary.ml.svc.cluster.local"
@@ -21,7 +23,7 @@ def test_virtual_service_splits_between_the_track_services(owner: Owner) -> None
         }
     )
     assert spec.traffic.istio is not None
-    vs = build_virtual_service(owner, spec.traffic.istio, 15)
+    vs = build_virtual_service(owner, spec.traffic.istio, Weights.of(15))
     assert vs["apiVersion"] == "networking.istio.io/v1"
     assert vs["kind"] == "VirtualService"
     assert vs["metadata"]["name"] == "tiny"
@@ -40,7 +42,7 @@ def test_virtual_service_splits_between_the_track_services(owner: Owner) -> None
 def test_virtual_service_weights_sum_to_100(owner: Owner, weight: int) -> None:
     spec = make_spec(traffic={"router": "istio", "istio": {"hosts": ["llm"]}})
     assert spec.traffic.istio is not None
-    vs = build_virtual_service(owner, spec.traffic.istio, weight)
+    vs = build_virtual_service(owner, spec.traffic.istio, Weights.of(weight))
     assert "gateways" not in vs["spec"]  # the mesh only
     weights = [r["weight"] for r in vs["spec"]["http"][0]["route"]]
     assert weights == [100 - weight, weight]
@@ -50,7 +52,7 @@ def test_virtual_service_rejects_a_weight_outside_0_100(owner: Owner) -> None:
     spec = make_spec(traffic={"router": "istio", "istio": {"hosts": ["llm"]}})
     assert spec.traffic.istio is not None
     with pytest.raises(ValueError, match=r"do not fit in 0\.\.100"):
-        build_virtual_service(owner, spec.traffic.istio, 101)
+        build_virtual_service(owner, spec.traffic.istio, Weights.of(101))
 
 
 def test_virtual_service_weights_read_like_istio() -> None:
@@ -73,25 +75,6 @@ def test_shared_service_selects_every_revision(owner: Owner) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ready", "weight", "counts"),
-    [
-        (3, 0, {0}),  # no traffic: no Ready canary pod
-        (0, 0, {0}),
-        (3, 5, {1}),  # a positive weight needs at least one pod, however coarse
-        (3, 33, {1}),
-        (3, 50, {1, 2}),  # 33% and 67% are as near as each other
-        (4, 60, {2}),
-        (3, 100, {3}),
-        (0, 5, set()),  # nothing Ready can carry 5%
-        (10, 15, {1, 2}),
-        (10, 16, {2}),
-    ],
-)
-def test_nearest_share(ready: int, weight: int, counts: set[int]) -> None:
-    assert nearest_share(ready, weight) == counts
-
-
-@pytest.mark.parametrize(
     ("traffic", "kind", "approximate"),
     [
         ({}, "gatewayAPI", False),
@@ -103,8 +86,23 @@ def test_router_for_follows_spec_traffic_router(
     traffic: dict[str, Any], kind: str, approximate: bool
 ) -> None:
     kube = cast(Kube, object())
-    router = router_for(kube, make_spec(traffic=traffic))
+    router = router_for(kube, make_spec(traffic=traffic).traffic.router)
     assert (router.kind, router.approximate) == (kind, approximate)
-    assert router_of_kind(kube, kind).kind == kind
     with pytest.raises(ValueError, match="unknown router 'linkerd'"):
-        router_of_kind(kube, "linkerd")
+        router_for(kube, "linkerd")
+
+
+def test_every_router_kind_of_the_spec_has_one_router() -> None:
+    assert set(ROUTERS) == set(ROUTER_KINDS) == set(get_args(RouterKind))
+    for kind, router in ROUTERS.items():
+        assert router.kind == kind
+        assert router.missing_api_hint  # says what to install
+
+
+def test_the_operator_watches_the_watched_routers_resources() -> None:
+    from llmcanary.main import CHILD_KINDS
+
+    assert ("gateway.networking.k8s.io", "v1", "httproutes") in CHILD_KINDS
+    assert ("v1", "services") in CHILD_KINDS
+    # Istio is opt-in RBAC without watch (charts/llmcanary/templates/_rbac.tpl).
+    assert not any("virtualservices" in kind for kind in CHILD_KINDS)

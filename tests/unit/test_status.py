@@ -4,9 +4,13 @@ from specs import make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
-from llmcanary.rollout.machine import Observation, decide
-from llmcanary.rollout.workload import Problem, WorkloadObservation
-from llmcanary.status import condition, parse_status, set_condition, status_patch, status_to_wire
+from llmcanary.kube.status_writer import parse_status, status_patch, status_to_wire
+from llmcanary.problems import Problem
+from llmcanary.rollout.conditions import condition, set_condition
+from llmcanary.rollout.decision import Applied
+from llmcanary.rollout.machine import decide
+from llmcanary.rollout.observation import Observation, WorkloadObservation
+from llmcanary.rollout.render import settle
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -52,7 +56,7 @@ def steady_status(
     now: datetime,
 ) -> LLMDeploymentStatus:
     observation = Observation(revision, stable, problem=problem)
-    return decide(spec, generation, status, observation, now).status
+    return settle(decide(spec, generation, status, observation, now), Applied()).status
 
 
 def ready(n: int, of: int = 2) -> WorkloadObservation:
@@ -102,3 +106,13 @@ def test_new_revision_starts_a_rollout_beside_the_stable_one() -> None:
     assert progressing is not None and progressing.status == "True"
     assert progressing.reason == "Preflight"  # checks run before any traffic moves
     assert s.canary_weight == 0  # no canary pod is Ready yet
+
+
+def test_the_machines_draft_names_only_status_fields() -> None:
+    # The draft is typed separately from the frozen model: a renamed status field must
+    # fail here, not vanish from status silently.
+    from dataclasses import fields
+
+    from llmcanary.rollout.decision import Draft
+
+    assert {f.name for f in fields(Draft)} <= set(LLMDeploymentStatus.model_fields)

@@ -34,6 +34,10 @@ LIST_BY_NAME: JsonDict = {
 }
 
 
+RouterKind = Literal["gatewayAPI", "istio", "replicas"]
+"""The traffic routers (spec.traffic.router); :mod:`llmcanary.routing` has one per kind."""
+
+
 class ApiModel(BaseModel):
     """Base of every API object: camelCase on the wire, unknown fields refused."""
 
@@ -327,7 +331,7 @@ class TrafficSpec(ApiModel):
         }
     )
 
-    router: Literal["gatewayAPI", "istio", "replicas"] = "gatewayAPI"
+    router: RouterKind = "gatewayAPI"
     """gatewayAPI: an HTTPRoute NAME with weights; istio: a VirtualService NAME with
     weights; replicas: one Service NAME over both revisions' Ready pods (the split follows
     pod counts)."""

@@ -1,4 +1,4 @@
-"""The ``LLMDeployment`` status: written only by :mod:`llmcanary.status`.
+"""The ``LLMDeployment`` status: written only by :mod:`llmcanary.kube.status_writer`.
 
 All rollout state lives here, so a restarted operator continues where it stopped.
 """
@@ -151,7 +151,10 @@ class LLMDeploymentStatus(ApiModel):
     current_step: int | None = Field(default=None, ge=0)
     """The rollout step, from 0."""
     step_started_at: str | None = None
-    """When the current weight was applied."""
+    """When the current step began: when the router was seen holding its weight."""
+    weight_verified: bool | None = None
+    """Whether the router holds the weights asked of it (read back after each change);
+    false while it does not, and the step's clock waits for it."""
     failed_checks: int | None = Field(default=None, ge=0)
     """Failed checks in this rollout."""
     inconclusive_checks: int | None = Field(default=None, ge=0)

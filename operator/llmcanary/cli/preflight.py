@@ -20,8 +20,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from llmcanary.cli.render import table
 from llmcanary.kube.client import Kube, kubeconfig_namespace
-from llmcanary.kube.errors import ReconcileError
 from llmcanary.preflight.offline import Finding, Manifest, check, read_manifests
+from llmcanary.problems import ReconcileError
 
 REACH_TIMEOUT_S = 5
 RESULT = {True: "ok", False: "FAIL", None: "-"}

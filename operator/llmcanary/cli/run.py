@@ -86,7 +86,7 @@ def run(
         quiet_child_events()
     import llmcanary.main  # noqa: F401  (registers the handlers)
 
-    memo = kopf.Memo(telemetry=serve_metrics(metrics_port))
+    memo = kopf.Memo(own_metrics=serve_metrics(metrics_port))
 
     if peering_name is not None:
         priority = peering_priority() if priority is None else priority
@@ -120,16 +120,16 @@ def serve_metrics(port: int | None) -> OperatorMetrics | None:
 
     # No *_created series: half the lines, nothing lost. (prometheus_client leaves it untyped.)
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    telemetry = OperatorMetrics()
+    own_metrics = OperatorMetrics()
     try:
-        telemetry.serve(port)
+        own_metrics.serve(port)
     except OSError as exc:
         raise click.ClickException(
             f"cannot serve metrics on port {port}: {exc.strerror or exc}; choose another"
             " --metrics-port (or LLMCANARY_METRICS_PORT), or 0 to turn metrics off"
         ) from exc
     log.info("serving Prometheus metrics on http://0.0.0.0:%d/metrics", port, extra={"port": port})
-    return telemetry
+    return own_metrics
 
 
 def peering_priority() -> int:

@@ -6,7 +6,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from llmcanary.kube.client import Kube, ObjectKey
+from llmcanary.kube.client import KubeApi, ObjectKey
 from llmcanary.kube.errors import ChildConflict
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
-def ensure(kube: Kube, desired: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
+def ensure(kube: KubeApi, desired: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
     """Create ``desired`` or correct the fields it sets; never adopt a stranger's object."""
     key = ObjectKey.of(desired)
     owner_ref = desired["metadata"]["ownerReferences"][0]

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -33,11 +33,30 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 #: Told the verb of every API request made (the operator counts them on /metrics).
 RequestObserver = Callable[[str], None]
 
-_MISSING_API_HINTS = {
-    "HTTPRoute": "install the Gateway API CRDs (standard channel) or choose another"
-    " spec.traffic.router",
-    "VirtualService": "install Istio or choose another spec.traffic.router",
-}
+
+class KubeApi(Protocol):
+    """The calls the reconciler, the routers and the status writer make: :class:`Kube`
+    against an API server, or an in-memory fake in unit tests."""
+
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]: ...
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
+
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -104,8 +123,8 @@ class Kube:
         try:
             return self._dynamic.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            hint = _MISSING_API_HINTS.get(kind, "install the API that serves it")
-            raise MissingApi(api_version, kind, hint) from None
+            # The caller that knows what serves it (a router) says what to install.
+            raise MissingApi(api_version, kind, "install the API that serves it") from None
 
     def _request(self, verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
         """One API request: counted, bounded in time, its errors turned into advice."""

@@ -1,21 +1,14 @@
-"""Errors from the cluster, phrased as what the user or the admin must do."""
+"""Errors from the cluster, phrased as what the user or the admin must do.
+
+Each is a :class:`~llmcanary.problems.ReconcileError`: the reconciler records its problem.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-
-class ReconcileError(Exception):
-    """A problem that stops reconciliation until someone acts; the message says what to do.
-
-    ``reason`` is a CamelCase word for conditions and events.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+from llmcanary.problems import ReconcileError
 
 
 class ChildConflict(ReconcileError):

@@ -1,5 +1,44 @@
-"""Traffic routers: how a weight split between the tracks is applied in the cluster."""
+"""Traffic routers: how a weight split between the tracks is applied in the cluster.
 
-from llmcanary.routing.base import ROUTER_KINDS, Router, Weights, router_for, router_of_kind
+One registry, keyed by the spec's router kinds (:data:`llmcanary.api.spec.RouterKind`).
+Each router module owns its object builder, its API resource (which the operator
+watches), and the hint for a cluster that does not serve it.
+"""
 
-__all__ = ["ROUTER_KINDS", "Router", "Weights", "router_for", "router_of_kind"]
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import get_args
+
+from llmcanary.api.spec import RouterKind
+from llmcanary.kube.client import KubeApi
+from llmcanary.routing.base import Resource, Router, Weights
+from llmcanary.routing.gateway_api import GatewayAPIRouter
+from llmcanary.routing.istio import IstioRouter
+from llmcanary.routing.replicas import ReplicasRouter
+
+ROUTERS: Mapping[RouterKind, type[Router]] = {
+    router.kind: router for router in (GatewayAPIRouter, IstioRouter, ReplicasRouter)
+}
+ROUTER_KINDS: tuple[RouterKind, ...] = get_args(RouterKind)
+
+
+def router_for(kube: KubeApi, kind: str) -> Router:
+    """The router named ``kind``: ``spec.traffic.router``, or a previous ``status.router``
+    to finalize."""
+    for known, router in ROUTERS.items():
+        if known == kind:
+            return router(kube)
+    raise ValueError(f"unknown router {kind!r}: one of {', '.join(ROUTER_KINDS)}")
+
+
+def watched_resources() -> tuple[Resource, ...]:
+    """The resources of the routers that are watched, each once."""
+    seen: dict[tuple[str, str], Resource] = {}
+    for router in ROUTERS.values():
+        if router.watched:
+            seen.setdefault((router.resource.group, router.resource.plural), router.resource)
+    return tuple(seen.values())
+
+
+__all__ = ["ROUTERS", "ROUTER_KINDS", "Resource", "Router", "Weights", "router_for"]

@@ -1,14 +1,16 @@
-"""The router interface and the choice of router from the spec."""
+"""What every router is: the split it applies, and the interface the reconciler uses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
 
-from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.spec import LLMDeploymentSpec, RouterKind
 from llmcanary.builders import Owner
-from llmcanary.kube.client import Kube
+from llmcanary.builders.meta import Track
+from llmcanary.kube.client import KubeApi
+from llmcanary.kube.errors import MissingApi
 
 
 @dataclass(frozen=True)
@@ -19,64 +21,81 @@ class Weights:
     canary: int
     baseline: int = 0  # a fresh baseline of the stable revision beside the canary
 
+    @classmethod
+    def of(cls, canary: int, baseline: int = 0) -> Weights:
+        """The split that gives the canary and the baseline these weights."""
+        if not 0 <= canary <= 100 or not 0 <= baseline <= 100 - canary:
+            raise ValueError(
+                f"canary weight {canary} and baseline weight {baseline} do not fit in 0..100"
+            )
+        return cls(100 - canary - baseline, canary, baseline)
 
-class Router(Protocol):
-    """Applies and reads the stable/canary split for one LLMDeployment.
+    def tracks(self) -> list[tuple[Track, int]]:
+        """Stable and canary always, the baseline while it has a weight."""
+        tracks: list[tuple[Track, int]] = [("stable", self.stable), ("canary", self.canary)]
+        if self.baseline:
+            tracks.append(("baseline", self.baseline))
+        return tracks
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The API resource a router's object is, as kopf watches it and as errors name it."""
+
+    group: str  # "" for the core API
+    version: str
+    kind: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+class Router(ABC):
+    """Applies and reads the traffic split for one LLMDeployment.
 
     The Services ``NAME-stable`` and ``NAME-canary`` (and ``NAME-baseline`` when the
     baseline has a weight) exist before a router is used; a router only splits traffic
     between them (or, for ``replicas``, over their pods, with no baseline).
+
+    A new router is a module with a subclass, an entry in :data:`llmcanary.routing.ROUTERS`,
+    a value of :data:`~llmcanary.api.spec.RouterKind` and the RBAC for its resource
+    (docs/extending.md).
     """
 
-    kind: str
-    # True where the split is approximated (by replica counts) rather than enforced.
-    approximate: bool
+    kind: ClassVar[RouterKind]
+    #: True where the split is approximated (by replica counts) rather than enforced.
+    approximate: ClassVar[bool] = False
+    #: The object the router owns.
+    resource: ClassVar[Resource]
+    #: Whether the operator watches :attr:`resource` (its RBAC then needs list and watch):
+    #: a hand edit of a watched object is undone at once, of another at the next pass.
+    watched: ClassVar[bool] = True
+    #: What to do when the cluster does not serve :attr:`resource`.
+    missing_api_hint: ClassVar[str] = "choose another spec.traffic.router"
 
-    def reconcile(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
-        """Create or correct the router's objects so the canary gets ``canary_weight`` %
-        and the baseline ``baseline_weight`` %."""
-        ...
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
 
-    def set_weights(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
-        """Move the split (objects must exist: see reconcile)."""
-        ...
+    @abstractmethod
+    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
+        """Create or correct the router's objects so that they ask for ``weights``."""
 
+    @abstractmethod
     def get_weights(self, owner: Owner) -> Weights | None:
         """The split as the cluster holds it now, or None if the router is not set up."""
-        ...
 
-    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
-        """Whether the cluster holds (or, if approximate, best approximates) the split."""
-        ...
+    def verify_weights(self, owner: Owner, weights: Weights) -> bool:
+        """Whether the cluster holds the split (Argo Rollouts' VerifyWeight): a step's
+        clock starts only once it does."""
+        return self.get_weights(owner) == weights
 
+    @abstractmethod
     def finalize(self, owner: Owner) -> None:
         """Remove the router's objects (the LLMDeployment switched to another router)."""
-        ...
 
-
-ROUTER_KINDS: tuple[str, ...] = ("gatewayAPI", "istio", "replicas")
-
-
-def router_of_kind(kube: Kube, kind: str) -> Router:
-    """The router named ``kind`` (e.g. a previous ``status.router``, to finalize it)."""
-    from llmcanary.routing.gateway_api import GatewayAPIRouter
-    from llmcanary.routing.istio import IstioRouter
-    from llmcanary.routing.replicas import ReplicasRouter
-
-    routers: dict[str, Callable[[Kube], Router]] = {
-        GatewayAPIRouter.kind: GatewayAPIRouter,
-        IstioRouter.kind: IstioRouter,
-        ReplicasRouter.kind: ReplicasRouter,
-    }
-    if kind not in routers:
-        raise ValueError(f"unknown router {kind!r}: one of {', '.join(ROUTER_KINDS)}")
-    return routers[kind](kube)
-
-
-def router_for(kube: Kube, spec: LLMDeploymentSpec) -> Router:
-    """The router ``spec.traffic.router`` names."""
-    return router_of_kind(kube, spec.traffic.router)
+    def missing_api(self) -> MissingApi:
+        """The error for a cluster that does not serve the router's resource."""
+        resource = self.resource
+        return MissingApi(resource.api_version, resource.kind, self.missing_api_hint)

@@ -5,65 +5,99 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.spec import IstioTraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
-from llmcanary.builders.virtual_service import (
-    VIRTUALSERVICE_API_VERSION,
-    build_virtual_service,
-    service_host,
-    virtual_service_weights,
-)
+from llmcanary.builders.meta import Track, common_labels, service_name
+from llmcanary.builders.workload import HTTP_PORT
 from llmcanary.kube.children import ensure
-from llmcanary.kube.client import Kube
-from llmcanary.kube.errors import MissingApi, ReconcileError
-from llmcanary.routing.base import Weights
+from llmcanary.kube.client import KubeApi
+from llmcanary.kube.errors import MissingApi
+from llmcanary.problems import ReconcileError
+from llmcanary.routing.base import Resource, Router, Weights
 
-KIND = "VirtualService"
+VIRTUALSERVICE = Resource("networking.istio.io", "v1", "VirtualService", "virtualservices")
+CLUSTER_DOMAIN = "cluster.local"
 
 
-class IstioRouter:
+def service_host(owner: Owner, track: Track) -> str:
+    """The fully qualified name of a track's Service, as Istio destinations name it."""
+    return f"{service_name(owner.name, track)}.{owner.namespace}.svc.{CLUSTER_DOMAIN}"
+
+
+def build_virtual_service(owner: Owner, traffic: IstioTraffic, weights: Weights) -> dict[str, Any]:
+    """A VirtualService named like the LLMDeployment with a weighted route per track."""
+    spec: dict[str, Any] = {
+        "hosts": list(traffic.hosts),
+        "http": [
+            {
+                "name": "llmcanary",
+                "route": [
+                    {
+                        "destination": {
+                            "host": service_host(owner, track),
+                            "port": {"number": HTTP_PORT},
+                        },
+                        "weight": weight,
+                    }
+                    for track, weight in weights.tracks()
+                ],
+            }
+        ],
+    }
+    if traffic.gateways:
+        spec["gateways"] = list(traffic.gateways)
+    return {
+        "apiVersion": VIRTUALSERVICE.api_version,
+        "kind": VIRTUALSERVICE.kind,
+        "metadata": owner.metadata(owner.name, common_labels(owner.name)),
+        "spec": spec,
+    }
+
+
+def virtual_service_weights(vs: dict[str, Any]) -> dict[str, int]:
+    """The ``{destination host: weight}`` of a VirtualService's first http route.
+
+    As Istio reads it: a lone destination without a weight takes 100, others 0.
+    """
+    routes = (vs.get("spec", {}).get("http") or [{}])[0].get("route") or []
+    default = 100 if len(routes) == 1 else 0
+    return {r["destination"]["host"]: int(r.get("weight") or default) for r in routes}
+
+
+class IstioRouter(Router):
     kind = "istio"
-    approximate = False
+    resource = VIRTUALSERVICE
+    # Istio is opt-in in the chart (rbac.istio) without list/watch: not a watched child.
+    watched = False
+    missing_api_hint = (
+        "install Istio (1.22 or later serves networking.istio.io/v1) or choose another"
+        " spec.traffic.router"
+    )
 
-    def __init__(self, kube: Kube, api_version: str = VIRTUALSERVICE_API_VERSION) -> None:
+    def __init__(self, kube: KubeApi, api_version: str = VIRTUALSERVICE.api_version) -> None:
         """``api_version``: ``networking.istio.io/v1beta1`` for Istio before 1.22."""
-        self.kube = kube
+        super().__init__(kube)
         self.api_version = api_version
 
-    def _missing(self) -> MissingApi:
-        return MissingApi(
-            self.api_version,
-            KIND,
-            "install Istio (1.22 or later serves networking.istio.io/v1) or choose another"
-            " spec.traffic.router",
-        )
+    def missing_api(self) -> MissingApi:
+        return MissingApi(self.api_version, VIRTUALSERVICE.kind, self.missing_api_hint)
 
-    def reconcile(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
+    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
         if spec.traffic.istio is None:
             raise ReconcileError("InvalidSpec", "router istio needs spec.traffic.istio.hosts")
-        desired = build_virtual_service(owner, spec.traffic.istio, canary_weight, baseline_weight)
+        desired = build_virtual_service(owner, spec.traffic.istio, weights)
         desired["apiVersion"] = self.api_version
+        # The whole VirtualService is ours, so applying it with the new weights is the update.
         try:
             ensure(self.kube, desired)
         except MissingApi:
-            raise self._missing() from None
-
-    def set_weights(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
-        # The whole VirtualService is ours, so applying it with the new weights is the update.
-        self.reconcile(owner, spec, canary_weight, baseline_weight)
-
-    def _get(self, owner: Owner) -> dict[str, Any] | None:
-        try:
-            return self.kube.get(self.api_version, KIND, owner.namespace, owner.name)
-        except MissingApi:
-            raise self._missing() from None
+            raise self.missing_api() from None
 
     def get_weights(self, owner: Owner) -> Weights | None:
-        vs = self._get(owner)
+        try:
+            vs = self.kube.get(self.api_version, VIRTUALSERVICE.kind, owner.namespace, owner.name)
+        except MissingApi:
+            raise self.missing_api() from None
         if vs is None:
             return None
         weights = virtual_service_weights(vs)
@@ -73,11 +107,7 @@ class IstioRouter:
             baseline=weights.get(service_host(owner, "baseline"), 0),
         )
 
-    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
-        stable = 100 - canary_weight - baseline_weight
-        return self.get_weights(owner) == Weights(stable, canary_weight, baseline_weight)
-
     def finalize(self, owner: Owner) -> None:
         # No VirtualService API means no VirtualService of ours to remove.
         with contextlib.suppress(MissingApi):
-            self.kube.delete(self.api_version, KIND, owner.namespace, owner.name)
+            self.kube.delete(self.api_version, VIRTUALSERVICE.kind, owner.namespace, owner.name)

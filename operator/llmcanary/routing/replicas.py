@@ -5,15 +5,15 @@ connections over all Ready pods of both revisions: the canary's share is
 ``canary Ready / all Ready``. The operator sizes the canary for its weight
 (``ceil(replicas * weight / 100)``, at least 1) while the stable keeps ``replicas``,
 so the share is coarse and mostly above the weight asked for: with ``replicas: 2``,
-5% means 1 canary pod of 3, i.e. 33%. Spreading is per connection, not per request:
-long-lived HTTP/2 or gRPC connections stay on one pod. Choose ``gatewayAPI`` or
-``istio`` for exact weights.
+5% means 1 canary pod of 3, i.e. 33% (status' Progressing condition says so).
+Spreading is per connection, not per request: long-lived HTTP/2 or gRPC connections
+stay on one pod. Choose ``gatewayAPI`` or ``istio`` for exact weights.
 
-``set_weights`` changes nothing; ``get_weights`` reports the share as the pods have it;
-``verify_weights`` says whether ``NAME`` serves exactly the Ready pods of both revisions
-and the canary has the number of them whose share is nearest the weight asked for
-(none for 0%). With the sizing above that holds at low weights but not always higher
-up (``replicas: 2`` at 65%: 2 canary pods of 4 give 50%, where 3 of 4 would be nearer).
+``reconcile`` keeps the Service's selector exact and changes no weight: the canary
+Deployment's size is the weight. ``get_weights`` reports the share as the pods have it.
+``verify_weights`` checks what this router controls: Service ``NAME`` serves exactly
+the Ready pods of both revisions, and Ready canary pods are among them exactly when the
+canary's weight is above 0.
 """
 
 from __future__ import annotations
@@ -23,27 +23,39 @@ from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import LABEL_DEPLOYMENT, service_name
-from llmcanary.builders.replicas_service import (
-    build_shared_service,
-    nearest_share,
-    shared_service_name,
-)
+from llmcanary.builders.meta import LABEL_DEPLOYMENT, common_labels, service_name
+from llmcanary.builders.workload import GRPC_PORT, HTTP_PORT
 from llmcanary.kube.children import ensure
-from llmcanary.kube.client import Kube
-from llmcanary.routing.base import Weights
+from llmcanary.kube.pods import pod_serving
+from llmcanary.routing.base import Resource, Router, Weights
+
+SERVICE = Resource("", "v1", "Service", "services")
+
+
+def shared_service_name(owner: str) -> str:
+    """``NAME``: no other child Service (``NAME-stable``, ``NAME-canary``) takes it."""
+    return owner
+
+
+def build_shared_service(owner: Owner) -> dict[str, Any]:
+    """A Service named like the LLMDeployment, selecting the pods of all its revisions."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(shared_service_name(owner.name), common_labels(owner.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_DEPLOYMENT: owner.name},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+            ],
+        },
+    }
 
 
 def _selector_text(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-
-
-def _serving(pod: dict[str, Any]) -> bool:
-    """Whether a Service sends traffic to the pod: Ready and not terminating."""
-    if pod["metadata"].get("deletionTimestamp"):
-        return False
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 @dataclass(frozen=True)
@@ -56,18 +68,14 @@ class ReadyPods:
     canary: int
 
 
-class ReplicasRouter:
+class ReplicasRouter(Router):
     kind = "replicas"
     approximate = True
+    resource = SERVICE
 
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-
-    def reconcile(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
-        """``baseline_weight`` is always 0 here: the spec refuses a fresh baseline with
-        this router, which could not weight it."""
+    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
+        """The weights are the Deployments' sizes, which the reconciler sets; the spec
+        refuses a fresh baseline with this router, which could not weight it."""
         desired = build_shared_service(owner)
         _, current = ensure(self.kube, desired)
         # The selector is the split, so it must be exact: a key added by hand (which
@@ -84,11 +92,6 @@ class ReplicasRouter:
                 {"spec": {"selector": patch}},
             )
 
-    def set_weights(
-        self, owner: Owner, spec: LLMDeploymentSpec, canary_weight: int, baseline_weight: int = 0
-    ) -> None:
-        """Nothing to change: the operator sizes the canary Deployment for the weight."""
-
     def _selector(self, owner: Owner, name: str) -> dict[str, str] | None:
         service = self.kube.get("v1", "Service", owner.namespace, name)
         if service is None:
@@ -98,7 +101,7 @@ class ReplicasRouter:
     def _ready(self, owner: Owner, selector: dict[str, str]) -> list[dict[str, str]]:
         """The labels of the Ready, not terminating pods that ``selector`` selects."""
         pods = self.kube.list("v1", "Pod", owner.namespace, _selector_text(selector))
-        return [pod["metadata"].get("labels") or {} for pod in pods if _serving(pod)]
+        return [pod["metadata"].get("labels") or {} for pod in pods if pod_serving(pod)]
 
     def pods(self, owner: Owner) -> ReadyPods | None:
         """The Ready pods as the split sees them; None if the Services are not set up."""
@@ -134,16 +137,15 @@ class ReplicasRouter:
         share = min(max((200 * canary + total) // (2 * total), 1), 100 if canary == total else 99)
         return Weights(100 - share, share)
 
-    def verify_weights(self, owner: Owner, canary_weight: int, baseline_weight: int = 0) -> bool:
-        """Service NAME serves exactly the Ready pods of both revisions, and the canary
-        has the count of them whose share is nearest ``canary_weight``."""
+    def verify_weights(self, owner: Owner, weights: Weights) -> bool:
+        """Service NAME serves exactly the Ready pods of both revisions, and the canary's
+        among them exactly when its weight is above 0 (the share itself is the pods')."""
         pods = self.pods(owner)
         if pods is None:
             return False
         ready = pods.stable + pods.canary
-        return (pods.serving, pods.serving_canary) == (ready, pods.canary) and (
-            pods.canary in nearest_share(ready, canary_weight)
-        )
+        exact = (pods.serving, pods.serving_canary) == (ready, pods.canary)
+        return exact and (pods.canary > 0) == (weights.canary > 0)
 
     def finalize(self, owner: Owner) -> None:
         self.kube.delete("v1", "Service", owner.namespace, shared_service_name(owner.name))

@@ -1,0 +1,60 @@
+"""The one status writer: a JSON merge patch of the status subresource, sent only when
+something changed."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from llmcanary.api import API_VERSION, KIND
+from llmcanary.api.status import LLMDeploymentStatus
+
+
+def status_to_wire(status: LLMDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def parse_status(raw: dict[str, Any] | None) -> LLMDeploymentStatus:
+    """The operator's status from the object; fields it does not know are ignored."""
+    known = LLMDeploymentStatus.model_fields
+    aliases = {f.alias or n for n, f in known.items()}
+    return LLMDeploymentStatus.model_validate(
+        {k: v for k, v in (raw or {}).items() if k in aliases}
+    )
+
+
+def status_patch(old: dict[str, Any] | None, new: LLMDeploymentStatus) -> dict[str, Any] | None:
+    """The JSON merge patch from ``old`` to ``new``, or ``None`` when nothing changed."""
+    wire = status_to_wire(new)
+    previous = {k: v for k, v in (old or {}).items() if k in wire or k in _owned_keys()}
+    if previous == wire:
+        return None
+    patch: dict[str, Any] = {k: v for k, v in wire.items() if previous.get(k) != v}
+    for key in previous:
+        if key not in wire:
+            patch[key] = None  # merge patch: null removes the key
+    return patch
+
+
+def _owned_keys() -> set[str]:
+    return {f.alias or n for n, f in LLMDeploymentStatus.model_fields.items()}
+
+
+class StatusPatcher(Protocol):
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+def write_status(
+    kube: StatusPatcher,
+    namespace: str,
+    name: str,
+    old: dict[str, Any] | None,
+    new: LLMDeploymentStatus,
+) -> bool:
+    """Patch the status subresource if it changed. Returns whether it wrote."""
+    patch = status_patch(old, new)
+    if patch is None:
+        return False
+    kube.patch_status(API_VERSION, KIND, namespace, name, patch)
+    return True

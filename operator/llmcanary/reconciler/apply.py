@@ -1,0 +1,250 @@
+"""Carry out a plan so that no request ever meets a pod that cannot serve it.
+
+The steps, in order: grow the workloads, point the Services, weigh (the router, then a
+read-back of the weights), label the pods, shrink. Every step is idempotent, so a crash
+anywhere is repaired by the next pass; what was done is reported as :class:`Applied`, and
+status records that, not the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.builders import Owner
+from llmcanary.builders.baseline import build_baseline
+from llmcanary.builders.meta import (
+    LABEL_DEPLOYMENT,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    Track,
+    baseline_revision,
+    deployment_name,
+    service_name,
+)
+from llmcanary.builders.services import build_service
+from llmcanary.builders.workload import build_config_map, build_deployment
+from llmcanary.kube.children import ensure, owned_by
+from llmcanary.kube.client import KubeApi
+from llmcanary.problems import ReconcileError
+from llmcanary.reconciler.observe import observe_workload
+from llmcanary.rollout.decision import Applied, Plan
+from llmcanary.rollout.revision import revision_of
+from llmcanary.routing import Router, Weights, router_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What the weigh step found: the router, and whether it holds the weights."""
+
+    router: Router
+    verified: bool | None
+    traffic_note: str | None
+
+
+class PlanApplier:
+    """Applies one LLMDeployment's plan: :meth:`apply` runs the steps in order."""
+
+    def __init__(self, kube: KubeApi) -> None:
+        self.kube = kube
+
+    def apply(
+        self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan, status: LLMDeploymentStatus
+    ) -> Applied:
+        """Grow, point, weigh, label, shrink. A step that fails stops the pass; the
+        :class:`Applied` says whether the router took the weights before it did."""
+        routed: Routed | None = None
+        try:
+            baseline = self.baseline(owner, plan)
+            shrink = self.grow(owner, spec, plan, baseline)
+            self.point_services(owner, plan, baseline is not None)
+            routed = self.weigh(owner, spec, plan, status)
+            self.label_pods(owner, self.tracks(plan, baseline is not None))
+            self.shrink(owner, plan, shrink, baseline is not None)
+        except ReconcileError as exc:
+            log.warning(
+                exc.message,
+                extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"},
+            )
+            if routed is None:
+                return Applied(routed=False, verified=None, problem=exc.problem)
+            return Applied(
+                verified=routed.verified, traffic_note=routed.traffic_note, problem=exc.problem
+            )
+        return Applied(verified=routed.verified, traffic_note=routed.traffic_note)
+
+    # --- the steps ----------------------------------------------------------------
+
+    def grow(
+        self,
+        owner: Owner,
+        spec: LLMDeploymentSpec,
+        plan: Plan,
+        baseline: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        """Create or grow the stable, baseline and canary Deployments; return the
+        canary's when it must shrink instead (only after traffic has left it)."""
+        current = revision_of(spec)
+        # While the spec describes the stable revision, it is (re)built from the spec;
+        # during a rollout the spec describes the canary, so only the stable's size follows.
+        if plan.stable_revision == current:
+            ensure(self.kube, build_config_map(owner, spec, current))
+            ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
+        else:
+            self.resize(owner, plan.stable_revision, spec.replicas, "stable")
+        if baseline is not None:
+            ensure(self.kube, baseline)
+        shrink: list[dict[str, Any]] = []
+        if plan.canary_revision is not None:
+            ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
+            desired = build_deployment(
+                owner, spec, plan.canary_revision, "canary", plan.canary_replicas
+            )
+            observed = observe_workload(self.kube, owner, plan.canary_revision)
+            if observed is not None and observed.desired > plan.canary_replicas:
+                shrink.append(desired)
+            else:
+                ensure(self.kube, desired)
+        return shrink
+
+    def point_services(self, owner: Owner, plan: Plan, baseline: bool) -> None:
+        """The track Services select their revisions' pods. At promotion both already
+        point at the promoted pods before the route sends everything to NAME-stable."""
+        serving_canary = plan.canary_revision if plan.canary_replicas > 0 else None
+        ensure(self.kube, build_service(owner, "stable", plan.stable_revision))
+        ensure(self.kube, build_service(owner, "canary", serving_canary or plan.stable_revision))
+        if baseline:
+            ensure(
+                self.kube, build_service(owner, "baseline", baseline_revision(plan.stable_revision))
+            )
+
+    def weigh(
+        self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan, status: LLMDeploymentStatus
+    ) -> Routed:
+        """Ask the router for the plan's weights, then read them back when they changed
+        or were not held before (a step's clock waits for that)."""
+        router = router_for(self.kube, spec.traffic.router)
+        weights = Weights.of(plan.canary_weight, plan.baseline_weight)
+        router.reconcile(owner, spec, weights)
+        previous = status.router
+        if previous and previous != router.kind:
+            # The user switched routers: the old one's objects would still split traffic.
+            router_for(self.kube, previous).finalize(owner)
+        held = status.weight_verified and status.canary_weight == plan.canary_weight
+        verified = None
+        if plan.canary_weight and not held:
+            verified = router.verify_weights(owner, weights)
+        note = None
+        if router.approximate and plan.canary_revision is not None:
+            note = self.share_note(owner, router, plan)
+        return Routed(router, verified, note)
+
+    def label_pods(self, owner: Owner, tracks: Mapping[str, Track]) -> None:
+        """Pods carry the track of their revision (analysis reads metrics by track)."""
+        pods = self.kube.list("v1", "Pod", owner.namespace, f"{LABEL_DEPLOYMENT}={owner.name}")
+        for pod in pods:
+            labels = pod["metadata"].get("labels") or {}
+            track = tracks.get(labels.get(LABEL_REVISION, ""))
+            if track is not None and labels.get(LABEL_TRACK) != track:
+                name = pod["metadata"]["name"]
+                self.kube.patch(
+                    "v1",
+                    "Pod",
+                    owner.namespace,
+                    name,
+                    {"metadata": {"labels": {LABEL_TRACK: track}}},
+                )
+                log.info("labelled pod %s track=%s", name, track, extra={"pod": name})
+
+    def shrink(
+        self, owner: Owner, plan: Plan, shrink: list[dict[str, Any]], baseline: bool
+    ) -> None:
+        """The canary after its weight fell, every other revision to zero; a baseline no
+        longer wanted is removed (its route share is already gone)."""
+        for desired in shrink:
+            ensure(self.kube, desired)
+        tracks = self.tracks(plan, baseline)
+        for deployment in self.kube.list(
+            "apps/v1", "Deployment", owner.namespace, f"{LABEL_DEPLOYMENT}={owner.name}"
+        ):
+            labels = deployment["metadata"].get("labels") or {}
+            revision = labels.get(LABEL_REVISION)
+            if revision in tracks or not owned_by(deployment, owner.uid):
+                continue
+            if labels.get(LABEL_TRACK) == "baseline":
+                self.remove_baseline(owner, deployment["metadata"]["name"])
+                continue
+            if deployment.get("spec", {}).get("replicas"):
+                self.resize(owner, revision or "", 0, None)
+
+    # --- helpers ------------------------------------------------------------------
+
+    @staticmethod
+    def tracks(plan: Plan, baseline: bool) -> dict[str, Track]:
+        tracks: dict[str, Track] = {plan.stable_revision: "stable"}
+        if plan.canary_revision is not None:
+            tracks[plan.canary_revision] = "canary"
+        if baseline:
+            tracks[baseline_revision(plan.stable_revision)] = "baseline"
+        return tracks
+
+    def baseline(self, owner: Owner, plan: Plan) -> dict[str, Any] | None:
+        """The baseline Deployment the plan wants, built from the stable one; None for
+        none (or while the stable Deployment cannot be read, e.g. just deleted)."""
+        if plan.baseline_replicas <= 0 or plan.canary_revision is None:
+            return None
+        name = deployment_name(owner.name, plan.stable_revision)
+        stable = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
+        if stable is None or not owned_by(stable, owner.uid):
+            return None
+        return build_baseline(owner, stable, plan.baseline_replicas)
+
+    def remove_baseline(self, owner: Owner, name: str) -> None:
+        """Delete a baseline Deployment that is no longer wanted, and its Service."""
+        self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
+        service = self.kube.get(
+            "v1", "Service", owner.namespace, service_name(owner.name, "baseline")
+        )
+        if service is not None and owned_by(service, owner.uid):
+            self.kube.delete("v1", "Service", owner.namespace, service["metadata"]["name"])
+        log.info("removed baseline %s", name, extra={"child": name})
+
+    def resize(self, owner: Owner, revision: str, replicas: int, track: Track | None) -> None:
+        name = deployment_name(owner.name, revision)
+        deployment = self.kube.get("apps/v1", "Deployment", owner.namespace, name)
+        if deployment is None or not owned_by(deployment, owner.uid):
+            if track == "stable":
+                raise ReconcileError(
+                    "StableMissing",
+                    f"the stable Deployment {name} is gone during a rollout and cannot be"
+                    " rebuilt from a spec that now describes the canary; abort the rollout"
+                    f" or restore the spec of revision {revision}",
+                )
+            return
+        patch: dict[str, Any] = {}
+        if deployment.get("spec", {}).get("replicas") != replicas:
+            patch["spec"] = {"replicas": replicas}
+        labels = deployment["metadata"].get("labels") or {}
+        if track is not None and labels.get(LABEL_TRACK) != track:
+            patch["metadata"] = {"labels": {LABEL_TRACK: track}}
+        if patch:
+            self.kube.patch("apps/v1", "Deployment", owner.namespace, name, patch)
+            log.info(
+                "resized %s to %d", name, replicas, extra={"child": name, "replicas": replicas}
+            )
+
+    @staticmethod
+    def share_note(owner: Owner, router: Router, plan: Plan) -> str | None:
+        actual = router.get_weights(owner)
+        if actual is None or actual.canary == plan.canary_weight:
+            return None
+        return (
+            f"the {router.kind} router splits by Ready pods: the canary gets about"
+            f" {actual.canary}% for a weight of {plan.canary_weight}%"
+        )

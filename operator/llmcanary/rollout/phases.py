@@ -1,0 +1,327 @@
+"""One handler per phase of a rollout, and the transitions between them. Pure.
+
+Each handler reads and writes the :class:`~llmcanary.rollout.tick.Tick`'s draft and sets
+its plan; :func:`llmcanary.rollout.machine.decide` picks the handler.
+"""
+
+from __future__ import annotations
+
+from llmcanary.api import ANNOTATION_PROMOTE
+from llmcanary.api.status import Phase, PreflightStatus
+from llmcanary.api.times import parse_time, timestamp
+from llmcanary.rollout.checks import analysis_record
+from llmcanary.rollout.decision import WEIGHT_CHANGED, Plan
+from llmcanary.rollout.steps import evidence_start, replicas_for, step_interval, step_weight
+from llmcanary.rollout.tick import Tick
+
+# --- no rollout -------------------------------------------------------------------------
+
+
+def steady(t: Tick) -> None:
+    """The stable revision serves everything; no canary."""
+    stable = t.stable_obs
+    phase: Phase = "Stable"
+    if (stable is None or not stable.all_ready) and t.old.phase in (None, "Initializing"):
+        phase = "Initializing"
+    d = t.draft
+    d.phase = phase
+    d.canary_revision = None
+    d.canary_weight = 0
+    d.current_step = None
+    d.step_started_at = None
+    d.weight_verified = None
+    d.failed_checks = None
+    d.inconclusive_checks = None
+    d.pause_reason = None
+    d.rollout_started_at = None
+    d.canary_replicas = None
+    t.plan = Plan(t.stable_rev, None, 0, 0)
+
+
+def cancelled(t: Tick) -> None:
+    """The spec describes the stable revision again: a rollout in flight stops."""
+    current = t.obs.revision
+    t.history("Aborted", f"the spec returned to the stable revision {current}")
+    t.emit(
+        "Normal",
+        "RolloutCancelled",
+        f"the spec describes the stable revision {current} again; canary"
+        f" {t.old.canary_revision} stopped",
+    )
+    steady(t)
+
+
+def stays_rolled_back(t: Tick) -> None:
+    """A revision rolled back (or failed) is not tried again until a retry is asked."""
+    d = t.draft
+    d.phase = "Failed" if t.old.phase == "Failed" else "RolledBack"
+    d.canary_revision = t.obs.revision
+    d.canary_weight = 0
+    t.plan = Plan(t.stable_rev, t.obs.revision, 0, 0)
+
+
+# --- a rollout begins and ends ----------------------------------------------------------
+
+
+def start(t: Tick, superseded: str | None) -> None:
+    revision = t.obs.revision
+    if superseded is not None:
+        t.history("Superseded", f"the spec moved on to revision {revision}")
+        t.emit(
+            "Normal",
+            "RolloutSuperseded",
+            f"canary {superseded} stopped: the spec moved on to revision {revision}",
+        )
+    checked = t.old.preflight
+    already_passed = checked is not None and checked.revision == revision and checked.passed
+    d = t.draft
+    d.phase = "Progressing" if already_passed else "Preflight"
+    d.canary_revision = revision
+    d.canary_weight = 0
+    d.current_step = 0
+    d.step_started_at = None
+    d.weight_verified = None
+    d.failed_checks = 0
+    d.inconclusive_checks = 0
+    d.last_analysis = None
+    d.pause_reason = None
+    d.rolled_back_revision = None
+    d.rollout_started_at = timestamp(t.now)
+    canary = t.spec.canary
+    t.emit(
+        "Normal",
+        "RolloutStarted",
+        f"rolling out revision {revision} beside stable {t.stable_rev}: first"
+        f" {canary.initial_weight}%, then +{canary.step_weight}% every"
+        f" {canary.step_interval} up to {t.spec.top_weight}%"
+        + (
+            f", judged against a fresh baseline of {t.stable_rev}"
+            if t.fresh_baseline
+            else f", judged against the stable pods of {t.stable_rev}"
+        ),
+    )
+
+
+def rollback(t: Tick, outcome: str, reason: str, event_reason: str) -> None:
+    revision = t.obs.revision
+    t.history(outcome, reason)
+    t.emit("Warning", event_reason, f"revision {revision} rolled back: {reason}")
+    d = t.draft
+    d.phase = "RolledBack"
+    d.canary_weight = 0
+    d.canary_replicas = 0
+    d.rolled_back_revision = revision
+    d.pause_reason = None
+    d.message = f"rolled back: {reason}"
+    t.plan = Plan(t.stable_rev, revision, 0, 0)
+
+
+# --- Preflight --------------------------------------------------------------------------
+
+
+def preflight(t: Tick) -> None:
+    """Wait for the preflight this pass observed; pass to Progressing or fail."""
+    revision = t.obs.revision
+    result = t.obs.preflight
+    d = t.draft
+    if result is None:
+        d.message = "preflight: checking the environment, GPU memory and dependencies"
+        t.plan_canary(0, 0)
+        return
+    d.preflight = result
+    if result.passed:
+        t.emit("Normal", "PreflightPassed", f"preflight passed for revision {revision}")
+        d.phase = "Progressing"
+        d.message = None
+        t.plan_canary(replicas_for(t.spec.replicas, t.spec.canary.initial_weight), 0)
+        return
+    reason = result.reason or "preflight failed"
+    t.history("Failed", f"preflight: {reason}")
+    t.emit("Warning", "PreflightFailed", f"revision {revision}: {reason}")
+    d.phase = "Failed"
+    d.canary_weight = 0
+    d.canary_replicas = 0
+    d.rolled_back_revision = revision
+    d.message = f"preflight failed: {reason}"
+    t.plan = Plan(t.stable_rev, revision, 0, 0)
+
+
+# --- commands and checks, before Progressing, Paused and Promoting -----------------------
+
+
+def handle_commands(t: Tick, resume: bool) -> None:
+    """Promote and resume act before the phase's handler (abort and retry act earlier)."""
+    d = t.draft
+    if t.take(ANNOTATION_PROMOTE) and d.phase != "Promoting":
+        d.phase = "Promoting"
+        d.pause_reason = None
+        t.emit("Normal", "PromotionRequested", f"promoting {t.obs.revision} on request")
+    if resume and d.pause_reason:
+        d.pause_reason = None
+        d.inconclusive_checks = 0
+        t.emit("Normal", "Resumed", "rollout resumed on request")
+
+
+def record_check(t: Tick) -> bool:
+    """Count a check taken this pass; True if it rolled the canary back."""
+    check = t.obs.check
+    if check is None:
+        return False
+    analysis = t.spec.canary.analysis
+    d = t.draft
+    d.last_analysis = analysis_record(check, t.now, evidence_start(t.spec, t.old))
+    if check.verdict == "fail":
+        failed = (d.failed_checks or 0) + 1
+        d.failed_checks = failed
+        if failed >= analysis.failure_limit:
+            rollback(t, "RolledBack", check.reason, "RolledBack")
+            return True
+        t.emit("Warning", "CheckFailed", f"{check.reason} ({failed}/{analysis.failure_limit})")
+    elif check.waiting:
+        # Evidence is coming in; the step goes on collecting it, however long.
+        d.inconclusive_checks = 0
+    elif check.verdict == "inconclusive":
+        count = (d.inconclusive_checks or 0) + 1
+        d.inconclusive_checks = count
+        if count >= analysis.inconclusive_limit and not d.pause_reason:
+            reason = (
+                f"{count} inconclusive checks in a row (inconclusiveLimit"
+                f" {analysis.inconclusive_limit}); last: {check.reason}"
+            )
+            d.pause_reason = reason
+            t.emit("Warning", "RolloutPaused", reason)
+    else:
+        d.inconclusive_checks = 0
+    return False
+
+
+# --- Paused -----------------------------------------------------------------------------
+
+
+def paused(t: Tick, held_by: str | None) -> None:
+    """Held by hand or by too many inconclusive checks: the weight stays."""
+    d = t.draft
+    target = step_weight(t.spec, d.current_step or 0)
+    d.phase = "Paused"
+    d.message = f"paused: {held_by or d.pause_reason}"
+    t.plan_canary(replicas_for(t.spec.replicas, target), d.canary_weight or 0)
+
+
+# --- Progressing ------------------------------------------------------------------------
+
+
+def progressing(t: Tick) -> None:
+    """Reach the step's weight, wait out the step and a passing check, then step on (or
+    promote after the last step)."""
+    spec, d = t.spec, t.draft
+    d.phase = "Progressing"
+    weight = d.canary_weight or 0
+    step = d.current_step or 0
+    target = step_weight(spec, step)
+    need = replicas_for(spec.replicas, target)
+    if weight < target:
+        first = weight == 0 and step == 0
+        # Before the first weight, Ready pods are not enough: Triton must serve the model.
+        if not (first and t.ready_pairs() >= need and not canary_serves(t)):
+            advance_to(t, target, step)
+        t.plan_canary(need, d.canary_weight or 0)
+        return
+    if d.step_started_at is None:
+        # The router has not been seen holding the weight: the step has not begun
+        # (rollout.render.settle starts it, and says so while it waits).
+        d.message = None
+        t.plan_canary(need, weight)
+        return
+
+    started = parse_time(d.step_started_at)
+    last = d.last_analysis
+    passed = last is not None and last.verdict == "pass" and parse_time(last.time) >= started
+    done = t.now - started >= step_interval(spec.canary, step)
+    if done and passed:
+        if target >= spec.top_weight:
+            d.phase = "Promoting"
+            t.emit(
+                "Normal",
+                "Promoting",
+                f"canary {t.obs.revision} passed every step; scaling it to {spec.replicas}"
+                " replicas to take over",
+            )
+            promoting(t, held_by=None)
+            return
+        step += 1
+        d.current_step = step
+        target = step_weight(spec, step)
+        advance_to(t, target, step)
+        t.plan_canary(replicas_for(spec.replicas, target), d.canary_weight or 0)
+        return
+    waiting = "the step interval" if not done else "a passing check"
+    d.message = f"at {weight}% (step {step}), waiting for {waiting}"
+    # Start the next step's replicas now: a model takes minutes to load.
+    t.plan_canary(replicas_for(spec.replicas, step_weight(spec, step + 1)), weight)
+
+
+def advance_to(t: Tick, target: int, step: int) -> None:
+    """Ask for ``target`` % once enough replicas (and baseline replicas) are Ready."""
+    need = replicas_for(t.spec.replicas, target)
+    ready = t.ready_pairs()
+    if ready < need:
+        t.draft.message = (
+            f"waiting for {need} ready {t.arms()} replicas before {target}%"
+            f" ({ready} ready){t.canary_problem()}"
+        )
+        return
+    d = t.draft
+    d.canary_weight = target
+    # The step's clock starts once the router holds the weight (rollout.render.settle).
+    d.step_started_at = None
+    d.weight_verified = None
+    d.message = None
+    t.emit("Normal", WEIGHT_CHANGED, f"canary weight {target}% (step {step})")
+
+
+def canary_serves(t: Tick) -> bool:
+    """Record the canary's own readiness checks; True when every one passed."""
+    checks = t.obs.canary_checks
+    if checks is None:
+        return False
+    d = t.draft
+    previous = d.preflight or PreflightStatus(revision=t.obs.revision)
+    kept = [c for c in previous.dependencies if not c.name.startswith("canary/")]
+    d.preflight = previous.model_copy(update={"dependencies": [*kept, *checks]})
+    failing = [c for c in checks if not c.ok]
+    if failing:
+        first = failing[0]
+        d.message = f"waiting for the canary to serve: {first.name}: {first.message}"
+        return False
+    return True
+
+
+# --- Promoting --------------------------------------------------------------------------
+
+
+def promoting(t: Tick, held_by: str | None) -> None:
+    """Scale the canary to full size; once all are Ready it is the stable revision."""
+    revision, replicas, d = t.obs.revision, t.spec.replicas, t.draft
+    ready = t.obs.canary.ready if t.obs.canary else 0
+    t.plan_canary(replicas, d.canary_weight or 0)
+    if held_by:
+        d.message = f"promotion held: {held_by}"
+        return
+    if ready < replicas:
+        d.message = f"promoting: {ready}/{replicas} canary replicas ready"
+        return
+    previous = t.stable_rev
+    checks = d.last_analysis
+    t.history("Promoted", checks.reason if checks else "promoted on request")
+    t.emit(
+        "Normal",
+        "Promoted",
+        f"revision {revision} is stable: its {replicas} pods serve all traffic;"
+        f" {previous} scaled down",
+    )
+    t.stable_rev = revision
+    t.stable_obs = t.obs.canary
+    d.stable_revision = revision
+    d.message = None
+    steady(t)
+    d.phase = "Stable"
