@@ -34,9 +34,8 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 RequestObserver = Callable[[str], None]
 
 
-class KubeApi(Protocol):
-    """The calls the reconciler, the routers and the status writer make: :class:`Kube`
-    against an API server, or an in-memory fake in unit tests."""
+class ObjectReader(Protocol):
+    """The reads of :class:`Kube` (preflight's environment diff needs no more)."""
 
     def get(
         self, api_version: str, kind: str, namespace: str, name: str
@@ -45,6 +44,11 @@ class KubeApi(Protocol):
     def list(
         self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]: ...
+
+
+class KubeApi(ObjectReader, Protocol):
+    """The calls the reconciler, the routers and the status writer make: :class:`Kube`
+    against an API server, or an in-memory fake in unit tests."""
 
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 

@@ -18,12 +18,13 @@ import binascii
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import EnvDifference
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import config_map_name, deployment_name, revision_selector
+from llmcanary.kube.client import ObjectReader
 from llmcanary.kube.errors import Forbidden
 from llmcanary.preflight.envdiff import (
     TRITON_CONTAINER,
@@ -35,7 +36,6 @@ from llmcanary.preflight.envdiff import (
 )
 
 __all__ = [
-    "ObjectReader",
     "env_diff",
     "environment_diff",
     "read_revision_view",
@@ -46,18 +46,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-class ObjectReader(Protocol):
-    """What this module needs of :class:`llmcanary.kube.client.Kube`."""
-
-    def get(
-        self, api_version: str, kind: str, namespace: str, name: str
-    ) -> dict[str, Any] | None: ...
-
-    def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
-    ) -> list[dict[str, Any]]: ...
 
 
 def _decode(encoded: str) -> bytes:
