@@ -100,7 +100,12 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
     healthy = changed(doc, "2")
     new = revision(healthy)
     kubectl.apply(healthy, namespace)
+    started = time.monotonic()
     try:
+        # Identical arms on two shared cores took 130-501 s to be promoted on this stack
+        # (docs/benchmarks.md, "The judge on the local stack"): a pod of one arm can run
+        # tens of percent slower than its twin for minutes, and the judge waits for the
+        # evidence instead of guessing. The bound is set above those runs, not at them.
         final = wait_for(
             "revision 2 promoted",
             lambda: (
@@ -108,7 +113,7 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
                 and st.get("phase") == "Stable"
                 and st
             ),
-            timeout=420,
+            timeout=900,
         )
     except AssertionError:
         st = status(kubectl, namespace)
@@ -116,6 +121,7 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
         print(json.dumps(st.get("lastAnalysis"), indent=1))
         raise
     results = load.stop()
+    print(f"promoted after {time.monotonic() - started:.0f} s")
     assert final["history"][0]["outcome"] == "Promoted"
     # Zero extra model loads: during the whole rollout the data plane started exactly one
     # Triton per replica for the new revision, and that pod serves as stable now.
