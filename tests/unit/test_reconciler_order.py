@@ -22,7 +22,8 @@ from llmcanary.kube.status_writer import status_to_wire
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler import Reconciler
 from llmcanary.reconciler.apply import PlanApplier
-from llmcanary.rollout.decision import Plan
+from llmcanary.reconciler.observe import observe_workload
+from llmcanary.rollout.decision import Applied, Plan
 from llmcanary.rollout.revision import revision_of
 from llmcanary.sources.base import MetricSource
 
@@ -67,6 +68,18 @@ def cluster(spec: LLMDeploymentSpec, canary: str, canary_replicas: int) -> FakeK
     return kube
 
 
+def apply(
+    kube: FakeKube,
+    spec: LLMDeploymentSpec,
+    plan: Plan,
+    status: LLMDeploymentStatus | None = None,
+) -> Applied:
+    """One pass's apply, with the canary observed first as the reconciler observes it."""
+    canary = observe_workload(kube, OWNER, plan.canary_revision) if plan.canary_revision else None
+    status = status if status is not None else LLMDeploymentStatus(router="gatewayAPI")
+    return PlanApplier(kube).apply(OWNER, spec, plan, status, canary)
+
+
 def step(writes: list[Write]) -> list[str]:
     """Each write as the step of the order it belongs to."""
 
@@ -95,7 +108,7 @@ def test_a_step_grows_points_weighs_labels_then_shrinks() -> None:
     canary = revision_of(spec)
     kube = cluster(spec, canary, canary_replicas=1)
     plan = Plan(STABLE, canary, canary_replicas=2, canary_weight=15)
-    applied = PlanApplier(kube).apply(OWNER, spec, plan, LLMDeploymentStatus(router="gatewayAPI"))
+    applied = apply(kube, spec, plan)
 
     assert applied.routed and applied.problem is None
     assert applied.verified is True  # the route reads back 85/15
@@ -109,7 +122,7 @@ def test_a_canary_shrinks_only_after_its_weight_fell() -> None:
     canary = revision_of(spec)
     kube = cluster(spec, canary, canary_replicas=2)
     rollback = Plan(STABLE, canary, canary_replicas=0, canary_weight=0)
-    PlanApplier(kube).apply(OWNER, spec, rollback, LLMDeploymentStatus(router="gatewayAPI"))
+    apply(kube, spec, rollback)
     route = next(i for i, w in enumerate(kube.writes) if w.kind == "HTTPRoute")
     canary_down = next(
         i
@@ -125,7 +138,7 @@ def test_a_route_that_cannot_be_written_stops_the_pass_before_labels_and_shrink(
     kube = cluster(spec, canary, canary_replicas=1)
     kube.missing.add("HTTPRoute")
     plan = Plan(STABLE, canary, canary_replicas=2, canary_weight=15)
-    applied = PlanApplier(kube).apply(OWNER, spec, plan, LLMDeploymentStatus(router="gatewayAPI"))
+    applied = apply(kube, spec, plan)
 
     assert not applied.routed
     assert applied.problem is not None and applied.problem.reason == "MissingAPI"

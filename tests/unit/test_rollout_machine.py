@@ -83,7 +83,6 @@ class Sim:
     # The router: whether it reads back the weights asked of it, or fails to be written.
     router_holds: bool = True
     route_error: Problem | None = None
-    route: tuple[int, int] = (0, 0)  # the weights the router was last given
     settled: Settled | None = None  # the last tick's outcome
 
     def tick(self, seconds: float = 0) -> Decision:
@@ -155,7 +154,6 @@ class Sim:
             applied = Applied(routed=False, verified=None, problem=self.route_error)
         else:
             plan = decision.plan
-            self.route = (plan.canary_weight, plan.baseline_weight)
             asked = plan.canary_weight > 0
             applied = Applied(verified=self.router_holds if asked else None)
         settled = settle(decision, applied)

@@ -55,8 +55,10 @@ def steady_status(
     problem: Problem | None,
     now: datetime,
 ) -> LLMDeploymentStatus:
-    observation = Observation(revision, stable, problem=problem)
-    return settle(decide(spec, generation, status, observation, now), Applied()).status
+    observation = Observation(revision, stable)
+    return settle(
+        decide(spec, generation, status, observation, now), Applied(problem=problem)
+    ).status
 
 
 def ready(n: int, of: int = 2) -> WorkloadObservation:

@@ -46,7 +46,15 @@ class ObjectReader(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-class KubeApi(ObjectReader, Protocol):
+class StatusPatcher(Protocol):
+    """The one write of the status writer (:mod:`llmcanary.kube.status_writer`)."""
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+class KubeApi(ObjectReader, StatusPatcher, Protocol):
     """The calls the reconciler, the routers and the status writer make: :class:`Kube`
     against an API server, or an in-memory fake in unit tests."""
 
@@ -55,10 +63,6 @@ class KubeApi(ObjectReader, Protocol):
     def patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any] | None: ...
-
-    def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> dict[str, Any]: ...
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
 

@@ -3,10 +3,11 @@ something changed."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from llmcanary.api import API_VERSION, KIND
 from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.kube.client import StatusPatcher
 
 
 def status_to_wire(status: LLMDeploymentStatus) -> dict[str, Any]:
@@ -37,12 +38,6 @@ def status_patch(old: dict[str, Any] | None, new: LLMDeploymentStatus) -> dict[s
 
 def _owned_keys() -> set[str]:
     return {f.alias or n for n, f in LLMDeploymentStatus.model_fields.items()}
-
-
-class StatusPatcher(Protocol):
-    def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> dict[str, Any]: ...
 
 
 def write_status(

@@ -31,8 +31,8 @@ from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.children import ensure, owned_by
 from llmcanary.kube.client import KubeApi
 from llmcanary.problems import ReconcileError
-from llmcanary.reconciler.observe import observe_workload
 from llmcanary.rollout.decision import Applied, Plan
+from llmcanary.rollout.observation import WorkloadObservation
 from llmcanary.rollout.revision import revision_of
 from llmcanary.routing import Router, Weights, router_for
 
@@ -55,14 +55,22 @@ class PlanApplier:
         self.kube = kube
 
     def apply(
-        self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan, status: LLMDeploymentStatus
+        self,
+        owner: Owner,
+        spec: LLMDeploymentSpec,
+        plan: Plan,
+        status: LLMDeploymentStatus,
+        canary: WorkloadObservation | None,
     ) -> Applied:
         """Grow, point, weigh, label, shrink. A step that fails stops the pass; the
-        :class:`Applied` says whether the router took the weights before it did."""
+        :class:`Applied` says whether the router took the weights before it did.
+
+        ``status`` is the one the pass started from and ``canary`` the canary revision's
+        Deployment as the pass observed it (the plan's canary is always that revision)."""
         routed: Routed | None = None
         try:
             baseline = self.baseline(owner, plan)
-            shrink = self.grow(owner, spec, plan, baseline)
+            shrink = self.grow(owner, spec, plan, baseline, canary)
             self.point_services(owner, plan, baseline is not None)
             routed = self.weigh(owner, spec, plan, status)
             self.label_pods(owner, self.tracks(plan, baseline is not None))
@@ -87,6 +95,7 @@ class PlanApplier:
         spec: LLMDeploymentSpec,
         plan: Plan,
         baseline: dict[str, Any] | None,
+        canary: WorkloadObservation | None,
     ) -> list[dict[str, Any]]:
         """Create or grow the stable, baseline and canary Deployments; return the
         canary's when it must shrink instead (only after traffic has left it)."""
@@ -106,8 +115,7 @@ class PlanApplier:
             desired = build_deployment(
                 owner, spec, plan.canary_revision, "canary", plan.canary_replicas
             )
-            observed = observe_workload(self.kube, owner, plan.canary_revision)
-            if observed is not None and observed.desired > plan.canary_replicas:
+            if canary is not None and canary.desired > plan.canary_replicas:
                 shrink.append(desired)
             else:
                 ensure(self.kube, desired)

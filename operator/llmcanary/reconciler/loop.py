@@ -151,7 +151,7 @@ class Reconciler:
             self.own_metrics.canary_checks(owner.namespace, owner.name, observation.canary_checks)
 
         decision = decide(spec, generation, status, observation, now)
-        applied = self.applier.apply(owner, spec, decision.plan, status)
+        applied = self.applier.apply(owner, spec, decision.plan, status, observation.canary)
         settled = settle(decision, applied)
 
         new = settled.status

@@ -9,7 +9,6 @@ from typing import Any
 
 from llmcanary.analysis.verdict import Check
 from llmcanary.api.status import DependencyResult, PreflightStatus
-from llmcanary.problems import Problem
 
 
 @dataclass(frozen=True)
@@ -83,5 +82,3 @@ class Observation:
     # The canary pods' own Triton readiness, checked just before the first weight
     # (Needs.canary_checks).
     canary_checks: tuple[DependencyResult, ...] | None = None
-    # Why the pass could not observe or act; status.message and a Warning say it.
-    problem: Problem | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from llmcanary.api.status import LLMDeploymentStatus
 from llmcanary.api.times import timestamp
-from llmcanary.problems import Problem
 from llmcanary.rollout.checks import headline
 from llmcanary.rollout.conditions import set_condition
 from llmcanary.rollout.decision import WEIGHT_CHANGED, Applied, Decision, Draft, Settled
@@ -41,17 +40,15 @@ def settle(decision: Decision, applied: Applied) -> Settled:
                 )
     else:
         draft.weight_verified = None
-    problem = applied.problem or basis.observation.problem
-    return Settled(render_status(decision, draft, applied, problem), events, problem)
+    return Settled(render_status(decision, draft, applied), events, applied.problem)
 
 
-def render_status(
-    decision: Decision, draft: Draft, applied: Applied, problem: Problem | None
-) -> LLMDeploymentStatus:
+def render_status(decision: Decision, draft: Draft, applied: Applied) -> LLMDeploymentStatus:
     """The whole status: the draft, the replica counts, the headline and the conditions."""
     basis = decision.basis
     spec, obs, now, generation = basis.spec, basis.observation, basis.now, basis.generation
     stable = basis.stable
+    problem = applied.problem
     stable_rev = draft.stable_revision or obs.revision
     ready = stable.ready if stable else 0
     all_ready = stable is not None and stable.all_ready
