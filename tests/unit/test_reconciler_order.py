@@ -146,6 +146,27 @@ def test_a_route_that_cannot_be_written_stops_the_pass_before_labels_and_shrink(
     assert step(kube.writes) == ["grow", "point"]
 
 
+def test_promotion_reads_back_the_split_without_the_baseline() -> None:
+    # At 50% with a fresh baseline the route held 0/50/50; promoting asks for 50/50/0 at the
+    # same canary weight, and that split is read back too, not taken as held.
+    spec = make_spec(replicas=4)
+    assert spec.baseline == "fresh"
+    canary = revision_of(spec)
+    kube = cluster(spec, canary, canary_replicas=4)
+    held = LLMDeploymentStatus(
+        phase="Progressing", canary_weight=50, weight_verified=True, router="gatewayAPI"
+    )
+    again = Plan(
+        STABLE, canary, canary_replicas=4, canary_weight=50, baseline_replicas=4, baseline_weight=50
+    )
+    promoting = Plan(STABLE, canary, canary_replicas=4, canary_weight=50)
+    assert apply(kube, spec, again, held).verified is None  # unchanged: not read again
+    assert apply(kube, spec, promoting, held).verified is True
+    route = kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "tiny")
+    assert route is not None
+    assert [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]] == [50, 50]
+
+
 class NoMetrics:
     def read(self, *args: Any) -> Any:
         raise AssertionError("no analysis is due in these passes")

@@ -34,6 +34,7 @@ from llmcanary.problems import ReconcileError
 from llmcanary.rollout.decision import Applied, Plan
 from llmcanary.rollout.observation import WorkloadObservation
 from llmcanary.rollout.revision import revision_of
+from llmcanary.rollout.steps import asked_weights
 from llmcanary.routing import Router, Weights, router_for
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ class PlanApplier:
         if previous and previous != router.kind:
             # The user switched routers: the old one's objects would still split traffic.
             router_for(self.kube, previous).finalize(owner)
-        held = status.weight_verified and status.canary_weight == plan.canary_weight
+        asked = (plan.canary_weight, plan.baseline_weight)
+        held = status.weight_verified and asked_weights(spec, status) == asked
         verified = None
         if plan.canary_weight and not held:
             verified = router.verify_weights(owner, weights)

@@ -34,6 +34,15 @@ def step_interval(canary: CanarySpec, step: int) -> timedelta:
     return parse_duration(canary.initial_step_interval if step == 0 else canary.step_interval)
 
 
+def asked_weights(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> tuple[int, int]:
+    """The canary and baseline weights the router was last asked for, as status has them:
+    a fresh baseline gets the canary's weight while the rollout progresses or pauses, none
+    once it promotes (``Tick.plan_canary`` plans it so)."""
+    canary = status.canary_weight or 0
+    with_baseline = spec.baseline == "fresh" and status.phase in ("Progressing", "Paused")
+    return canary, canary if with_baseline else 0
+
+
 def pause_source(spec: LLMDeploymentSpec, commands: Commands) -> str | None:
     """Who holds the rollout by hand, if anyone."""
     if spec.paused:
