@@ -27,7 +27,7 @@ from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
 from llmcanary.config import OperatorConfig
 from llmcanary.observability.metrics import OperatorMetrics
-from llmcanary.routing import watched_resources
+from llmcanary.routing import watched_selectors
 from llmcanary.runtime import Runtime
 
 # The children's resources, (group, version, plural) as kopf's selectors take them (core
@@ -38,13 +38,8 @@ _CORE_CHILDREN: tuple[tuple[str, ...], ...] = (
     ("v1", "services"),
     ("v1", "configmaps"),
 )
-CHILD_KINDS: tuple[tuple[str, ...], ...] = _CORE_CHILDREN + tuple(
-    kind
-    for kind in (
-        (r.group, r.version, r.plural) if r.group else (r.version, r.plural)
-        for r in watched_resources()
-    )
-    if kind not in _CORE_CHILDREN
+CHILD_KINDS: tuple[tuple[str, ...], ...] = tuple(
+    dict.fromkeys(_CORE_CHILDREN + watched_selectors())
 )
 CHILD_LABELS: dict[str, str | MetaFilterToken] = {
     LABEL_MANAGED_BY: MANAGER,

@@ -32,13 +32,10 @@ def router_for(kube: KubeApi, kind: str) -> Router:
     raise ValueError(f"unknown router {kind!r}: one of {', '.join(ROUTER_KINDS)}")
 
 
-def watched_resources() -> tuple[Resource, ...]:
-    """The resources of the routers that are watched, each once."""
-    seen: dict[tuple[str, str], Resource] = {}
-    for router in ROUTERS.values():
-        if router.watched:
-            seen.setdefault((router.resource.group, router.resource.plural), router.resource)
-    return tuple(seen.values())
+def watched_selectors() -> tuple[tuple[str, ...], ...]:
+    """The kopf selectors of the watched routers' resources, each once."""
+    selectors = (router.resource.selector for router in ROUTERS.values() if router.watched)
+    return tuple(dict.fromkeys(selectors))
 
 
 __all__ = ["ROUTERS", "ROUTER_KINDS", "Resource", "Router", "Weights", "router_for"]

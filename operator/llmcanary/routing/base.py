@@ -51,6 +51,13 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def selector(self) -> tuple[str, ...]:
+        """As kopf's resource selectors take it: (group, version, plural), no group for core."""
+        return (
+            (self.group, self.version, self.plural) if self.group else (self.version, self.plural)
+        )
+
 
 class Router(ABC):
     """Applies and reads the traffic split for one LLMDeployment.
