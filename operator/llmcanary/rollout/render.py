@@ -3,11 +3,13 @@ apply, with the conditions rendered. Pure."""
 
 from __future__ import annotations
 
-from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.api.status import ConditionType, LLMDeploymentStatus
 from llmcanary.api.times import timestamp
+from llmcanary.problems import Problem
 from llmcanary.rollout.checks import headline
 from llmcanary.rollout.conditions import set_condition
 from llmcanary.rollout.decision import WEIGHT_CHANGED, Applied, Decision, Draft, Settled
+from llmcanary.rollout.observation import WorkloadObservation
 from llmcanary.rollout.steps import ACTIVE
 
 
@@ -47,81 +49,75 @@ def render_status(decision: Decision, draft: Draft, applied: Applied) -> LLMDepl
     """The whole status: the draft, the replica counts, the headline and the conditions."""
     basis = decision.basis
     spec, obs, now, generation = basis.spec, basis.observation, basis.now, basis.generation
-    stable = basis.stable
     problem = applied.problem
     stable_rev = draft.stable_revision or obs.revision
-    ready = stable.ready if stable else 0
-    all_ready = stable is not None and stable.all_ready
-    phase = draft.phase
+    stable = basis.stable
     message = problem.message if problem else draft.message
-    if phase == "Stable" and problem is None:
+    if draft.phase == "Stable" and problem is None:
         message = None
-
-    conditions = set_condition(
-        basis.status.conditions,
-        "Ready",
-        all_ready,
-        "ReplicasReady" if all_ready else "ReplicasNotReady",
-        f"{ready}/{spec.replicas} Triton replicas of revision {stable_rev} are ready",
-        now,
-        generation,
-    )
-    rolling = phase in ACTIVE
+    conditions = basis.status.conditions
+    for wanted in (
+        _ready(spec.replicas, stable, stable_rev),
+        _progressing(draft, stable_rev, applied.traffic_note),
+        _degraded(draft, problem),
+        _preflight_passed(draft),
+    ):
+        if wanted is not None:
+            conditions = set_condition(conditions, *wanted, now, generation)
     canary_rev = draft.canary_revision
-    note = applied.traffic_note
-    conditions = set_condition(
-        conditions,
-        "Progressing",
-        rolling,
-        phase if rolling and phase is not None else "NoRollout",
-        (
-            f"revision {canary_rev} at {draft.canary_weight or 0}%" + (f"; {note}" if note else "")
-            if rolling
-            else f"revision {stable_rev} serves all traffic"
-        ),
-        now,
-        generation,
-    )
-    degraded = problem is not None or phase in ("RolledBack", "Failed")
-    if problem is not None:
-        reason, why = problem.reason, problem.message
-    elif phase in ("RolledBack", "Failed"):
-        reason = "RolledBack" if phase == "RolledBack" else "PreflightFailed"
-        why = draft.message or ""
-    else:
-        reason, why = "AsExpected", ""
-    conditions = set_condition(conditions, "Degraded", degraded, reason, why, now, generation)
-    checked = draft.preflight
-    if phase == "Preflight":
-        conditions = set_condition(
-            conditions,
-            "PreflightPassed",
-            False,
-            "Running",
-            f"checking revision {canary_rev}",
-            now,
-            generation,
-        )
-    elif checked is not None and checked.passed is not None:
-        conditions = set_condition(
-            conditions,
-            "PreflightPassed",
-            checked.passed,
-            "Passed" if checked.passed else "Failed",
-            f"revision {checked.revision}: " + (checked.reason or "every check passed"),
-            now,
-            generation,
-        )
-
     return draft.onto(
         basis.status,
         observed_generation=generation,
         stable_revision=stable_rev,
         message=message,
         replicas=spec.replicas,
-        ready_replicas=ready,
+        ready_replicas=stable.ready if stable else 0,
         canary_ready_replicas=(obs.canary.ready if obs.canary and canary_rev else None),
         router=spec.traffic.router,
         headline=headline(draft.last_analysis) if canary_rev else None,
         conditions=conditions,
     )
+
+
+# A condition as set_condition takes it: type, status, reason, message.
+Wanted = tuple[ConditionType, bool, str, str]
+
+
+def _ready(replicas: int, stable: WorkloadObservation | None, revision: str) -> Wanted:
+    ready = stable.ready if stable else 0
+    all_ready = stable is not None and stable.all_ready
+    reason = "ReplicasReady" if all_ready else "ReplicasNotReady"
+    return (
+        "Ready",
+        all_ready,
+        reason,
+        f"{ready}/{replicas} Triton replicas of revision {revision} are ready",
+    )
+
+
+def _progressing(draft: Draft, stable_revision: str, note: str | None) -> Wanted:
+    if draft.phase is None or draft.phase not in ACTIVE:
+        return "Progressing", False, "NoRollout", f"revision {stable_revision} serves all traffic"
+    where = f"revision {draft.canary_revision} at {draft.canary_weight or 0}%"
+    return "Progressing", True, draft.phase, where + (f"; {note}" if note else "")
+
+
+def _degraded(draft: Draft, problem: Problem | None) -> Wanted:
+    if problem is not None:
+        return "Degraded", True, problem.reason, problem.message
+    if draft.phase == "RolledBack":
+        return "Degraded", True, "RolledBack", draft.message or ""
+    if draft.phase == "Failed":
+        return "Degraded", True, "PreflightFailed", draft.message or ""
+    return "Degraded", False, "AsExpected", ""
+
+
+def _preflight_passed(draft: Draft) -> Wanted | None:
+    if draft.phase == "Preflight":
+        return "PreflightPassed", False, "Running", f"checking revision {draft.canary_revision}"
+    checked = draft.preflight
+    if checked is None or checked.passed is None:
+        return None  # no preflight yet: the condition stays as it was
+    reason = "Passed" if checked.passed else "Failed"
+    why = checked.reason or "every check passed"
+    return "PreflightPassed", checked.passed, reason, f"revision {checked.revision}: {why}"
