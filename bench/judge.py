@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from llmcanary.analysis.histogram import Histogram
-from llmcanary.analysis.sequential import design
+from llmcanary.analysis.sequential import MIN_BLOCKS, block_seconds, design
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading
 from llmcanary.analysis.verdict import Check, Judgement, judge, min_samples
 from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec
@@ -92,9 +92,15 @@ TTFT_SIGMA = 0.5
 ERROR_RATE = 0.001
 # Requests drawn once per run; each arm samples from them with replacement.
 POOL_SIZE = 1 << 17
+# Contention (the "contended" scenarios): the spread of an arm's log latency from one
+# interval to the next, as measured on the local stack (tiny-llm on 2 shared cores: the
+# share of an arm's requests above its P95 moved between 3% and 10% from one 30 s block
+# to the next). Shocks are rounded to this step of log latency (a bounded pool cache).
+CONTENTION = 0.15
+SHOCK_STEP = 0.02
 
 # --- the rollout -----------------------------------------------------------------------
-INTERVAL_SECONDS = 60  # analysis.interval (the default, 1m)
+INTERVAL_SECONDS = 60  # analysis.interval (the default, 1m); --interval-seconds
 OLD_MIN_SAMPLES = 200  # the old minSamples default
 OLD_WEIGHTS = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100)  # old default: up to maxWeight 100
 # Canary / stable P95 measured on the real stack with the canary's pods on a smaller share
@@ -118,6 +124,10 @@ class Scenario:
     tokens: float = 1.0  # the canary's answers this many times longer (end to end only)
     load_bias: bool = False  # the old rule's modelled load bias (old rule only)
     new_rule: bool = True
+    # Each arm's own contention: every request of an interval is exp(s) times slower,
+    # s an AR(1) process per arm (this standard deviation, this memory in seconds).
+    contention: float = 0.0
+    memory_seconds: float = 20.0
 
 
 SCENARIOS = (
@@ -129,6 +139,8 @@ SCENARIOS = (
     Scenario("tail", "tail: 10% of requests 3x", tail_share=0.10, tail_slower=3.0),
     Scenario("longer", "answers 30% longer (e2e only)", tokens=1.30),
     Scenario("loadbias", "identical + load bias (modelled)", load_bias=True, new_rule=False),
+    Scenario("contended", "identical, each arm contended", contention=CONTENTION),
+    Scenario("contended30", "canary +30%, each arm contended", slower=1.30, contention=CONTENTION),
 )
 
 
@@ -270,25 +282,64 @@ def draw(rng: np.random.Generator, codes: Array, per_interval: float, k: int) ->
 
 
 class Arm:
-    """One arm's traffic over a step, drawn a step's length at a time."""
+    """One arm's traffic over a step, drawn a step's length at a time; under contention
+    an interval at a time, each at its own slowdown."""
 
-    def __init__(self, rng: np.random.Generator, codes: Array, rate: float, chunk: int):
-        self.rng, self.codes, self.chunk = rng, codes, chunk
-        self.per_interval = rate * INTERVAL_SECONDS
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        codes: Callable[[float], Array],
+        rate: float,
+        chunk: int,
+        interval: int,
+        contention: tuple[float, float] = (0.0, 0.0),
+    ):
+        self.rng, self.codes = rng, codes
+        self.per_interval = rate * interval
+        self.sigma, memory = contention
+        self.chunk = 1 if self.sigma else chunk
+        self.rho = math.exp(-interval / memory) if memory > 0 else 0.0
+        self.shock = self.sigma * rng.standard_normal() if self.sigma else 0.0
         self.drawn: list[Chunk] = []
         self.served = 0
+
+    def _factor(self) -> float:
+        if not self.sigma:
+            return 1.0
+        self.shock = self.rho * self.shock + math.sqrt(1 - self.rho**2) * self.sigma * float(
+            self.rng.standard_normal()
+        )
+        return math.exp(round(self.shock / SHOCK_STEP) * SHOCK_STEP)
 
     def interval(self, k: int) -> tuple[Array, int, int]:
         """Interval ``k`` (0-based) of the step: bucket counts, successes, errors."""
         while k >= len(self.drawn) * self.chunk:
-            self.drawn.append(draw(self.rng, self.codes, self.per_interval, self.chunk))
+            codes = self.codes(self._factor())
+            self.drawn.append(draw(self.rng, codes, self.per_interval, self.chunk))
         c = self.drawn[k // self.chunk]
         i = k % self.chunk
         return c.counts[i], int(c.ok[i]), int(c.errors[i])
 
 
-def reading(counts: Array, ok: int, errors: int) -> ArmReading:
-    """An arm as a histogram source reads it: one pod, the buckets' increase."""
+def histogram(counts: Array) -> Histogram:
+    """Bucket counts as the cumulative histogram Prometheus keeps (already sorted)."""
+    return Histogram(BOUNDS_MS, tuple(counts.cumsum().astype(float).tolist()))
+
+
+def blocks(intervals: Sequence[Array], interval: int) -> list[Array]:
+    """The step's intervals merged into the time blocks the operator's source reads
+    (:func:`~llmcanary.analysis.sequential.block_seconds`): whole blocks from the step's
+    start, a last partial one left out, as the range query's steps do."""
+    size = math.ceil(block_seconds(len(intervals) * interval, interval) / interval)
+    whole = len(intervals) // size
+    if whole < MIN_BLOCKS:
+        return []
+    return [np.sum(intervals[i * size : (i + 1) * size], axis=0) for i in range(whole)]
+
+
+def reading(counts: Array, ok: int, errors: int, cut: Sequence[Array] = ()) -> ArmReading:
+    """An arm as a histogram source reads it: one pod, the buckets' increase, and the
+    same in the time blocks ``cut``."""
     cumulative = counts.cumsum(axis=1).astype(float).tolist()
     return ArmReading(
         requests=float(ok),
@@ -296,7 +347,8 @@ def reading(counts: Array, ok: int, errors: int) -> ArmReading:
         latency={
             signal: LatencyReading(
                 # Already sorted and cumulative: from_buckets would return the same.
-                pods={"pod-0": Histogram(BOUNDS_MS, tuple(cumulative[i]))}
+                pods={"pod-0": Histogram(BOUNDS_MS, tuple(cumulative[i]))},
+                blocks=tuple(histogram(block[i]) for block in cut),
             )
             for i, signal in enumerate(SIGNALS)
         },
@@ -365,6 +417,7 @@ class Setup:
     cap_intervals: int
     inconclusive_limit: int
     floor: int
+    interval: int  # seconds
 
     def length(self, step: int) -> int:
         return self.initial_intervals if step == 0 else self.step_intervals
@@ -375,7 +428,7 @@ class Setup:
             plan=design(len(self.rules), len(self.weights)),
             reference="baseline",
             reference_share=weight,
-            window_seconds=intervals * INTERVAL_SECONDS,
+            window_seconds=intervals * self.interval,
         )
 
 
@@ -390,7 +443,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
             "canary": {
                 "initialStepInterval": f"{args.initial_step_minutes}m",
                 "stepInterval": f"{args.step_minutes}m",
-                "analysis": {"interval": f"{INTERVAL_SECONDS}s"},
+                "analysis": {"interval": f"{args.interval_seconds}s"},
             },
         }
     )
@@ -401,7 +454,9 @@ def make_setup(args: argparse.Namespace) -> Setup:
     rules = tuple(spec.canary.analysis.rules)
     # The same criteria, given explicitly: judge() then skips rebuilding the defaults.
     analysis = spec.canary.analysis.model_copy(update={"criteria": list(rules)})
-    per_minute = 60 // INTERVAL_SECONDS
+    if 60 % args.interval_seconds:
+        raise SystemExit("--interval-seconds must divide a minute")
+    per_minute = 60 // args.interval_seconds
     initial = args.initial_step_minutes * per_minute
     step = args.step_minutes * per_minute
     cap = max(args.step_cap_minutes * per_minute, initial, step)
@@ -415,6 +470,7 @@ def make_setup(args: argparse.Namespace) -> Setup:
         cap,
         analysis.inconclusive_limit,
         min_samples(analysis),
+        args.interval_seconds,
     )
 
 
@@ -426,10 +482,12 @@ def new_rollout(
     rate: float,
     tally: Tally,
 ) -> Result:
-    reference_codes = requests.codes(1.0)
-    canary_codes = requests.codes(
-        scenario.slower, scenario.tail_share, scenario.tail_slower, scenario.tokens
-    )
+    def canary_codes(factor: float) -> Array:
+        return requests.codes(
+            scenario.slower * factor, scenario.tail_share, scenario.tail_slower, scenario.tokens
+        )
+
+    contention = (scenario.contention, scenario.memory_seconds)
     elapsed = 0
     canary_total = 0
     inconclusive = 0  # machine.py keeps this count across steps
@@ -438,18 +496,22 @@ def new_rollout(
     for step, weight in enumerate(setup.weights):
         share = rate * weight / 100
         chunk = setup.length(step)
-        reference = Arm(rng, reference_codes, share, chunk)
-        canary = Arm(rng, canary_codes, share, chunk)
+        reference = Arm(rng, requests.codes, share, chunk, setup.interval, contention)
+        canary = Arm(rng, canary_codes, share, chunk, setup.interval, contention)
         ref_counts = np.zeros((len(SIGNALS), BUCKETS), dtype=np.int64)
         can_counts = np.zeros_like(ref_counts)
+        ref_intervals: list[Array] = []
+        can_intervals: list[Array] = []
         ref_ok = ref_err = can_ok = can_err = 0
         k = 0
         while True:
             counts, ok, errors = reference.interval(k)
             ref_counts += counts
+            ref_intervals.append(counts)
             ref_ok, ref_err = ref_ok + ok, ref_err + errors
             counts, ok, errors = canary.interval(k)
             can_counts += counts
+            can_intervals.append(counts)
             can_ok, can_err = can_ok + ok, can_err + errors
             canary_total += ok + errors
             k += 1
@@ -460,10 +522,10 @@ def new_rollout(
                 tally,
                 weight,
                 k,
-                (ref_counts, ref_ok, ref_err),
-                (can_counts, can_ok, can_err),
+                (ref_counts, ref_ok, ref_err, blocks(ref_intervals, setup.interval)),
+                (can_counts, can_ok, can_err, blocks(can_intervals, setup.interval)),
             )
-            minutes = elapsed * INTERVAL_SECONDS / 60
+            minutes = elapsed * setup.interval / 60
             if verdict == "fail":
                 return Result("rolledBack", weight, minutes, canary_total, cause)
             if waiting:
@@ -489,8 +551,8 @@ def _new_check(
     tally: Tally,
     weight: int,
     intervals: int,
-    reference: tuple[Array, int, int],
-    canary: tuple[Array, int, int],
+    reference: tuple[Array, int, int, list[Array]],
+    canary: tuple[Array, int, int, list[Array]],
 ) -> tuple[str, str | None, bool]:
     """The operator's check over the step so far: (verdict, cause, waiting)."""
     if min(reference[1] + reference[2], canary[1] + canary[2]) < setup.floor:
@@ -536,19 +598,24 @@ def old_rollout(
     rate: float,
     tally: Tally,
 ) -> Result:
-    stable_codes = requests.codes(1.0)
+    contention = (scenario.contention, scenario.memory_seconds)
     elapsed = 0
     canary_total = 0
     inconclusive = 0
     last = len(OLD_WEIGHTS) - 1
     for step, weight in enumerate(OLD_WEIGHTS):
         slower = scenario.slower * (load_bias(weight) if scenario.load_bias else 1.0)
-        canary_codes = requests.codes(
-            slower, scenario.tail_share, scenario.tail_slower, scenario.tokens
-        )
+
+        def canary_codes(factor: float, slower: float = slower) -> Array:
+            return requests.codes(
+                slower * factor, scenario.tail_share, scenario.tail_slower, scenario.tokens
+            )
+
         chunk = setup.length(step)
-        stable = Arm(rng, stable_codes, rate * (100 - weight) / 100, chunk)
-        canary = Arm(rng, canary_codes, rate * weight / 100, chunk)
+        stable = Arm(
+            rng, requests.codes, rate * (100 - weight) / 100, chunk, setup.interval, contention
+        )
+        canary = Arm(rng, canary_codes, rate * weight / 100, chunk, setup.interval, contention)
         k = 0
         while True:
             theirs = stable.interval(k)
@@ -558,7 +625,7 @@ def old_rollout(
             elapsed += 1
             tally.checks += 1
             verdict, cause = old_check(setup.rules, theirs, mine, 100 - weight)
-            minutes = elapsed * INTERVAL_SECONDS / 60
+            minutes = elapsed * setup.interval / 60
             if verdict == "fail":
                 tally.failed += 1
                 return Result("rolledBack", weight, minutes, canary_total, cause)
@@ -644,6 +711,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for rate in args.rates:
         per_rate: dict[str, Any] = {}
         for s_index, scenario in enumerate(SCENARIOS):
+            if args.scenarios and scenario.key not in args.scenarios:
+                continue
             n = args.rollouts if scenario.key == "identical" else args.shifted_rollouts
             for r_index, rule in enumerate(("old", "new")):
                 if rule == "new" and not scenario.new_rule:
@@ -680,10 +749,10 @@ def config(args: argparse.Namespace, setup: Setup, requests: Requests) -> dict[s
         "rates": args.rates,
         "rollouts_identical": args.rollouts,
         "rollouts_other": args.shifted_rollouts,
-        "interval_seconds": INTERVAL_SECONDS,
+        "interval_seconds": setup.interval,
         "initial_step_minutes": args.initial_step_minutes,
         "step_minutes": args.step_minutes,
-        "step_cap_minutes": setup.cap_intervals * INTERVAL_SECONDS / 60,
+        "step_cap_minutes": setup.cap_intervals * setup.interval / 60,
         "new_weights": list(setup.weights),
         "old_weights": list(OLD_WEIGHTS),
         "criteria": [
@@ -870,6 +939,12 @@ def main() -> None:
     parser.add_argument("--step-minutes", type=int, default=5, help="spec default: 30")
     parser.add_argument("--step-cap-minutes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--interval-seconds", type=int, default=INTERVAL_SECONDS, help="analysis.interval"
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=[s.key for s in SCENARIOS], help="only these"
+    )
     parser.add_argument("--markdown", type=Path, help="write the Markdown here too")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()

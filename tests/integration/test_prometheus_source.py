@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -134,6 +134,29 @@ def test_each_arm_reads_its_pods_histograms_requests_and_errors(
     e2e = stable.latency["e2eLatency"].samples
     assert e2e == pytest.approx(stable.requests, rel=0.15)
     assert took < 1.0, f"five instant queries took {took:.2f}s"
+
+
+def test_a_histogram_is_also_read_block_by_block_through_the_window(
+    settled: PrometheusServer,
+) -> None:
+    # A 2 s interval cuts the 10 s window into five 2 s blocks: one range query per
+    # signal, stepping from the window's start.
+    source = PrometheusReader(settled.url)
+    end = datetime.now(UTC)
+    window = Scope(NS, NAME, MODEL, "stable", "r1", timedelta(seconds=WINDOW), end=end)
+    stable = source.read(window, analysis(interval="2s"))
+    ttft = stable.latency["ttft"]
+    assert ttft.blocks is not None
+    assert len(ttft.blocks) == WINDOW // 2
+    for block in ttft.blocks:
+        # Two pods at 40 rps each over 2 s, within the scrapes' jitter.
+        assert block.count == pytest.approx(2 * 40 * 2, rel=0.3)
+        assert block.quantile(0.95) == pytest.approx(30, rel=0.15)
+    total = ttft.histogram
+    assert total is not None
+    assert sum(b.count for b in ttft.blocks) == pytest.approx(total.count, rel=0.15)
+    # The analysis interval itself as the window: too short to cut, and no range query.
+    assert read(source, "stable").latency["ttft"].blocks == ()
 
 
 def test_the_triton_preset_reads_the_worst_pods_summary_and_first_response_buckets(

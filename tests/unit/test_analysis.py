@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from specs import arm, make_spec, measured_arm
+from specs import arm, lognormal_histogram, make_spec, measured_arm
 
 from llmcanary.analysis.histogram import Histogram
-from llmcanary.analysis.types import ArmReading, LatencyReading, needs
+from llmcanary.analysis.sequential import MIN_BLOCKS
+from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading, needs
 from llmcanary.analysis.verdict import Check, judge
 from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
@@ -377,3 +378,46 @@ def test_templates_render_every_variable_and_refuse_unknown_ones() -> None:
     bad = AnalysisSpec.model_validate({"queries": {"errors": "up{{job='{job}'}}"}})
     with pytest.raises(ValueError, match=r"unknown template variables \['job'\]"):
         arm_queries(bad, SCOPE)
+
+
+def blocked_arm(medians: list[float], per_block: int, *, cut: bool = True) -> ArmReading:
+    """An arm whose window holds one log-normal block of requests per median, in time
+    order; ``cut=False`` reads it as a source that cannot cut its window would."""
+    blocks = [lognormal_histogram(median, 0.5, per_block) for median in medians]
+    total = Histogram.total(blocks)
+    assert total is not None
+    return ArmReading(
+        requests=total.count,
+        errors=0.0,
+        latency={
+            signal: LatencyReading(pods={"pod-0": total}, blocks=tuple(blocks) if cut else None)
+            for signal in SIGNALS
+        },
+    )
+
+
+def test_a_canary_slow_in_bursts_is_not_failed_on_its_request_count() -> None:
+    # Two of the canary's eight blocks ran at twice the latency (a noisy neighbour's
+    # minute, not the revision): counted as independent requests it fails +20%; judged
+    # by how the blocks moved it is not decided on this evidence.
+    reference = blocked_arm([100.0] * 8, 300)
+    canary = blocked_arm([100.0, 100.0, 200.0, 200.0, 100.0, 100.0, 100.0, 100.0], 300)
+    naive = against(
+        blocked_arm([100.0] * 8, 300, cut=False),
+        blocked_arm([100.0, 100.0, 200.0, 200.0, 100.0, 100.0, 100.0, 100.0], 300, cut=False),
+    )
+    assert naive.verdict == "fail", naive.reason
+    check = against(reference, canary)
+    assert check.verdict != "fail", check.reason
+    assert "requests slow together (variance x" in check.reason
+
+
+def test_a_steady_regression_still_fails_when_the_window_is_cut_in_time() -> None:
+    check = against(blocked_arm([100.0] * 8, 300), blocked_arm([170.0] * 8, 300))
+    assert check.verdict == "fail", check.reason
+
+
+def test_latencies_wait_until_the_window_holds_enough_time_blocks() -> None:
+    check = against(blocked_arm([100.0] * 3, 300), blocked_arm([100.0] * 3, 300))
+    assert (check.verdict, check.waiting) == ("inconclusive", True)
+    assert check.reason.startswith(f"collecting evidence: 3/{MIN_BLOCKS} time blocks")

@@ -146,3 +146,52 @@ def test_looking_after_every_batch_keeps_false_failures_within_alpha() -> None:
     assert _false_fail_rate(0.0, looks=40, paths=1500, plan=plan) <= plan.alpha / 4
     # And a +50% canary is caught nearly always.
     assert _false_fail_rate(math.log(1.5), looks=40, paths=300, plan=plan) >= 0.95
+
+
+def test_rank_is_the_inverse_of_the_quantile() -> None:
+    histogram = lognormal_histogram(100.0, 0.5, 2000)
+    for q in (0.1, 0.5, 0.95, 0.99):
+        point = histogram.quantile(q)
+        assert point is not None
+        assert histogram.rank(point) == pytest.approx(q * 2000)
+    assert histogram.rank(0.0) == 0.0
+    assert histogram.rank(1e9) == 2000
+
+
+def test_the_window_is_cut_into_blocks_no_shorter_than_the_interval() -> None:
+    assert sequential.block_seconds(600, 5) == 600 / sequential.BLOCKS
+    assert sequential.block_seconds(20, 5) == 5
+    assert sequential.block_seconds(300, 60) == 60
+
+
+def test_requests_slow_together_count_for_less_than_their_number() -> None:
+    # Every block has the same latencies: the share under the P95 does not move, and
+    # the variance is that of independent requests (times the few blocks' own doubt).
+    steady = [lognormal_histogram(100.0, 0.5, 250) for _ in range(8)]
+    total = Histogram.total(steady)
+    assert total is not None
+    at = total.quantile(0.95)
+    assert at is not None
+    calm = sequential.design_effect(steady, at, 0.95)
+    assert 1.0 <= calm < 1.5
+    # Half the blocks 40% slower, half 30% faster, the same count: the share under the
+    # window's P95 swings from block to block far beyond binomial chance.
+    swinging = [lognormal_histogram(140.0 if i % 2 else 70.0, 0.5, 250) for i in range(8)]
+    total = Histogram.total(swinging)
+    assert total is not None
+    at = total.quantile(0.95)
+    assert at is not None
+    effect = sequential.design_effect(swinging, at, 0.95)
+    assert effect > 5
+    plain = sequential.log_quantile(total, 0.95)
+    widened = sequential.log_quantile(total, 0.95, effect)
+    assert plain is not None and widened is not None
+    assert widened.value == plain.value
+    assert widened.variance > 3 * plain.variance
+
+
+def test_fewer_blocks_than_the_minimum_say_nothing_about_clustering() -> None:
+    few = [lognormal_histogram(140.0 if i % 2 else 70.0, 0.5, 250) for i in range(4)]
+    assert sequential.MIN_BLOCKS > 4
+    assert sequential.design_effect(few, 150.0, 0.95) == 1.0
+    assert sequential.design_effect(None, 150.0, 0.95) == 1.0

@@ -93,6 +93,21 @@ class Histogram:
             return self.bounds[index]
         return lower + (self.bounds[index] - lower) * (rank - below) / inside
 
+    def rank(self, value: float) -> float:
+        """Observations at or below ``value``, interpolated inside its bucket as
+        :meth:`quantile` does: ``rank(quantile(q)) == q * count`` wherever the bucket holds
+        observations. Above the highest finite bound: every observation."""
+        if value <= 0:
+            return 0.0
+        below_bound, below = 0.0, 0.0
+        for bound, count in zip(self.bounds, self.cumulative, strict=True):
+            if value <= bound:
+                if math.isinf(bound) or bound <= below_bound:
+                    return count if math.isinf(bound) else below
+                return below + (count - below) * (value - below_bound) / (bound - below_bound)
+            below_bound, below = bound, count
+        return self.count
+
     def bucket_of(self, q: float) -> tuple[float, float] | None:
         """The bounds ``(lower, upper]`` of the bucket the ``q`` quantile falls in."""
         if self.count <= 0:

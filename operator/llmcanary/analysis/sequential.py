@@ -20,11 +20,20 @@ is bounded *per test*, and :func:`design` spreads a per-rollout budget over the 
 steps and criteria. The estimates are normal approximations (a quantile's standard error
 by Woodruff's method from the histogram; a proportion's by its binomial variance): they
 need a few observations beyond the quantile, which :func:`min_samples` asks for.
+
+Both bounds are only as honest as the variance, and requests are not independent draws:
+on a busy server they are slow together (a batch's prefill, a noisy neighbour's minute).
+Woodruff built his interval for such samples (clustered surveys): the variance of the
+share of requests at or below the quantile is taken from how that share moves between
+time blocks of the window (:func:`design_effect`, batch means), never less than
+independent requests would give. A pod that is slower than its twin for the whole
+window is not a cluster in time: more pods per arm is what averages that out.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +54,10 @@ TAIL_OBSERVATIONS = 10
 MIN_REQUESTS = 100
 # Absolute limits (maxMilliseconds) are tested between 10% under and 10% over the limit.
 ABSOLUTE_HALF_WIDTH = math.log(1.1)
+# The window is cut into this many time blocks for the design effect; a latency is not
+# judged on fewer than MIN_BLOCKS of them (a source that cuts none aside).
+BLOCKS = 8
+MIN_BLOCKS = 5
 # Woodruff's interval is taken at this z, and its width divided by 2z, for a standard
 # error that a histogram's bucket steps do not make jump.
 _WOODRUFF_Z = 1.96
@@ -96,21 +109,59 @@ class Estimate:
     variance: float
 
 
-def log_quantile(histogram: Histogram, q: float) -> Estimate | None:
+def block_seconds(window_seconds: float, interval_seconds: float) -> int:
+    """The length of the time blocks a window of evidence is cut into: :data:`BLOCKS` of
+    them, none shorter than the analysis interval (set at or above the metrics' scrape
+    interval, so that every block holds at least one scrape's increase)."""
+    return max(1, math.ceil(interval_seconds), math.ceil(window_seconds / BLOCKS))
+
+
+def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> float:
+    """How many times the variance of independent requests the share of requests at or
+    below ``at`` (the ``q`` quantile of the whole window) has, judged by how that share
+    moves between consecutive time blocks (Kish's design effect, by batch means).
+
+    1 for requests that arrive independently of each other's latency; more when they
+    are slow together. Never below 1 (a few blocks can look steadier than chance), and 1
+    when fewer than :data:`MIN_BLOCKS` blocks saw requests: too few to tell.
+    """
+    seen = [b for b in blocks or () if b.count > 0]
+    if len(seen) < MIN_BLOCKS:
+        return 1.0
+    n = sum(b.count for b in seen)
+    below = [b.rank(at) for b in seen]
+    share = sum(below) / n
+    # The ratio estimator's variance, linearised: each block's residual from the share.
+    squares = sum((k - share * b.count) ** 2 for k, b in zip(below, seen, strict=True))
+    between = squares * len(seen) / (len(seen) - 1) / (n * n)
+    return max(1.0, between / (q * (1 - q) / n)) * _few_blocks(len(seen) - 1)
+
+
+def _few_blocks(freedom: int) -> float:
+    """A variance from a few blocks is itself uncertain: inflate it so that a normal
+    bound at 97.5% is as wide as Student's t with ``freedom`` degrees of freedom
+    (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on)."""
+    z = 1.959964
+    t = z + (z**3 + z) / (4 * freedom) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * freedom**2)
+    return (t / z) ** 2
+
+
+def log_quantile(histogram: Histogram, q: float, effect: float = 1.0) -> Estimate | None:
     """``log`` of the ``q`` quantile (ms) and its variance, by Woodruff's method: the
-    quantile's confidence interval is the histogram read at ``q ± z sqrt(q(1-q)/n)``."""
+    quantile's confidence interval is the histogram read at ``q ± z sqrt(D q(1-q)/n)``,
+    ``D`` the :func:`design_effect` (1 for independent requests)."""
     n = histogram.count
     point = histogram.quantile(q)
     if point is None or point <= 0 or n <= 0:
         return None
-    spread = _WOODRUFF_Z * math.sqrt(q * (1 - q) / n)
+    spread = _WOODRUFF_Z * math.sqrt(effect * q * (1 - q) / n)
     low = histogram.quantile(max(q - spread, 1e-9)) or point
     high = histogram.quantile(min(q + spread, 1 - 1e-9)) or point
     low = max(low, point * 1e-3)
     se = (math.log(max(high, point)) - math.log(min(low, point))) / (2 * _WOODRUFF_Z)
     # A quantile inside one bucket with nothing around it still has some uncertainty:
     # never less than the binomial spread on a bucket-free scale (1% of the value).
-    se = max(se, 0.01 * math.sqrt(q * (1 - q) * 100 / n))
+    se = max(se, 0.01 * math.sqrt(effect * q * (1 - q) * 100 / n))
     return Estimate(math.log(point), se * se)
 
 

@@ -30,9 +30,15 @@ class LatencyReading:
     here, so an arm's quantile covers all its requests whatever its pod count. A source
     without histograms (Triton's summary, a user's PromQL) answers ``quantiles``
     directly, already computed at each quantile asked for.
+
+    ``blocks`` is the same arm's histogram (pods added up) in consecutive time blocks
+    of the window, oldest first: how the latency moved within the window, which the
+    verdict's variance needs (:func:`~llmcanary.analysis.sequential.design_effect`).
+    Empty while the window is too short to cut; None from a source that cannot.
     """
 
     pods: Mapping[str, Histogram] = field(default_factory=dict)
+    blocks: tuple[Histogram, ...] | None = None
     quantiles: Mapping[float, float | None] = field(default_factory=dict)
     method: str = "histogram"  # how the number came about, for status and logs
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from llmcanary.analysis import sequential
 from llmcanary.analysis.sequential import Design, Outcome
-from llmcanary.analysis.types import ArmReading, LatencyReading, Reference
+from llmcanary.analysis.types import ArmReading, LatencyReading, Reference, needs
 from llmcanary.api.spec import AnalysisSpec, Criterion
 
 VerdictKind = Literal["pass", "fail", "inconclusive"]
@@ -157,6 +157,18 @@ def judge(
         reason = f"collecting evidence: {said} requests{_eta(needed, rate)}"
         held = tuple(replace(r, verdict="inconclusive", reason=reason) for r in results)
         return Check("inconclusive", reason, held, name, load, True, needed, rate)
+    blocks = _blocks_seen(analysis, [canary, reference] if compared else [canary])
+    if blocks is not None and blocks < sequential.MIN_BLOCKS:
+        reason = (
+            f"collecting evidence: {blocks}/{sequential.MIN_BLOCKS} time blocks with requests"
+            " (how latency moves within the step: the window is cut into"
+            f" {sequential.BLOCKS}, none shorter than analysis.interval)"
+        )
+        held = tuple(
+            replace(r, verdict="inconclusive", reason=reason) if r.criterion.is_latency else r
+            for r in results
+        )
+        return Check("inconclusive", reason, held, name, load, True, None, rate)
     # With a fresh baseline the router gives both arms the same share of arrivals by
     # construction; what the per-pod counts show is completions, which a slow canary
     # under closed-loop load trails. The ratio is reported, not used to refuse.
@@ -175,6 +187,18 @@ def judge(
             for r in results
         )
     return _overall(results, name, load, canary, rate)
+
+
+def _blocks_seen(analysis: AnalysisSpec, arms: Sequence[ArmReading]) -> int | None:
+    """The fewest time blocks with requests among the judged latencies' readings; None
+    when no reading is cut in time (a source without histograms)."""
+    counts = [
+        sum(1 for block in reading.blocks if block.count > 0)
+        for arm in arms
+        for signal in needs(analysis.rules)
+        if (reading := arm.latency.get(signal)) is not None and reading.blocks is not None
+    ]
+    return min(counts) if counts else None
 
 
 def _relative(criterion: Criterion) -> bool:
@@ -308,7 +332,7 @@ def _latency(
                 )
             )
         else:
-            estimate = sequential.difference(mine_log, theirs_log)
+            estimate = sequential.difference(mine_log.estimate, theirs_log.estimate)
             limit = math.log(1 + increase / 100)
             half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
             outcome = sequential.sequential_test(estimate, limit, half, context.plan)
@@ -316,6 +340,7 @@ def _latency(
             describe = (
                 f"canary {name} {ms(mine.value)} vs {arm} {ms(theirs.value)}:"
                 f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
+                f"{_clustered(mine_log, theirs_log)}"
             )
             if coarse:
                 describe += f"; {coarse}"
@@ -330,7 +355,8 @@ def _latency(
                 )
             )
         else:
-            over = sequential.Estimate(mine_log.value - math.log(ceiling), mine_log.variance)
+            own = mine_log.estimate
+            over = sequential.Estimate(own.value - math.log(ceiling), own.variance)
             outcome = sequential.sequential_test(
                 over, 0.0, sequential.ABSOLUTE_HALF_WIDTH, context.plan
             )
@@ -338,6 +364,7 @@ def _latency(
             describe = (
                 f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
                 f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
+                f"{_clustered(mine_log)}"
             )
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if not outcomes:
@@ -356,9 +383,30 @@ def _combine(outcomes: list[CriterionResult]) -> CriterionResult:
     return replace(first, reason="; ".join(r.reason for r in outcomes))
 
 
-def _log_estimate(reading: LatencyReading, q: float) -> sequential.Estimate | None:
+@dataclass(frozen=True)
+class _LogQuantile:
+    estimate: sequential.Estimate
+    design_effect: float  # its variance over that of independent requests
+
+
+def _log_estimate(reading: LatencyReading, q: float) -> _LogQuantile | None:
     histogram = reading.histogram
-    return None if histogram is None else sequential.log_quantile(histogram, q)
+    point = None if histogram is None else histogram.quantile(q)
+    if histogram is None or point is None:
+        return None
+    effect = sequential.design_effect(reading.blocks, point, q)
+    estimate = sequential.log_quantile(histogram, q, effect)
+    return None if estimate is None else _LogQuantile(estimate, effect)
+
+
+# A design effect from which a verdict's reason says that requests came in clusters.
+_CLUSTERED = 2.0
+
+
+def _clustered(*estimates: _LogQuantile) -> str:
+    """``; requests slow together (variance x3.1)``, where that widened the bounds."""
+    worst = max(e.design_effect for e in estimates)
+    return f"; requests slow together (variance x{worst:.1f})" if worst >= _CLUSTERED else ""
 
 
 def _percent_effect(outcome: Outcome) -> Effect:

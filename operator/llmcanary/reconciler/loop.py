@@ -265,7 +265,9 @@ class Reconciler:
         reference_revision = baseline_revision(stable) if reference == "baseline" else stable
 
         def scope(arm: Arm, revision: str) -> Scope:
-            return Scope(owner.namespace, owner.name, spec.model.name, arm, revision, window)
+            return Scope(
+                owner.namespace, owner.name, spec.model.name, arm, revision, window, end=now
+            )
 
         source = self._source(analysis.prometheus.address)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, get_args
 
 from llmcanary.analysis.types import Arm, ArmReading
@@ -13,7 +13,7 @@ from llmcanary.api.spec import AnalysisSpec
 @dataclass(frozen=True)
 class Scope:
     """Which requests one arm's reading covers: the arm's pods of one LLMDeployment,
-    over the window that ends now."""
+    over the window that ends at ``end`` (None: the source's now)."""
 
     namespace: str
     name: str
@@ -21,6 +21,7 @@ class Scope:
     arm: Arm
     revision: str
     window: timedelta
+    end: datetime | None = None
 
 
 # Why a query got no usable answer: no answer in time, no connection, an HTTP error
@@ -40,7 +41,8 @@ class MetricsUnavailable(Exception):
 class MetricSource(Protocol):
     def read(self, scope: Scope, analysis: AnalysisSpec) -> ArmReading:
         """What the arm's criteria need over ``scope.window``: its request and error
-        counts and, per latency signal, per-pod histograms or quantiles.
+        counts and, per latency signal, per-pod histograms (and the arm's, block by
+        block through the window) or quantiles.
 
         Raises :class:`MetricsUnavailable` when the source fails (the check is then
         inconclusive with that message), and ``ValueError`` for a query template it

@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -29,9 +30,11 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from llmcanary.analysis import sequential
 from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.types import ArmReading, LatencyReading, Signal, needs
 from llmcanary.api.spec import AnalysisSpec
+from llmcanary.api.types import parse_duration
 from llmcanary.sources.base import MetricsUnavailable, QueryErrorReason, Scope
 from llmcanary.sources.promql import HistogramQuery, arm_queries
 
@@ -73,31 +76,37 @@ class PrometheusReader:
             where = f"{scope.arm} {signal}"
             if isinstance(query, HistogramQuery):
                 latency[signal] = LatencyReading(
-                    pods=self._histograms(where, query.promql(queries.values), query.to_ms)
+                    pods=self._histograms(
+                        where, query.promql(queries.values), query.to_ms, scope.end
+                    ),
+                    blocks=self._blocks(where, query, queries.values, scope, analysis),
                 )
             else:
                 latency[signal] = LatencyReading(
                     quantiles={
-                        q: self._scalar(where, query.promql(queries.values, q)) for q in quantiles
+                        q: self._scalar(where, query.promql(queries.values, q), scope.end)
+                        for q in quantiles
                     },
                     method=query.method,
                 )
         return ArmReading(
-            requests=self._scalar(f"{scope.arm} requests", queries.requests),
-            errors=self._scalar(f"{scope.arm} errors", queries.errors),
+            requests=self._scalar(f"{scope.arm} requests", queries.requests, scope.end),
+            errors=self._scalar(f"{scope.arm} errors", queries.errors, scope.end),
             latency=latency,
         )
 
-    def _scalar(self, what: str, promql: str) -> float | None:
+    def _scalar(self, what: str, promql: str, at: datetime | None) -> float | None:
         where = f"Prometheus at {self.url}, {what} query"
         extra = {"prometheus": self.url, "query": what, "promql": promql}
-        return self._one_value(self._query(where, promql, extra), where, extra)
+        return self._one_value(self._query(where, promql, extra, at), where, extra)
 
-    def _histograms(self, what: str, promql: str, to_ms: float) -> dict[str, Histogram]:
+    def _histograms(
+        self, what: str, promql: str, to_ms: float, at: datetime | None
+    ) -> dict[str, Histogram]:
         """Each pod's histogram over the window, in milliseconds."""
         where = f"Prometheus at {self.url}, {what} query"
         extra = {"prometheus": self.url, "query": what, "promql": promql}
-        result = self._query(where, promql, extra)
+        result = self._query(where, promql, extra, at)
         if not isinstance(result, list):
             raise self._unavailable(
                 f"{where}: unexpected answer {str(result)[:80]!r}", extra, "answer"
@@ -132,15 +141,81 @@ class PrometheusReader:
             log.info("prometheus query: no series", extra=extra)
         return pods
 
-    def _query(self, where: str, promql: str, extra: dict[str, Any]) -> Any:
-        started = time.monotonic()
-        try:
-            result = self._client.custom_query(
-                promql,
-                # Prometheus' own evaluation timeout, so a heavy query ends server-side too.
-                params={"timeout": f"{self.timeout_seconds:g}s"},
-                timeout=self.timeout_seconds,
+    def _blocks(
+        self,
+        what: str,
+        query: HistogramQuery,
+        values: dict[str, str],
+        scope: Scope,
+        analysis: AnalysisSpec,
+    ) -> tuple[Histogram, ...]:
+        """The arm's histogram in consecutive blocks of the window (oldest first), by a
+        range query whose steps tile the window from its start; none (and no query)
+        while the window holds fewer than
+        :data:`~llmcanary.analysis.sequential.MIN_BLOCKS` blocks: the verdict waits."""
+        window = scope.window.total_seconds()
+        block = sequential.block_seconds(window, parse_duration(analysis.interval).total_seconds())
+        if window // block < sequential.MIN_BLOCKS:
+            return ()
+        end = scope.end or datetime.now(UTC)
+        first = end - scope.window + timedelta(seconds=block)
+        promql = query.block_promql(values, f"{block}s")
+        where = f"Prometheus at {self.url}, {what} blocks query"
+        extra = {"prometheus": self.url, "query": f"{what} blocks", "promql": promql}
+        result = self._query(where, promql, extra, steps=(first, end, f"{block}s"))
+        if not isinstance(result, list):
+            raise self._unavailable(
+                f"{where}: unexpected answer {str(result)[:80]!r}", extra, "answer"
             )
+        by_time: dict[float, list[tuple[float, float]]] = {}
+        for item in result:
+            metric = item.get("metric", {}) if isinstance(item, dict) else {}
+            try:
+                bound = float(metric["le"]) * query.to_ms
+                points = [(float(t), float(v)) for t, v in item["values"]]
+            except (KeyError, TypeError, ValueError):
+                raise self._unavailable(
+                    f"{where}: a series without a bucket bound (le) or values: {_labels(item)}",
+                    extra,
+                    "answer",
+                ) from None
+            for at, count in points:
+                if not math.isnan(count):
+                    by_time.setdefault(at, []).append((bound, count))
+        blocks = []
+        for at in sorted(by_time):
+            try:
+                blocks.append(Histogram.from_buckets(by_time[at]))
+            except ValueError:  # a block without its +Inf bucket: a scrape missed
+                continue
+        return tuple(blocks)
+
+    def _query(
+        self,
+        where: str,
+        promql: str,
+        extra: dict[str, Any],
+        at: datetime | None = None,
+        *,
+        steps: tuple[datetime, datetime, str] | None = None,
+    ) -> Any:
+        """An instant query at ``at`` (None: Prometheus' now), or with ``steps``
+        (start, end, step) a range query."""
+        started = time.monotonic()
+        # Prometheus' own evaluation timeout, so a heavy query ends server-side too.
+        params = {"timeout": f"{self.timeout_seconds:g}s"}
+        try:
+            if steps is None:
+                if at is not None:  # both arms, and every query of one, at one instant
+                    params["time"] = f"{at.timestamp():.3f}"
+                result = self._client.custom_query(
+                    promql, params=params, timeout=self.timeout_seconds
+                )
+            else:
+                start, end, step = steps
+                result = self._client.custom_query_range(
+                    promql, start, end, step, params=params, timeout=self.timeout_seconds
+                )
         except requests.Timeout:
             raise self._unavailable(
                 f"{where}: no answer within {self.timeout_seconds:g}s", extra, "timeout"

@@ -61,6 +61,12 @@ class HistogramQuery:
         window = values["window"]
         return f"sum by (le, pod) (increase({self.metric}_bucket{{{selector}}}[{window}]))"
 
+    def block_promql(self, values: dict[str, str], block: str) -> str:
+        """The arm's histogram (pods added up) over one block, for a range query stepping
+        by the block: how the latency moved within the window."""
+        selector = self.selector.format(**values)
+        return f"sum by (le) (increase({self.metric}_bucket{{{selector}}}[{block}]))"
+
 
 @dataclass(frozen=True)
 class QuantileQuery:
