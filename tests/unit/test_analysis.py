@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 from specs import arm, lognormal_histogram, make_spec, measured_arm
 
+from llmcanary.analysis import sequential
 from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.sequential import MIN_BLOCKS
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading, needs
@@ -421,3 +422,18 @@ def test_latencies_wait_until_the_window_holds_enough_time_blocks() -> None:
     check = against(blocked_arm([100.0] * 3, 300), blocked_arm([100.0] * 3, 300))
     assert (check.verdict, check.waiting) == ("inconclusive", True)
     assert check.reason.startswith(f"collecting evidence: 3/{MIN_BLOCKS} time blocks")
+
+
+def test_a_burst_that_slowed_both_arms_cancels_in_their_difference() -> None:
+    # The same two bad blocks in both arms (the node, not the revision): judged on
+    # their difference, the arms are identical and the check passes; each arm judged
+    # alone would have waited on bounds three times as wide.
+    burst = [100.0, 100.0, 200.0, 200.0, 100.0, 100.0, 100.0, 100.0]
+    check = against(blocked_arm(burst, 300), blocked_arm(burst, 300))
+    assert check.verdict == "pass", check.reason
+    assert "slow together" not in check.reason
+    ttft = blocked_arm(burst, 300).latency["ttft"]
+    assert ttft.histogram is not None
+    at = ttft.histogram.quantile(0.95)
+    assert at is not None
+    assert sequential.design_effect(ttft.blocks, at, 0.95) > 3

@@ -137,6 +137,51 @@ def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> fl
     return max(1.0, between / (q * (1 - q) / n)) * _few_blocks(len(seen) - 1)
 
 
+def paired_design_effect(
+    canary: Histogram,
+    canary_blocks: Sequence[Histogram] | None,
+    reference: Histogram,
+    reference_blocks: Sequence[Histogram] | None,
+    q: float,
+) -> float | None:
+    """The design effect of the *difference* of two arms' log ``q`` quantiles, from
+    blocks cut at the same instants in both: what slows both arms at once (the node, the
+    load) moves both shares together and cancels in the difference, what slows one arm
+    alone does not. Each block's residuals are weighted by its arm's slope of the log
+    quantile in the share (Bahadur's linearisation, the slope read from Woodruff's
+    interval). Never below 1, inflated for the few blocks' doubt as :func:`design_effect`;
+    None when the blocks do not pair (not cut, or cut differently) or fewer than
+    :data:`MIN_BLOCKS` saw requests in both arms."""
+    if canary_blocks is None or reference_blocks is None:
+        return None
+    if len(canary_blocks) != len(reference_blocks):
+        return None
+    paired = [
+        (c, r) for c, r in zip(canary_blocks, reference_blocks, strict=True) if c.count and r.count
+    ]
+    if len(paired) < MIN_BLOCKS:
+        return None
+    terms = []
+    independent = 0.0
+    for arm, blocks in ((canary, [c for c, _ in paired]), (reference, [r for _, r in paired])):
+        point = arm.quantile(q)
+        estimate = log_quantile(arm, q)
+        if point is None or estimate is None:
+            return None
+        n = sum(b.count for b in blocks)
+        below = [b.rank(point) for b in blocks]
+        share = sum(below) / n
+        slope = math.sqrt(estimate.variance / (q * (1 - q) / arm.count))
+        terms.append(
+            [slope * (k - share * b.count) / n for k, b in zip(below, blocks, strict=True)]
+        )
+        independent += slope * slope * q * (1 - q) / n
+    mine, theirs = terms
+    squares = sum((a - b) ** 2 for a, b in zip(mine, theirs, strict=True))
+    between = squares * len(paired) / (len(paired) - 1)
+    return max(1.0, between / independent) * _few_blocks(len(paired) - 1)
+
+
 def _few_blocks(freedom: int) -> float:
     """A variance from a few blocks is itself uncertain: inflate it so that a normal
     bound at 97.5% is as wide as Student's t with ``freedom`` degrees of freedom

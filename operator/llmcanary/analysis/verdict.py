@@ -319,6 +319,11 @@ def _latency(
     if increase is not None and compared:
         assert theirs.value is not None
         theirs_log = _log_estimate(reference_reading, q)
+        if mine_log is not None and theirs_log is not None:
+            # Blocks cut at the same instants in both arms: what slowed both cancels.
+            mine_log, theirs_log = _paired(
+                canary_reading, reference_reading, q, (mine_log, theirs_log)
+            )
         if mine_log is None or theirs_log is None:
             # A source without histograms (a summary, a user's PromQL): no variance.
             limit = theirs.value * (1 + increase / 100)
@@ -355,8 +360,11 @@ def _latency(
                 )
             )
         else:
-            own = mine_log.estimate
-            over = sequential.Estimate(own.value - math.log(ceiling), own.variance)
+            own = _log_estimate(canary_reading, q)  # the canary's own clustering
+            assert own is not None
+            over = sequential.Estimate(
+                own.estimate.value - math.log(ceiling), own.estimate.variance
+            )
             outcome = sequential.sequential_test(
                 over, 0.0, sequential.ABSOLUTE_HALF_WIDTH, context.plan
             )
@@ -364,7 +372,7 @@ def _latency(
             describe = (
                 f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
                 f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
-                f"{_clustered(mine_log)}"
+                f"{_clustered(own)}"
             )
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if not outcomes:
@@ -397,6 +405,27 @@ def _log_estimate(reading: LatencyReading, q: float) -> _LogQuantile | None:
     effect = sequential.design_effect(reading.blocks, point, q)
     estimate = sequential.log_quantile(histogram, q, effect)
     return None if estimate is None else _LogQuantile(estimate, effect)
+
+
+def _paired(
+    canary: LatencyReading,
+    reference: LatencyReading,
+    q: float,
+    unpaired: tuple[_LogQuantile, _LogQuantile],
+) -> tuple[_LogQuantile, _LogQuantile]:
+    """Both arms' estimates under the design effect of their difference, where their
+    blocks pair; else each under its own."""
+    mine, theirs = canary.histogram, reference.histogram
+    assert mine is not None and theirs is not None
+    effect = sequential.paired_design_effect(mine, canary.blocks, theirs, reference.blocks, q)
+    if effect is None:
+        return unpaired
+    paired = []
+    for histogram in (mine, theirs):
+        estimate = sequential.log_quantile(histogram, q, effect)
+        assert estimate is not None  # the unpaired estimate exists
+        paired.append(_LogQuantile(estimate, effect))
+    return paired[0], paired[1]
 
 
 # A design effect from which a verdict's reason says that requests came in clusters.

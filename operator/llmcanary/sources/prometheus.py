@@ -41,6 +41,8 @@ from llmcanary.sources.promql import HistogramQuery, arm_queries
 log = logging.getLogger(__name__)
 
 _MAX_DETAIL = 300
+# A block of the window that saw no requests (or a scrape missed its +Inf bucket).
+_EMPTY = Histogram((math.inf,), (0.0,))
 
 
 class PrometheusReader:
@@ -182,12 +184,15 @@ class PrometheusReader:
             for at, count in points:
                 if not math.isnan(count):
                     by_time.setdefault(at, []).append((bound, count))
+        # One block per step of the query, empty where Prometheus had nothing: both arms'
+        # blocks are cut at the same instants, and the verdict pairs them by position.
+        steps = range(round(first.timestamp()), round(end.timestamp()) + 1, block)
         blocks = []
-        for at in sorted(by_time):
+        for at in steps:
             try:
-                blocks.append(Histogram.from_buckets(by_time[at]))
-            except ValueError:  # a block without its +Inf bucket: a scrape missed
-                continue
+                blocks.append(Histogram.from_buckets(by_time.get(float(at), [])))
+            except ValueError:  # no series, or a block without its +Inf bucket
+                blocks.append(_EMPTY)
         return tuple(blocks)
 
     def _query(
