@@ -30,7 +30,10 @@ weights and steps differ by design). Scenarios: identical arms; the canary
 +10/+20/+30/+50% slower (TTFT and TPOT scaled, so end-to-end too); a tail regression (10%
 of the canary's requests 3x slower); answers 30% longer (end to end only: the one
 regression only the end-to-end criterion can see, and end-to-end P95 sits where
-tiny-llm's buckets are 33-50% wide); and, for the old rule only, identical arms plus a
+tiny-llm's buckets are 33-50% wide); identical and +30% arms each under its own
+contention (every request of an interval slower or faster together, as on a busy node:
+the judge reads both arms' histograms in time blocks, as the operator's source does); and,
+for the old rule only, identical arms plus a
 *modelled* load bias (the canary, on fewer pods' worth of traffic than the stable arm,
 reads slower at P95 as measured on the real stack). The new rule's baseline carries the
 canary's load, so that scenario is identical arms for it. Each scenario's true P95 change
@@ -38,7 +41,7 @@ is printed beside what the buckets read of it; the issue's targets beside the fi
 
 Prints Markdown for docs/benchmarks.md; ``--markdown FILE`` and ``--json FILE`` keep them.
 
-    .venv/bin/python bench/judge.py      # 10, 2 and 50 requests/s: about 2.5 min of one core
+    .venv/bin/python bench/judge.py      # 10, 2 and 50 requests/s: about 20 min of one core
     .venv/bin/python bench/judge.py --rates 100 --rollouts 300   # where the old rule judges
     .venv/bin/python bench/judge.py --rates 10 --initial-step-minutes 15 --step-minutes 30 \
         --step-cap-minutes 120 --markdown /tmp/judge.md --json /tmp/judge.json

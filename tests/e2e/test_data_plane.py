@@ -101,20 +101,22 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
     new = revision(healthy)
     kubectl.apply(healthy, namespace)
     started = time.monotonic()
+
+    def decided() -> dict[str, Any] | None:
+        st = status(kubectl, namespace)
+        if st.get("phase") == "RolledBack":
+            return st
+        return st if st.get("stableRevision") == new and st.get("phase") == "Stable" else None
+
     try:
-        # Identical arms on two shared cores took 130-501 s to be promoted on this stack
-        # (docs/benchmarks.md, "The judge on the local stack"): a pod of one arm can run
-        # tens of percent slower than its twin for minutes, and the judge waits for the
-        # evidence instead of guessing. The bound is set above those runs, not at them.
-        final = wait_for(
-            "revision 2 promoted",
-            lambda: (
-                (st := status(kubectl, namespace)).get("stableRevision") == new
-                and st.get("phase") == "Stable"
-                and st
-            ),
-            timeout=900,
-        )
+        # Identical arms on two shared cores took 375-426 s to be promoted on this stack
+        # (docs/benchmarks.md, "The judge on the local stack"): requests there are slow
+        # in bursts, the judge's bounds widen with them (the design effect), and it waits
+        # for the evidence instead of guessing. The bound is set above those runs, not at
+        # them; a rollback ends the wait at once.
+        final = wait_for("revision 2 promoted or rolled back", decided, timeout=1200)
+        if final["phase"] == "RolledBack":
+            raise AssertionError(f"an identical revision was rolled back: {final['message']}")
     except AssertionError:
         st = status(kubectl, namespace)
         print(json.dumps({k: st.get(k) for k in ("phase", "message", "history")}, indent=1))

@@ -134,7 +134,7 @@ def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> fl
     # The ratio estimator's variance, linearised: each block's residual from the share.
     squares = sum((k - share * b.count) ** 2 for k, b in zip(below, seen, strict=True))
     between = squares * len(seen) / (len(seen) - 1) / (n * n)
-    return max(1.0, between / (q * (1 - q) / n)) * _few_blocks(len(seen) - 1)
+    return max(1.0, between / (q * (1 - q) / n) * _few_blocks(len(seen) - 1))
 
 
 def paired_design_effect(
@@ -179,13 +179,14 @@ def paired_design_effect(
     mine, theirs = terms
     squares = sum((a - b) ** 2 for a, b in zip(mine, theirs, strict=True))
     between = squares * len(paired) / (len(paired) - 1)
-    return max(1.0, between / independent) * _few_blocks(len(paired) - 1)
+    return max(1.0, between / independent * _few_blocks(len(paired) - 1))
 
 
 def _few_blocks(freedom: int) -> float:
-    """A variance from a few blocks is itself uncertain: inflate it so that a normal
-    bound at 97.5% is as wide as Student's t with ``freedom`` degrees of freedom
-    (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on)."""
+    """A variance estimated from a few blocks is itself uncertain: inflate it so that a
+    normal bound at 97.5% is as wide as Student's t with ``freedom`` degrees of freedom
+    (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on). The binomial
+    floor is known, not estimated: only what the blocks add over it is inflated."""
     z = 1.959964
     t = z + (z**3 + z) / (4 * freedom) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * freedom**2)
     return (t / z) ** 2
