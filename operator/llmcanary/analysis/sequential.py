@@ -25,8 +25,9 @@ Both bounds are only as honest as the variance, and requests are not independent
 on a busy server they are slow together (a batch's prefill, a noisy neighbour's minute).
 Woodruff built his interval for such samples (clustered surveys): the variance of the
 share of requests at or below the quantile is taken from how that share moves between
-time blocks of the window (:func:`design_effect`, batch means), never less than
-independent requests would give. A pod that is slower than its twin for the whole
+time blocks of the window (:func:`design_effect`, batch means; for a comparison,
+:func:`paired_design_effect` on the two arms' difference, block by block), never less
+than independent requests would give. A pod that is slower than its twin for the whole
 window is not a cluster in time: more pods per arm is what averages that out.
 """
 
