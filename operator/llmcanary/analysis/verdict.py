@@ -314,17 +314,12 @@ def _latency(
     increase = criterion.max_increase_percent
     ceiling = criterion.max_milliseconds
     coarse = _coarse(canary_reading, q, increase) if increase is not None else None
-    mine_log = _log_estimate(canary_reading, q)
+    own = _log_estimate(canary_reading, q)  # under the canary's own design effect
     outcomes: list[CriterionResult] = []
     if increase is not None and compared:
         assert theirs.value is not None
         theirs_log = _log_estimate(reference_reading, q)
-        if mine_log is not None and theirs_log is not None:
-            # Blocks cut at the same instants in both arms: what slowed both cancels.
-            mine_log, theirs_log = _paired(
-                canary_reading, reference_reading, q, (mine_log, theirs_log)
-            )
-        if mine_log is None or theirs_log is None:
+        if own is None or theirs_log is None:
             # A source without histograms (a summary, a user's PromQL): no variance.
             limit = theirs.value * (1 + increase / 100)
             verdict: VerdictKind = "fail" if mine.value > limit else "pass"
@@ -337,6 +332,8 @@ def _latency(
                 )
             )
         else:
+            # Blocks cut at the same instants in both arms: what slowed both cancels.
+            mine_log, theirs_log = _paired(canary_reading, reference_reading, q, (own, theirs_log))
             estimate = sequential.difference(mine_log.estimate, theirs_log.estimate)
             limit = math.log(1 + increase / 100)
             half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
@@ -351,7 +348,7 @@ def _latency(
                 describe += f"; {coarse}"
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if ceiling is not None:
-        if mine_log is None:
+        if own is None:
             verdict = "fail" if mine.value > ceiling else "pass"
             sign = ">" if verdict == "fail" else "<="
             outcomes.append(
@@ -360,8 +357,6 @@ def _latency(
                 )
             )
         else:
-            own = _log_estimate(canary_reading, q)  # the canary's own clustering
-            assert own is not None
             over = sequential.Estimate(
                 own.estimate.value - math.log(ceiling), own.estimate.variance
             )
