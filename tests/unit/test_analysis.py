@@ -381,6 +381,23 @@ def test_templates_render_every_variable_and_refuse_unknown_ones() -> None:
         arm_queries(bad, SCOPE)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "sum(increase(req{{arm='{arm:>600000000}'}}[{window}]))",
+        "sum(increase(req[{window!r}]))",
+        "sum(increase(req{{n='{name!s:^99999}'}}[1m]))",
+    ],
+)
+def test_a_template_cannot_make_the_operator_format_a_huge_string(template: str) -> None:
+    # A tenant's template is formatted inside the shared operator: a width of 600,000,000
+    # would allocate 600 MB there before any query is sent. Refused before formatting.
+    bad = AnalysisSpec.model_validate({"queries": {"requests": template}})
+    with pytest.raises(ValueError, match="take no format spec or conversion") as refused:
+        arm_queries(bad, SCOPE)
+    assert "write the variable alone" in str(refused.value)
+
+
 def blocked_arm(medians: list[float], per_block: int, *, cut: bool = True) -> ArmReading:
     """An arm whose window holds one log-normal block of requests per median, in time
     order; ``cut=False`` reads it as a source that cannot cut its window would."""

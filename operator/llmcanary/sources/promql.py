@@ -136,7 +136,25 @@ def promql_duration(window: timedelta) -> str:
 
 
 def check_template(text: str) -> None:
-    names = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    """Refuse what ``str.format`` must not be asked to do with a tenant's text: variables
+    other than :data:`TEMPLATE_VARIABLES`, and any format spec or conversion (``{arm:>600000000}``
+    would allocate 600 MB in the shared operator before a query is even sent)."""
+    fields = [
+        (field, spec, conversion)
+        for _, field, spec, conversion in string.Formatter().parse(text)
+        if field is not None
+    ]
+    shaped = sorted(
+        "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        for field, spec, conversion in fields
+        if spec or conversion
+    )
+    if shaped:
+        raise ValueError(
+            f"template variables take no format spec or conversion: {', '.join(shaped)[:120]};"
+            " write the variable alone, e.g. {window}"
+        )
+    names = {field for field, _, _ in fields}
     unknown = sorted(names - set(TEMPLATE_VARIABLES))
     if unknown:
         raise ValueError(
