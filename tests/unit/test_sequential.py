@@ -159,9 +159,12 @@ def test_rank_is_the_inverse_of_the_quantile() -> None:
 
 
 def test_the_window_is_cut_into_blocks_no_shorter_than_the_interval() -> None:
-    assert sequential.block_seconds(600, 5) == 600 / sequential.BLOCKS
+    assert sequential.block_seconds(240, 5) == 240 / sequential.BLOCKS
     assert sequential.block_seconds(20, 5) == 5
     assert sequential.block_seconds(300, 60) == 60
+    # Long windows: more blocks, each at least a minute, never more than MAX_BLOCKS.
+    assert sequential.block_seconds(600, 5) == 60
+    assert sequential.block_seconds(3600, 5) == 3600 / sequential.MAX_BLOCKS
 
 
 def test_requests_slow_together_count_for_less_than_their_number() -> None:

@@ -56,9 +56,13 @@ MIN_REQUESTS = 100
 # Absolute limits (maxMilliseconds) are tested between 10% under and 10% over the limit.
 ABSOLUTE_HALF_WIDTH = math.log(1.1)
 # The window is cut into this many time blocks for the design effect; a latency is not
-# judged on fewer than MIN_BLOCKS of them (a source that cuts none aside).
+# judged on fewer than MIN_BLOCKS of them (a source that cuts none aside). A window long
+# enough is cut into up to MAX_BLOCKS blocks of at least LONG_BLOCK_SECONDS: more degrees
+# of freedom for the design effect, while a minute's contention stays within one block.
 BLOCKS = 8
 MIN_BLOCKS = 5
+MAX_BLOCKS = 16
+LONG_BLOCK_SECONDS = 60
 # Woodruff's interval is taken at this z, and its width divided by 2z, for a standard
 # error that a histogram's bucket steps do not make jump.
 _WOODRUFF_Z = 1.96
@@ -112,9 +116,11 @@ class Estimate:
 
 def block_seconds(window_seconds: float, interval_seconds: float) -> int:
     """The length of the time blocks a window of evidence is cut into: :data:`BLOCKS` of
-    them, none shorter than the analysis interval (set at or above the metrics' scrape
+    them (up to :data:`MAX_BLOCKS` of at least :data:`LONG_BLOCK_SECONDS` in a long
+    window), none shorter than the analysis interval (set at or above the metrics' scrape
     interval, so that every block holds at least one scrape's increase)."""
-    return max(1, math.ceil(interval_seconds), math.ceil(window_seconds / BLOCKS))
+    blocks = min(MAX_BLOCKS, max(BLOCKS, int(window_seconds // LONG_BLOCK_SECONDS)))
+    return max(1, math.ceil(interval_seconds), math.ceil(window_seconds / blocks))
 
 
 def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> float:

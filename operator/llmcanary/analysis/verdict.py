@@ -162,7 +162,7 @@ def judge(
         reason = (
             f"collecting evidence: {blocks}/{sequential.MIN_BLOCKS} time blocks with requests"
             " (how latency moves within the step: the window is cut into"
-            f" {sequential.BLOCKS}, none shorter than analysis.interval)"
+            f" {sequential.BLOCKS} or more, none shorter than analysis.interval)"
         )
         held = tuple(
             replace(r, verdict="inconclusive", reason=reason) if r.criterion.is_latency else r

@@ -531,7 +531,7 @@ class AnalysisSpec(ApiModel):
 
     interval: Duration = "1m"
     """How often the arms are compared. Each check reads the step so far ({window}: from
-    the step's start plus warmup to now), and each latency also in 8 time blocks of it, none
+    the step's start plus warmup to now), and each latency also in 8 to 16 time blocks of it, none
     shorter than this interval: keep it at or above Prometheus' scrape interval."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Where the operator reads the metrics."""
