@@ -484,6 +484,28 @@ def test_promote_request_skips_the_remaining_steps() -> None:
     assert sim.canary_pods_created == sim.spec.replicas
 
 
+def test_a_promote_asked_with_no_canary_is_dropped_not_kept_for_the_next_revision() -> None:
+    # Asked while stable (after a rollout ended, or by mistake): left pending it would
+    # promote whatever revision came next with zero checks.
+    sim = Sim(spec_for("1"))
+    sim.tick()
+    sim.annotations[ANNOTATION_PROMOTE] = "p1"
+    sim.tick()
+    assert sim.status.phase == "Stable"
+    assert sim.status.handled_requests[ANNOTATION_PROMOTE] == "p1"
+    ignored = [m for t, r, m in sim.events if (t, r) == ("Warning", "PromotionIgnored")]
+    assert ignored == [
+        f"{ANNOTATION_PROMOTE}=p1 ignored: no canary is in progress (Stable);"
+        " request it again during the next rollout"
+    ]
+    sim.spec = spec_for("2")
+    sim.run(seconds=70)
+    # The new revision walks its steps: still at its first, the old one stable.
+    assert sim.status.phase == "Progressing"
+    assert sim.status.canary_weight == 5
+    assert sim.status.stable_revision == revision_of(spec_for("1"))
+
+
 def test_spec_paused_holds_the_weight_and_takes_no_checks() -> None:
     sim = stable_sim()
     sim.run(seconds=70)

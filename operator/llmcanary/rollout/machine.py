@@ -62,9 +62,11 @@ def decide(
             phases.cancelled(t)
         else:
             phases.steady(t)
+        phases.drop_promotion(t)
         return t.decision()
     if current == status.rolled_back_revision and not retry:
         phases.stays_rolled_back(t)
+        phases.drop_promotion(t)
         return t.decision()
     if status.canary_revision != current or not active:
         phases.start(t, superseded=status.canary_revision if active else None)

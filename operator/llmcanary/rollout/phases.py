@@ -162,6 +162,19 @@ def handle_commands(t: Tick, resume: bool) -> None:
         t.emit("Normal", "Resumed", "rollout resumed on request")
 
 
+def drop_promotion(t: Tick) -> None:
+    """A promote request with no canary in progress is acknowledged and dropped: left
+    pending, it would promote the next revision, whatever it is, without a check."""
+    value = t.obs.commands.pending(ANNOTATION_PROMOTE, t.draft.handled_requests)
+    if t.take(ANNOTATION_PROMOTE):
+        t.emit(
+            "Warning",
+            "PromotionIgnored",
+            f"{ANNOTATION_PROMOTE}={value} ignored: no canary is in progress"
+            f" ({t.draft.phase}); request it again during the next rollout",
+        )
+
+
 def record_check(t: Tick) -> bool:
     """Count a check taken this pass; True if it rolled the canary back."""
     check = t.obs.check
