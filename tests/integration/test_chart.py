@@ -27,6 +27,7 @@ from metrics import PrometheusServer
 from test_canary import (  # noqa: F401  (exporters: a fixture, used by name)
     NAME,
     WALK,
+    WALK_TIMEOUT,
     exporters,
     manifest,
     revision,
@@ -153,7 +154,7 @@ def canary_flow(kubectl: Kubectl, namespace: str, prometheus: PrometheusServer) 
     final = wait_for(
         "revision 2 promoted",
         lambda: (st := status(kubectl, namespace)).get("stableRevision") == revision(v2) and st,
-        timeout=180,
+        timeout=WALK_TIMEOUT,
     )
     assert final["phase"] == "Stable"
     assert final["history"][0]["outcome"] == "Promoted"

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_canary import (  # noqa: F401  (exporters, stable_v1: fixtures used by name)
     HEALTHY,
     NAME,
+    STEP_TIMEOUT,
     exporters,
     manifest,
     revision,
@@ -130,7 +131,7 @@ def test_metrics_follow_a_rollout_through_rollback_restart_retry_and_promotion(
     doc = manifest("2", prometheus=prometheus.url)
     new = revision(doc)
     kubectl.apply(doc, namespace)
-    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60)
+    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60 + STEP_TIMEOUT)
     samples, st = agrees(operator, kubectl, namespace)
     assert st["phase"] == "Progressing" and st["canaryWeight"] in (15, 25)
     assert (verdicts(samples, namespace)["pass"] or 0) >= 1
@@ -194,7 +195,7 @@ def test_prometheus_going_away_shows_as_query_errors_and_a_paused_phase(
     prometheus: PrometheusServer,
 ) -> None:
     kubectl.apply(manifest("2", prometheus=prometheus.url), namespace)
-    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60)
+    wait_for("weight 15", lambda: route_weight(kubectl, namespace) == 15, timeout=60 + STEP_TIMEOUT)
     before = scrape(operator)
     assert get(before, "llmcanary_prometheus_query_errors_total", reason="connection") == 0
     prometheus.kill()
