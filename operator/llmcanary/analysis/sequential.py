@@ -136,12 +136,23 @@ def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> fl
     if len(seen) < MIN_BLOCKS:
         return 1.0
     n = sum(b.count for b in seen)
-    below = [b.rank(at) for b in seen]
-    share = sum(below) / n
-    # The ratio estimator's variance, linearised: each block's residual from the share.
-    squares = sum((k - share * b.count) ** 2 for k, b in zip(below, seen, strict=True))
-    between = squares * len(seen) / (len(seen) - 1) / (n * n)
+    between = _between(_residuals(seen, at))
     return max(1.0, between / (q * (1 - q) / n) * _few_blocks(len(seen) - 1))
+
+
+def _residuals(blocks: Sequence[Histogram], at: float) -> list[float]:
+    """Each block's contribution to the error of the window's share at or below ``at``:
+    the ratio estimator, linearised (the block's count below, less the window's share of
+    its requests, over the window's requests)."""
+    n = sum(b.count for b in blocks)
+    below = [b.rank(at) for b in blocks]
+    share = sum(below) / n
+    return [(k - share * b.count) / n for k, b in zip(below, blocks, strict=True)]
+
+
+def _between(residuals: Sequence[float]) -> float:
+    """The batch-means variance of a sum of block residuals."""
+    return sum(r * r for r in residuals) * len(residuals) / (len(residuals) - 1)
 
 
 def paired_design_effect(
@@ -176,16 +187,11 @@ def paired_design_effect(
         if point is None or estimate is None:
             return None
         n = sum(b.count for b in blocks)
-        below = [b.rank(point) for b in blocks]
-        share = sum(below) / n
         slope = math.sqrt(estimate.variance / (q * (1 - q) / arm.count))
-        terms.append(
-            [slope * (k - share * b.count) / n for k, b in zip(below, blocks, strict=True)]
-        )
+        terms.append([slope * r for r in _residuals(blocks, point)])
         independent += slope * slope * q * (1 - q) / n
     mine, theirs = terms
-    squares = sum((a - b) ** 2 for a, b in zip(mine, theirs, strict=True))
-    between = squares * len(paired) / (len(paired) - 1)
+    between = _between([a - b for a, b in zip(mine, theirs, strict=True)])
     return max(1.0, between / independent * _few_blocks(len(paired) - 1))
 
 
