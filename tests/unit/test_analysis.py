@@ -15,7 +15,7 @@ from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.sequential import MIN_BLOCKS
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading, needs
 from llmcanary.analysis.verdict import Check, judge
-from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec
+from llmcanary.api.spec import AnalysisSpec, Criterion, LLMDeploymentSpec, QueryTemplates
 from llmcanary.api.status import LLMDeploymentStatus
 from llmcanary.rollout.checks import judgement
 from llmcanary.sources.base import Scope
@@ -376,9 +376,8 @@ def test_templates_render_every_variable_and_refuse_unknown_ones() -> None:
     assert queries.requests == "sum(increase(req[20s]))"
     assert "nv_inference_request_failure" in queries.errors  # the preset's stays
     assert isinstance(queries.latency["tpot"], HistogramQuery)
-    bad = AnalysisSpec.model_validate({"queries": {"errors": "up{{job='{job}'}}"}})
     with pytest.raises(ValueError, match=r"unknown template variables \['job'\]"):
-        arm_queries(bad, SCOPE)
+        AnalysisSpec.model_validate({"queries": {"errors": "up{{job='{job}'}}"}})
 
 
 @pytest.mark.parametrize(
@@ -392,10 +391,13 @@ def test_templates_render_every_variable_and_refuse_unknown_ones() -> None:
 def test_a_template_cannot_make_the_operator_format_a_huge_string(template: str) -> None:
     # A tenant's template is formatted inside the shared operator: a width of 600,000,000
     # would allocate 600 MB there before any query is sent. Refused before formatting.
-    bad = AnalysisSpec.model_validate({"queries": {"requests": template}})
     with pytest.raises(ValueError, match="take no format spec or conversion") as refused:
-        arm_queries(bad, SCOPE)
+        AnalysisSpec.model_validate({"queries": {"requests": template}})
     assert "write the variable alone" in str(refused.value)
+    # An object stored before this check (no model validation) is refused before formatting.
+    stored = AnalysisSpec.model_construct(queries=QueryTemplates.model_construct(requests=template))
+    with pytest.raises(ValueError, match="take no format spec or conversion"):
+        arm_queries(stored, SCOPE)
 
 
 def blocked_arm(medians: list[float], per_block: int, *, cut: bool = True) -> ArmReading:

@@ -4,12 +4,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 
 from llmcanary.api.crd import build_crd, render_crd_yaml, without_empty_collections
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
+from llmcanary.preflight.offline import yaml_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "llmdeployments.yaml"
@@ -102,6 +102,6 @@ def test_examples_validate_against_the_models() -> None:
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert examples
     for path in examples:
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "LLMDeployment":
                 LLMDeploymentSpec.model_validate(doc["spec"])

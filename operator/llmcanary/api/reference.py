@@ -29,6 +29,9 @@ class _Section:
     node: dict[str, Any]
 
 
+_CEL = "x-kubernetes-validations"
+
+
 def _anchor(path: str) -> str:
     """GitHub's heading anchor for a heading that is exactly ``path``."""
     return re.sub(r"[^a-z0-9_-]", "", path.lower())
@@ -117,12 +120,14 @@ def _validation(node: dict[str, Any]) -> list[str]:
         rules.append(f"unique by {keys}")
     if "pattern" in node:
         rules.append(f"pattern {_code(node['pattern'])}")
+    if "properties" not in node:  # an object's rules are listed in its own section
+        rules.extend(f"{_code(r['rule'])}: {r['message']}" for r in node.get(_CEL, []))
     return rules
 
 
 def _cel_rules(node: dict[str, Any]) -> list[str]:
     lines = []
-    for rule in node.get("x-kubernetes-validations", []):
+    for rule in node.get(_CEL, []):
         where = (
             f" (reported at {_code(rule['fieldPath'].lstrip('.'))})" if "fieldPath" in rule else ""
         )

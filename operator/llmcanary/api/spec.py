@@ -10,13 +10,23 @@ server.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import re
+import string
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from llmcanary.api.types import Duration, Quantity, parse_duration
+from llmcanary.api.types import DurationBetween, Quantity, parse_duration
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -34,6 +44,25 @@ LIST_BY_NAME: JsonDict = {
 }
 
 
+def _integral(value: object) -> object:
+    # JSON has one number type: the API server takes 2.0 for an integer field (and stores
+    # 2), so the models do too; 2.5 and "2" stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+INTEGRAL = BeforeValidator(_integral)
+Int = Annotated[int, INTEGRAL]
+
+# Bounds on free text: a tenant's object must not grow the operator's status, events or
+# memory without limit (the API server caps the whole object at 1.5 MiB, not its parts).
+Host = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s]+$")]
+Word = Annotated[str, Field(max_length=1024)]
+# A DNS-1123 subdomain: names of the Secrets and ConfigMaps an env var reads.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 RouterKind = Literal["gatewayAPI", "istio", "replicas"]
 """The traffic routers (spec.traffic.router); :mod:`llmcanary.routing` has one per kind."""
 
@@ -45,6 +74,9 @@ class ApiModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        # No coercion ("2" for 2, "yes" for true): the API server refuses those, and the
+        # models must agree with it (tests/integration/test_admission_fuzz.py).
+        strict=True,
         frozen=True,
         # A docstring under a field is its description in the CRD (kubectl explain).
         use_attribute_docstrings=True,
@@ -74,15 +106,15 @@ class ModelSizing(ApiModel):
         }
     )
 
-    parameters: float = Field(gt=0, description="Number of weights, e.g. 7e9.")
+    parameters: float = Field(gt=0, le=1e15, description="Number of weights, e.g. 7e9.")
     dtype: Dtype = Field(description="Datatype of the weights and the KV cache.")
-    layers: int | None = Field(default=None, ge=1, le=1024)
+    layers: Annotated[int, Field(ge=1, le=1024), INTEGRAL] | None = None
     """Transformer layers (for the KV cache estimate)."""
-    kv_heads: int | None = Field(default=None, ge=1, le=1024)
+    kv_heads: Annotated[int, Field(ge=1, le=1024), INTEGRAL] | None = None
     """Key/value attention heads per layer."""
-    head_dim: int | None = Field(default=None, ge=1, le=4096)
+    head_dim: Annotated[int, Field(ge=1, le=4096), INTEGRAL] | None = None
     """Dimension of one attention head."""
-    max_sequence_length: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_sequence_length: Annotated[int, Field(ge=1, le=10_000_000), INTEGRAL] | None = None
     """Longest sequence in tokens; the KV cache is sized for maxBatchSize (at least 1) of them."""
 
     @model_validator(mode="after")
@@ -96,7 +128,9 @@ class ModelSizing(ApiModel):
         return self
 
 
-REPOSITORY_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?|/.+)$"
+# No "..": a subPath that climbs out of its claim is refused by the API server anyway.
+REPOSITORY_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/\s]+)*/?|(/[^/\s]+)+/?)$"
+_CLIMBS = r"(^|/)[.][.](/|$)"
 
 
 class ModelSpec(ApiModel):
@@ -115,6 +149,11 @@ class ModelSpec(ApiModel):
             "Where the model directory lives: pvc://CLAIM[/SUBPATH] for a PersistentVolumeClaim,"
             " or an absolute path inside the Triton image."
         ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(f"!self.matches('{_CLIMBS}')", "a model repository path has no '..' segment")
+            ]
+        },
     )
     version: str = Field(
         default="1",
@@ -126,6 +165,13 @@ class ModelSpec(ApiModel):
     sizing: ModelSizing | None = None
     """Needed by the GPU memory preflight check; without it that check does not apply."""
 
+    @field_validator("repository")
+    @classmethod
+    def _repository_stays_inside(cls, repository: str) -> str:
+        if re.search(_CLIMBS, repository):
+            raise ValueError("a model repository path has no '..' segment")
+        return repository
+
 
 # --- triton ----------------------------------------------------------------------------
 
@@ -133,15 +179,15 @@ class ModelSpec(ApiModel):
 class QueuePolicy(ApiModel):
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
     """What Triton does with a request that timed out in the queue."""
-    default_timeout_microseconds: int = Field(default=0, ge=0)
+    default_timeout_microseconds: Int = Field(default=0, ge=0, le=3_600_000_000)
     allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded.")
+    max_queue_size: Int = Field(default=0, ge=0, le=10_000_000, description="0 means unbounded.")
 
 
 class DynamicBatching(ApiModel):
-    max_queue_delay_microseconds: int = Field(default=2000, ge=0, le=60_000_000)
+    max_queue_delay_microseconds: Int = Field(default=2000, ge=0, le=60_000_000)
     """Longest a request waits in the queue for a batch to fill."""
-    preferred_batch_sizes: list[int] = Field(default_factory=list, max_length=32)
+    preferred_batch_sizes: list[Int] = Field(default_factory=list, max_length=32)
     """Batch sizes Triton prefers to form (each between 1 and maxBatchSize)."""
     preserve_ordering: bool = False
     default_queue_policy: QueuePolicy | None = None
@@ -156,7 +202,7 @@ class DynamicBatching(ApiModel):
 class InstanceGroup(ApiModel):
     kind: Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"] = "KIND_GPU"
     """Where the model instances run."""
-    count: int = Field(default=1, ge=1, le=64)
+    count: Int = Field(default=1, ge=1, le=64)
     """Model instances per pod."""
 
 
@@ -183,7 +229,10 @@ class TritonSpec(ApiModel):
     )
 
     image: str = Field(
-        default="nvcr.io/nvidia/tritonserver:24.10-py3", min_length=1, max_length=512
+        default="nvcr.io/nvidia/tritonserver:24.10-py3",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\s]+$",
     )
     backend: str = Field(
         default="python",
@@ -191,7 +240,7 @@ class TritonSpec(ApiModel):
         max_length=64,
         description="Triton backend of the model (python, tensorrtllm, onnxruntime, ...).",
     )
-    max_batch_size: int = Field(default=8, ge=0, le=4096)
+    max_batch_size: Int = Field(default=8, ge=0, le=4096)
     """Largest batch Triton forms; 0: no batching."""
     dynamic_batching: DynamicBatching | None = None
     """Rendered as dynamic_batching in config.pbtxt; absent: no dynamic batching."""
@@ -200,10 +249,12 @@ class TritonSpec(ApiModel):
     decoupled: bool = Field(
         default=False, description="Streaming model: responses sent as tokens are generated."
     )
-    parameters: dict[str, str] = Field(
-        default_factory=dict, description="Backend parameters rendered into config.pbtxt."
+    parameters: dict[str, Word] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Backend parameters rendered into config.pbtxt.",
     )
-    args: list[str] = Field(
+    args: list[Word] = Field(
         default_factory=list, max_length=64, description="Extra tritonserver flags."
     )
 
@@ -223,25 +274,25 @@ class TritonSpec(ApiModel):
 class Resources(ApiModel):
     """Requests equal limits: Triton pods get Guaranteed QoS."""
 
-    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod.")
+    gpus: Int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod.")
     cpu: Quantity = "4"
     memory: Quantity = "32Gi"
 
 
 class KeySelector(ApiModel):
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
     optional: bool | None = None
 
 
 class ObjectFieldSelector(ApiModel):
-    field_path: str = Field(min_length=1)
-    api_version: str | None = None
+    field_path: str = Field(min_length=1, max_length=256)
+    api_version: str | None = Field(default=None, max_length=64)
 
 
 class ResourceFieldSelector(ApiModel):
-    resource: str = Field(min_length=1)
-    container_name: str | None = None
+    resource: str = Field(min_length=1, max_length=64)
+    container_name: str | None = Field(default=None, max_length=63)
     divisor: Quantity | None = None
 
 
@@ -264,6 +315,16 @@ class EnvVarSource(ApiModel):
     field_ref: ObjectFieldSelector | None = None
     resource_field_ref: ResourceFieldSelector | None = None
 
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        chosen = [self.secret_key_ref, self.config_map_key_ref, self.field_ref]
+        if sum(x is not None for x in [*chosen, self.resource_field_ref]) != 1:
+            raise ValueError(
+                "valueFrom takes exactly one of secretKeyRef, configMapKeyRef, fieldRef,"
+                " resourceFieldRef"
+            )
+        return self
+
 
 class EnvVar(ApiModel):
     """A container environment variable, as in a Kubernetes EnvVar."""
@@ -280,16 +341,62 @@ class EnvVar(ApiModel):
     )
 
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=32768)
     value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both")
+        return self
 
 
 class Toleration(ApiModel):
-    key: str | None = None
+    """As in a Pod; the rules the API server applies to a Pod's tolerations are checked here,
+    so that a toleration it would refuse is refused at admission, not on the Deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value)"
+                    " || self.value == ''",
+                    "a toleration with operator Exists takes no value",
+                ),
+                cel(
+                    "!has(self.tolerationSeconds) || (has(self.effect)"
+                    " && self.effect == 'NoExecute')",
+                    "tolerationSeconds applies to effect NoExecute only",
+                ),
+                cel(
+                    "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+                    "a toleration without a key needs operator Exists",
+                ),
+            ]
+        }
+    )
+
+    key: str | None = Field(
+        default=None,
+        max_length=316,
+        pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    )
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: str | None = Field(
+        default=None, max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: Annotated[Int, Field(ge=-(2**53), le=2**53)] | None = None
+
+    @model_validator(mode="after")
+    def _as_a_pod_allows(self) -> Self:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies to effect NoExecute only")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator Exists")
+        return self
 
 
 # --- traffic ---------------------------------------------------------------------------
@@ -299,22 +406,22 @@ class ParentRef(ApiModel):
     name: str = Field(min_length=1, max_length=253)
     namespace: str | None = Field(default=None, max_length=63)
     section_name: str | None = Field(default=None, max_length=253)
-    group: str | None = None
-    kind: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str | None = Field(default=None, max_length=253)
+    kind: str | None = Field(default=None, max_length=63)
+    port: Annotated[int, Field(ge=1, le=65535), INTEGRAL] | None = None
 
 
 class GatewayAPITraffic(ApiModel):
     parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32)
     """Gateways the HTTPRoute attaches to."""
-    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    hostnames: list[Host] = Field(default_factory=list, max_length=16)
     """Hostnames of the HTTPRoute."""
 
 
 class IstioTraffic(ApiModel):
-    hosts: list[str] = Field(min_length=1, max_length=16)
+    hosts: list[Host] = Field(min_length=1, max_length=16)
     """The VirtualService's hosts."""
-    gateways: list[str] = Field(default_factory=list, max_length=16)
+    gateways: list[Host] = Field(default_factory=list, max_length=16)
     """The VirtualService's gateways."""
 
 
@@ -409,7 +516,7 @@ class Criterion(ApiModel):
     max_increase_percent: float | None = Field(default=None, ge=0, le=10_000)
     """A check fails when the canary's quantile is shown to exceed the reference arm's (the
     fresh baseline, or the stable arm) by more than this."""
-    max_milliseconds: float | None = Field(default=None, gt=0)
+    max_milliseconds: float | None = Field(default=None, gt=0, le=3_600_000)
     """A check fails when the canary's quantile is shown to exceed this, whatever the
     reference arm's."""
     max_percent: float | None = Field(default=None, ge=0, le=100)
@@ -463,20 +570,73 @@ def default_criteria(preset: MetricsPreset) -> list[Criterion]:
     return [*chosen, Criterion(metric="errorRate", max_percent=1)]
 
 
+TEMPLATE_VARIABLES = ("arm", "namespace", "name", "revision", "window", "model", "quantile")
+
+
+def check_template(text: str) -> None:
+    """Refuse what ``str.format`` must not be asked to do with a tenant's text: variables
+    other than :data:`TEMPLATE_VARIABLES`, and any format spec or conversion (``{arm:>600000000}``
+    would allocate 600 MB in the shared operator before a query is even sent)."""
+    fields = [
+        (field, spec, conversion)
+        for _, field, spec, conversion in string.Formatter().parse(text)
+        if field is not None
+    ]
+    shaped = sorted(
+        "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        for field, spec, conversion in fields
+        if spec or conversion
+    )
+    if shaped:
+        raise ValueError(
+            f"template variables take no format spec or conversion: {', '.join(shaped)[:120]};"
+            " write the variable alone, e.g. {window}"
+        )
+    unknown = sorted({field for field, _, _ in fields} - set(TEMPLATE_VARIABLES))
+    if unknown:
+        raise ValueError(
+            f"unknown template variables {[u[:40] for u in unknown[:8]]}; use"
+            f" {', '.join(TEMPLATE_VARIABLES)} (write literal braces as {{{{ and }}}})"
+        )
+
+
+# The same rule in CEL: once the literal braces ({{ and }}) and the known variables are
+# taken out, no brace may be left (a format spec, a conversion, an unknown name or a lone
+# brace all leave one).
+_TEMPLATE_CEL = cel(
+    "!self.replace('{{', '').replace('}}', '')"
+    + "".join(f".replace('{{{v}}}', '')" for v in TEMPLATE_VARIABLES)
+    + ".matches('[{}]')",
+    "a template uses only the variables "
+    + ", ".join("{" + v + "}" for v in TEMPLATE_VARIABLES)
+    + ", with no format spec or conversion; write literal braces as {{ and }}",
+)
+_TEMPLATE_SCHEMA: JsonDict = {"x-kubernetes-validations": [_TEMPLATE_CEL]}
+
+
 class QueryTemplates(ApiModel):
     """PromQL for signals the preset lacks, or instead of its own. Variables: {arm},
     {namespace}, {name}, {revision}, {window}, {model}, {quantile}."""
 
-    e2e_latency: str | None = Field(default=None, max_length=4096, alias="e2eLatency")
+    e2e_latency: str | None = Field(
+        default=None, max_length=4096, alias="e2eLatency", json_schema_extra=_TEMPLATE_SCHEMA
+    )
     """PromQL answering the arm's end-to-end latency at {quantile}, in milliseconds."""
-    ttft: str | None = Field(default=None, max_length=4096)
+    ttft: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
     """PromQL answering the arm's time to first token at {quantile}, in milliseconds."""
-    tpot: str | None = Field(default=None, max_length=4096)
+    tpot: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
     """PromQL answering the arm's time per output token at {quantile}, in milliseconds."""
-    requests: str | None = Field(default=None, max_length=4096)
+    requests: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
     """PromQL answering the arm's successful requests over {window}."""
-    errors: str | None = Field(default=None, max_length=4096)
+    errors: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
     """PromQL answering the arm's failed requests over {window}."""
+
+    @field_validator("e2e_latency", "ttft", "tpot", "requests", "errors")
+    @classmethod
+    def _template(cls, text: str | None) -> str | None:
+        if text is not None:
+            check_template(text)
+        return text
 
     def for_metric(self, metric: CriterionMetric) -> str | None:
         return {"e2eLatency": self.e2e_latency, "ttft": self.ttft, "tpot": self.tpot}.get(metric)
@@ -529,7 +689,7 @@ class AnalysisSpec(ApiModel):
         }
     )
 
-    interval: Duration = "1m"
+    interval: Annotated[str, DurationBetween("1s", "24h")] = "1m"
     """How often the arms are compared. Each check reads the step so far ({window}: from
     the step's start plus warmup to now), and each latency also in 8 to 16 time blocks of it, none
     shorter than this interval: keep it at or above Prometheus' scrape interval."""
@@ -551,16 +711,16 @@ class AnalysisSpec(ApiModel):
     gatewayAPI and istio routers; weights then stop at 50%). stable: the stable pods, with
     no extra GPUs; a relative verdict is refused while the arms' per-pod load differs by
     more than 25% (the default with the replicas router, which cannot weight a third arm)."""
-    warmup: Duration = "30s"
+    warmup: Annotated[str, DurationBetween("0s", "24h")] = "30s"
     """Requests in the first warmup of each step do not count: new pods (the canary's,
     and the baseline's) serve for this long before they are judged."""
-    min_samples: int | None = Field(default=None, ge=1)
+    min_samples: Annotated[int, Field(ge=1, le=10_000_000), INTEGRAL] | None = None
     """Requests each arm needs in a step before it is judged (default: enough for 10
     beyond the highest quantile judged, 200 for a P95). The sequential tests decide how
     many more they need."""
-    failure_limit: int = Field(default=1, ge=1, le=100)
+    failure_limit: Int = Field(default=1, ge=1, le=100)
     """Failed checks in one rollout that roll the canary back."""
-    inconclusive_limit: int = Field(default=5, ge=1, le=1000)
+    inconclusive_limit: Int = Field(default=5, ge=1, le=1000)
     """Inconclusive checks in a row that pause the rollout."""
     queries: QueryTemplates = Field(default_factory=QueryTemplates)
     """Your own PromQL instead of (or besides) the preset's."""
@@ -626,16 +786,23 @@ class CanarySpec(ApiModel):
         }
     )
 
-    initial_weight: int = Field(default=5, ge=1, le=100)
+    initial_weight: Int = Field(default=5, ge=1, le=100)
     """Percent of the traffic at the first step."""
-    step_weight: int = Field(default=10, ge=1, le=100)
+    step_weight: Int = Field(default=10, ge=1, le=100)
     """Percent added at each later step."""
-    max_weight: int = Field(default=100, ge=1, le=100)
+    max_weight: Int = Field(default=100, ge=1, le=100)
     """Weights are capped here; a passing step at this weight promotes the canary."""
-    initial_step_interval: Duration = "15m"
+    initial_step_interval: Annotated[str, DurationBetween("1s", "720h")] = "15m"
     """Shortest duration of the first step."""
-    step_interval: Duration = "30m"
+    step_interval: Annotated[str, DurationBetween("1s", "720h")] = "30m"
     """Shortest duration of each later step; a step also needs a passing check."""
+    ready_deadline: Annotated[str, DurationBetween("1m", "24h")] = "45m"
+    """How long the canary (and its baseline) may lack the Ready replicas the rollout waits
+    for: for its next weight while its pods are created, pull the image and load the
+    model; for the weight it had, after losing pods (that weight goes to the stable pods at
+    once); for promotion. Past it the rollout fails and rolls back, with the Deployment's
+    reason (a ResourceQuota, Pod Security) when it gives one. Not counted while paused by
+    hand."""
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     """How each step is judged."""
 
@@ -665,7 +832,7 @@ class CanarySpec(ApiModel):
 
 
 class EnvDiffCheck(ApiModel):
-    allowed_differences: list[str] = Field(
+    allowed_differences: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         default_factory=lambda: ["image", "model.version", "env.MODEL_*"], max_length=64
     )
     """Keys (fnmatch patterns) stable and canary may differ in; any other difference
@@ -697,9 +864,9 @@ class Dependency(ApiModel):
         max_length=1024,
         description="http(s)://... or tcp://host:port",
     )
-    timeout_milliseconds: int = Field(default=1000, ge=1, le=60_000)
+    timeout_milliseconds: Int = Field(default=1000, ge=1, le=60_000)
     """Longest wait for the dependency."""
-    expect_status: int = Field(default=200, ge=100, le=599)
+    expect_status: Int = Field(default=200, ge=100, le=599)
     """HTTP status that counts as healthy (http and https only)."""
 
 
@@ -735,13 +902,15 @@ class LLMDeploymentSpec(ApiModel):
 
     model: ModelSpec
     triton: TritonSpec = Field(default_factory=TritonSpec)
-    replicas: int = Field(default=1, ge=1, le=1000)
+    replicas: Int = Field(default=1, ge=1, le=1000)
     """Triton pods of the stable revision; a canary grows to this many before it is
     promoted. Not part of the revision."""
     resources: Resources = Field(default_factory=Resources)
     env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=LIST_BY_NAME)
     """Environment of the Triton container."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=64
+    )
     """Node labels the Triton pods need; the GPU memory check considers only nodes that match."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
     """Tolerations of the Triton pods."""
@@ -791,7 +960,7 @@ class LLMDeploymentSpec(ApiModel):
             return min(self.canary.max_weight, FRESH_BASELINE_MAX_WEIGHT)
         return self.canary.max_weight
 
-    def planned_weights(self) -> list[int]:
+    def planned_weights(self) -> list[Int]:
         """Every step's weight, in order."""
         canary, top = self.canary, self.top_weight
         weights = [min(canary.initial_weight, top)]

@@ -24,6 +24,9 @@ Phase = Literal[
 
 ConditionType = Literal["Ready", "Progressing", "Degraded", "PreflightPassed"]
 
+# How a rollout ended (status.history).
+Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+
 
 class Condition(ApiModel):
     """The standard ``metav1.Condition`` shape."""
@@ -125,7 +128,7 @@ class PreflightStatus(ApiModel):
 
 class HistoryEntry(ApiModel):
     revision: str
-    outcome: Literal["Promoted", "RolledBack", "Aborted", "Superseded", "Failed"]
+    outcome: Outcome
     """Aborted: an abort request, or the spec returned to the stable revision; Superseded:
     another revision replaced it; Failed: its preflight failed."""
     started_at: str | None = None
@@ -165,6 +168,10 @@ class LLMDeploymentStatus(ApiModel):
     """Ready pods of the canary revision."""
     rollout_started_at: str | None = None
     """When this rollout began."""
+    canary_unready_since: str | None = None
+    """Since when the canary (and its baseline) has lacked the Ready replicas the rollout
+    waits for: its next weight, the weight it had, or promotion. The rollout fails
+    spec.canary.readyDeadline after it; cleared once they are Ready."""
     pause_reason: str | None = Field(
         default=None, description="Why the operator paused the rollout; cleared by a resume."
     )

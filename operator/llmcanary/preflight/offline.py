@@ -16,6 +16,7 @@ whose network a CI runner does not share.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,13 +62,30 @@ class Manifest:
     document: dict[str, Any]
 
 
+class _KubectlLoader(yaml.SafeLoader):
+    """YAML as kubectl reads it: PyYAML follows YAML 1.1, where ``7e9`` (no dot) is a
+    string; kubectl reads a number, and the models take no numeric strings."""
+
+
+_KubectlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_documents(text: str) -> list[Any]:
+    """The documents of a YAML stream, numbers read as kubectl reads them."""
+    return [d for d in yaml.load_all(text, Loader=_KubectlLoader) if d is not None]
+
+
 def read_manifests(text: str) -> list[Manifest]:
     """The LLMDeployments in a YAML stream (other kinds are skipped).
 
     Raises ValueError when the text is not YAML or holds no LLMDeployment.
     """
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = yaml_documents(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {exc}") from exc
     found = []

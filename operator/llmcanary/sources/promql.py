@@ -18,15 +18,12 @@ counts over the window.
 from __future__ import annotations
 
 import math
-import string
 from dataclasses import dataclass
 from datetime import timedelta
 
 from llmcanary.analysis.types import SIGNALS, Signal
-from llmcanary.api.spec import AnalysisSpec, MetricsPreset
+from llmcanary.api.spec import AnalysisSpec, MetricsPreset, check_template
 from llmcanary.sources.base import Scope
-
-TEMPLATE_VARIABLES = ("arm", "namespace", "name", "revision", "window", "model", "quantile")
 
 _ARM = 'namespace="{namespace}",llmdeployment="{name}",track="{arm}"'
 _MODEL = _ARM + ',model="{model}"'
@@ -133,34 +130,6 @@ class ArmQueries:
 def promql_duration(window: timedelta) -> str:
     """A Prometheus range (``90s``); whole seconds, at least 1s."""
     return f"{max(1, math.ceil(window.total_seconds()))}s"
-
-
-def check_template(text: str) -> None:
-    """Refuse what ``str.format`` must not be asked to do with a tenant's text: variables
-    other than :data:`TEMPLATE_VARIABLES`, and any format spec or conversion (``{arm:>600000000}``
-    would allocate 600 MB in the shared operator before a query is even sent)."""
-    fields = [
-        (field, spec, conversion)
-        for _, field, spec, conversion in string.Formatter().parse(text)
-        if field is not None
-    ]
-    shaped = sorted(
-        "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-        for field, spec, conversion in fields
-        if spec or conversion
-    )
-    if shaped:
-        raise ValueError(
-            f"template variables take no format spec or conversion: {', '.join(shaped)[:120]};"
-            " write the variable alone, e.g. {window}"
-        )
-    names = {field for field, _, _ in fields}
-    unknown = sorted(names - set(TEMPLATE_VARIABLES))
-    if unknown:
-        raise ValueError(
-            f"unknown template variables {unknown}; use {', '.join(TEMPLATE_VARIABLES)}"
-            " (write literal braces as {{ and }})"
-        )
 
 
 def arm_queries(analysis: AnalysisSpec, scope: Scope) -> ArmQueries:
