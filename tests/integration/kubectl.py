@@ -97,6 +97,8 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "LLMCANARY_RESYNC_SECONDS": "2",
+            # The tests' Prometheus (and unreachable stand-ins) listen on 127.0.0.1.
+            "LLMCANARY_PROMETHEUS_ALLOWED_HOSTS": '["127.0.0.1", "localhost"]',
             **self.extra_env,
         }
         log = self.log_file.open("ab")

@@ -129,7 +129,13 @@ class Story:
                 [sys.executable, "-m", "llmcanary", "run", "-n", NAMESPACE, "--log-format=json"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": kubeconfig, "LLMCANARY_RESYNC_SECONDS": "5"},
+                env={
+                    **os.environ,
+                    "KUBECONFIG": kubeconfig,
+                    "LLMCANARY_RESYNC_SECONDS": "5",
+                    # The local stack's Prometheus; the default allows Service names only.
+                    "LLMCANARY_PROMETHEUS_ALLOWED_HOSTS": '["127.0.0.1", "localhost"]',
+                },
                 start_new_session=True,
             )
 

@@ -6,6 +6,7 @@ for each arm; the verdict (pure) compares two of them under the spec's criteria.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +21,18 @@ Reference = Literal["baseline", "stable"]
 # The latency signals a criterion can judge (spec.CriterionMetric less errorRate).
 Signal = Literal["e2eLatency", "ttft", "tpot"]
 SIGNALS: tuple[Signal, ...] = get_args(Signal)
+
+
+# Above this a count is not one (and would not fit the status' int64 fields).
+_MAX_WHOLE = 2.0**62
+
+
+def _whole(count: float) -> int | None:
+    """``count`` rounded, or None (unknown) if it is not finite or absurdly large: a
+    source's bad answer must not raise OverflowError here (1.7e308 + 1.7e308)."""
+    if not math.isfinite(count) or abs(count) > _MAX_WHOLE:
+        return None
+    return round(count)
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class LatencyReading:
     def samples(self) -> int | None:
         """Observations behind the estimate, where the source can count them."""
         histogram = self.histogram
-        return None if histogram is None else round(histogram.count)
+        return None if histogram is None else _whole(histogram.count)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,7 @@ class ArmReading:
         """Requests, successful and failed, over the window."""
         if self.requests is None:
             return None
-        return round(self.requests + (self.errors or 0.0))
+        return _whole(self.requests + (self.errors or 0.0))
 
     @property
     def per_pod_requests(self) -> float | None:

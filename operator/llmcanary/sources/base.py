@@ -25,8 +25,10 @@ class Scope:
 
 
 # Why a query got no usable answer: no answer in time, no connection, an HTTP error
-# (bad PromQL included), an answer that is not what was asked, anything else.
-QueryErrorReason = Literal["timeout", "connection", "http", "answer", "error"]
+# (bad PromQL included), an answer that is not what was asked, an address the operator
+# refuses to contact (not on its allowlist, or not a plain base URL: nothing was sent),
+# anything else.
+QueryErrorReason = Literal["timeout", "connection", "http", "answer", "refused", "error"]
 QUERY_ERROR_REASONS: tuple[QueryErrorReason, ...] = get_args(QueryErrorReason)
 
 
