@@ -55,12 +55,33 @@ class OperatorConfig(BaseSettings):
         le=60,
         description="Longest wait for one Prometheus query; a slower answer is inconclusive.",
     )
+    prometheus_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*.svc", "*.svc.cluster.local"],
+        description=(
+            "Host patterns (fnmatch) that spec.canary.analysis.prometheus.address may name;"
+            " any other address is refused without a request (the check is inconclusive),"
+            " so that whoever may create an LLMDeployment cannot make the operator read"
+            " internal URLs. IP addresses only when listed literally. JSON list in"
+            " LLMCANARY_PROMETHEUS_ALLOWED_HOSTS."
+        ),
+    )
     preflight_allowed_hosts: list[str] = Field(
         default_factory=lambda: ["*.svc", "*.svc.cluster.local"],
         description=(
             "Host patterns (fnmatch) that spec.preflight.dependencies may probe; anything else"
-            " is refused, so that whoever may create an LLMDeployment cannot aim the operator"
-            " at internal addresses. JSON list in LLMCANARY_PREFLIGHT_ALLOWED_HOSTS."
+            " is refused. A *.svc name must be a Service with a selector (not ExternalName),"
+            " and no host may resolve to a loopback, link-local or metadata address unless"
+            " listed literally; the probes still reach whatever that Service selects, here"
+            " or in another namespace. JSON list in LLMCANARY_PREFLIGHT_ALLOWED_HOSTS."
+        ),
+    )
+    allowed_images: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Image patterns (fnmatch, on the whole reference as written) that spec.triton.image"
+            " and spec.preflight.gpuMemory.probe.image may use; empty: any image. A canary"
+            " with another image fails preflight; a stable revision with one is not created."
+            " JSON list in LLMCANARY_ALLOWED_IMAGES."
         ),
     )
     gpu_probe_image: str = Field(

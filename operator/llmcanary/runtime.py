@@ -59,7 +59,9 @@ class Runtime:
             utcnow,
             post_event,
             sources=lambda address: PrometheusReader(
-                address, timeout_seconds=config.prometheus_timeout_seconds
+                address,
+                timeout_seconds=config.prometheus_timeout_seconds,
+                allowed_hosts=config.prometheus_allowed_hosts,
             ),
             preflight=Preflight(
                 kube,
@@ -67,8 +69,10 @@ class Runtime:
                 env_differ=environment_diff,
                 gpu_probe_image=config.gpu_probe_image,
                 check_canary=config.canary_ready_check,
+                allowed_images=config.allowed_images,
             ),
             own_metrics=own_metrics,
+            allowed_images=config.allowed_images,
         )
         pool = WorkerPool(
             WorkQueue(),

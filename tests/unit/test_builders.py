@@ -7,7 +7,12 @@ from llmcanary.builders import Owner
 from llmcanary.builders.baseline import build_baseline
 from llmcanary.builders.services import build_service
 from llmcanary.builders.triton_config import render_config_pbtxt
-from llmcanary.builders.workload import build_config_map, build_deployment
+from llmcanary.builders.workload import (
+    build_config_map,
+    build_deployment,
+    image_allowed,
+    image_refusal,
+)
 from llmcanary.routing.base import Weights
 from llmcanary.routing.gateway_api import build_httproute, route_weights
 
@@ -198,6 +203,83 @@ def test_image_path_repository_needs_no_volume(owner: Owner) -> None:
     assert "model-source" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
     env = {e["name"]: e["value"] for e in container(dep, "stage-model")["env"]}
     assert env["MODEL_SOURCE"] == "/opt/models/tiny-llm"
+
+
+def test_triton_pods_meet_pod_security_restricted(owner: Owner) -> None:
+    dep = build_deployment(owner, make_spec(), "abc123", "stable", replicas=2)
+    pod = dep["spec"]["template"]["spec"]
+    # Triton never calls the API: no ServiceAccount token in its pods.
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        # The NGC image's triton-server user; the image runs as root by default.
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    containers = pod["initContainers"] + pod["containers"]
+    assert [c["name"] for c in containers] == ["stage-model", "triton"]
+    for c in containers:
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        # Nothing asks for root or privileges back at the container level.
+        assert not {"runAsUser", "runAsNonRoot", "privileged"} & set(c["securityContext"])
+    # What "restricted" allows: no host namespaces, ports or paths; these volume kinds.
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+    assert all(not p.get("hostPort") for c in containers for p in c.get("ports", []))
+    kinds = {k for v in pod["volumes"] for k in v if k != "name"}
+    assert kinds <= {"emptyDir", "configMap", "persistentVolumeClaim"}
+
+
+def test_each_deployment_gets_its_own_security_context(owner: Owner) -> None:
+    first = build_deployment(owner, make_spec(), "a", "stable", replicas=1)
+    first["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"] = "x"
+    container(first)["securityContext"]["capabilities"]["drop"].append("y")
+    second = build_deployment(owner, make_spec(), "b", "stable", replicas=1)
+    assert second["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert container(second)["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize(
+    ("image", "patterns", "allowed"),
+    [
+        ("nvcr.io/nvidia/tritonserver:24.10-py3", [], True),  # no list: any image
+        ("nvcr.io/nvidia/tritonserver:24.10-py3", ["nvcr.io/nvidia/tritonserver:*"], True),
+        ("nvcr.io/nvidia/tritonserver:24.10-py3", ["nvcr.io/nvidia/*"], True),
+        ("nvcr.io/nvidia/tritonserver@sha256:abc", ["nvcr.io/nvidia/tritonserver@*"], True),
+        ("nvcr.io/nvidia/tritonserver:24.10-py3", ["registry.corp/*"], False),
+        # The reference as written: no registry or tag is filled in.
+        ("tritonserver:24.10-py3", ["nvcr.io/nvidia/tritonserver:*"], False),
+        ("docker.io/library/ubuntu:22.04", ["ubuntu:*"], False),
+        # A registry that merely starts like an allowed one is another registry.
+        ("nvcr.io.evil.example/nvidia/tritonserver:1", ["nvcr.io/*"], False),
+        ("evil.example/nvcr.io/nvidia/tritonserver:1", ["nvcr.io/*"], False),
+        # Case-sensitive, whole reference; * spans / (a pattern author's choice).
+        ("NVCR.IO/nvidia/tritonserver:1", ["nvcr.io/*"], False),
+        ("nvcr.io/nvidia/tritonserver:1", ["nvcr.io/nvidia/tritonserver"], False),
+        ("registry.corp/team/a/b:1", ["registry.corp/*"], True),
+        ("registry.corp/team/a:1", ["registry.corp/other/*", "registry.corp/team/*"], True),
+        ("", ["*"], False),
+    ],
+)
+def test_image_allowed(image: str, patterns: list[str], allowed: bool) -> None:
+    assert image_allowed(image, patterns) is allowed
+
+
+def test_image_refusal_names_the_setting_and_the_patterns() -> None:
+    assert image_refusal("nvcr.io/nvidia/tritonserver:1", []) is None
+    assert image_refusal("nvcr.io/nvidia/tritonserver:1", ["nvcr.io/*"]) is None
+    assert image_refusal("evil.example/triton:1", ["nvcr.io/*", "registry.corp/*"]) == (
+        "triton.image 'evil.example/triton:1' is not in the operator's image allowlist"
+        " (LLMCANARY_ALLOWED_IMAGES: nvcr.io/*, registry.corp/*); use an allowed image,"
+        " or ask the platform team to allow it"
+    )
 
 
 def test_services_select_a_revision(owner: Owner) -> None:

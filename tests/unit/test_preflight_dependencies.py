@@ -7,6 +7,7 @@ Linux answers on the loopback too) on free ports; no cluster is needed.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -15,14 +16,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fake_kube import FakeKube
 
+from llmcanary.allowlist import IPAddress
 from llmcanary.api.spec import Dependency
+from llmcanary.kube.errors import Forbidden
 from llmcanary.preflight.dependencies import (
+    address_refusal,
     check_url,
     host_allowed,
     model_ready,
     probe,
     probe_all,
+    service_of,
+    service_refusal,
 )
 
 DEFAULT = ["*.svc", "*.svc.cluster.local"]
@@ -183,6 +190,8 @@ class Server:
                     self._answer(307, {"Location": f"http://{server.host}@evil.example.com/"})
                 elif path == "/to-metadata":
                     self._answer(302, {"Location": "http://169.254.169.254/latest/meta-data/"})
+                elif path == "/to-alias":
+                    self._answer(302, {"Location": "http://alias.ml.svc/"})
                 elif path == "/loop":
                     self._answer(302, {"Location": "/loop"})
                 elif path == "/secret":
@@ -491,3 +500,277 @@ def test_model_ready_unreachable_pod_and_quoted_name(server: Server) -> None:
     assert [r.ok for r in results] == [False, False, True, True]
     assert results[0].message == "connection refused"
     assert "/v2/models/a%2Fb%20c/ready" in server.hits
+
+
+# --- *.svc is a name, not a place: the Service behind it --------------------------------
+
+
+def service(
+    name: str,
+    namespace: str = "ml",
+    *,
+    selector: dict[str, str] | None = None,
+    external: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"ports": [{"port": 80}]}
+    if selector is not None:
+        spec["selector"] = selector
+    if external is not None:
+        spec = {"type": "ExternalName", "externalName": external}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.add(service("features", selector={"app": "features"}))
+    fake.add(service("alias", external="metadata.google.internal"))
+    fake.add(service("handmade"))  # no selector: Endpoints written by hand
+    fake.add(service("db", "infra", selector={"app": "db"}))
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("host", "found"),
+    [
+        ("features.ml.svc", ("ml", "features")),
+        ("features.ml.svc.cluster.local", ("ml", "features")),
+        ("Features.ML.svc.cluster.local.", ("ml", "features")),
+        ("features.ml.svc.corp.example", ("ml", "features")),  # another cluster domain
+        ("db-0.db.infra.svc.cluster.local", ("infra", "db")),  # a pod of a headless Service
+        ("svc.ml.svc", ("ml", "svc")),  # a Service named svc
+        ("example.com", None),
+        ("10.0.0.1", None),
+        ("svcs.ml.example", None),
+    ],
+)
+def test_service_of(host: str, found: tuple[str, str] | None) -> None:
+    assert service_of(host) == found
+
+
+@pytest.mark.parametrize("host", ["features.svc", "a.b.c.d.svc", "svc", "x.svc.cluster.local"])
+def test_service_of_a_name_it_cannot_place(host: str) -> None:
+    # Shorter names are completed by the operator's own search path (its namespace).
+    refused = service_of(host)
+    assert isinstance(refused, str)
+    assert "does not name a Service as SERVICE.NAMESPACE.svc" in refused
+
+
+def test_a_service_with_a_selector_may_be_probed(kube: FakeKube) -> None:
+    assert service_refusal("features.ml.svc", kube, DEFAULT) is None
+    assert service_refusal("features.ml.svc.cluster.local", kube, DEFAULT) is None
+    assert service_refusal("db-0.db.infra.svc", kube, DEFAULT) is None  # another namespace
+
+
+def test_an_external_name_service_is_refused(kube: FakeKube) -> None:
+    refused = service_refusal("alias.ml.svc", kube, DEFAULT)
+    assert refused is not None
+    assert refused.startswith("Service ml/alias is an ExternalName Service")
+    assert "metadata.google.internal" not in refused  # what it aliases is not shown
+
+
+def test_a_service_without_selector_is_refused(kube: FakeKube) -> None:
+    refused = service_refusal("handmade.ml.svc", kube, DEFAULT)
+    assert refused is not None
+    assert refused.startswith("Service ml/handmade has no selector")
+    assert "list handmade.ml.svc itself in LLMCANARY_PREFLIGHT_ALLOWED_HOSTS" in refused
+
+
+def test_a_missing_service_is_refused(kube: FakeKube) -> None:
+    assert service_refusal("nothing.ml.svc", kube, DEFAULT) == "Service ml/nothing does not exist"
+
+
+def test_a_host_listed_by_name_is_the_platform_teams_choice(kube: FakeKube) -> None:
+    listed = [*DEFAULT, "handmade.ml.svc", "alias.ml.svc.cluster.local."]
+    assert service_refusal("handmade.ml.svc", kube, listed) is None
+    assert service_refusal("alias.ml.svc.cluster.local", kube, listed) is None
+    # ... by name only: a wildcard is no such choice.
+    assert service_refusal("handmade.ml.svc", kube, ["handmade.*.svc"]) is not None
+
+
+class Denying:
+    """An API that refuses to read Services (a namespace the operator does not serve)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        raise self.error
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        raise self.error
+
+
+def test_a_service_the_operator_may_not_read_is_refused() -> None:
+    refused = service_refusal(
+        "db.infra.svc", Denying(Forbidden("get", "Service", "infra")), DEFAULT
+    )
+    assert refused is not None
+    assert refused.startswith("the operator may not read Service infra/db")
+
+
+def test_other_api_errors_are_raised_so_the_preflight_is_tried_again() -> None:
+    with pytest.raises(ConnectionError):
+        service_refusal("db.infra.svc", Denying(ConnectionError("api down")), DEFAULT)
+
+
+# --- where a name resolves -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("10.96.0.10", None),  # a ClusterIP
+        ("10.244.1.7", None),  # a pod
+        ("192.168.1.1", None),
+        ("2001:db8::1", None),
+        ("127.0.0.1", "a loopback address"),
+        ("127.3.2.1", "a loopback address"),
+        ("::1", "a loopback address"),
+        ("::ffff:127.0.0.1", "a loopback address"),
+        ("169.254.169.254", "a cloud metadata address"),
+        ("64:ff9b::a9fe:a9fe", "a cloud metadata address"),  # NAT64 of 169.254.169.254
+        ("::ffff:169.254.169.254", "a cloud metadata address"),
+        ("fd00:ec2::254", "a cloud metadata address"),
+        ("100.100.100.200", "a cloud metadata address"),
+        ("169.254.170.2", "a cloud metadata address"),
+        ("169.254.1.1", "a link-local address"),
+        ("fe80::1", "a link-local address"),
+        ("fe80::1%2", "a link-local address"),
+        ("0.0.0.0", "an unspecified address"),
+        ("0.1.2.3", "an unspecified address"),
+        ("::", "an unspecified address"),
+        ("224.0.0.1", "a multicast address"),
+    ],
+)
+def test_address_refusal(address: str, kind: str | None) -> None:
+    assert address_refusal(ipaddress.ip_address(address), DEFAULT) == kind
+
+
+def test_an_address_listed_literally_is_allowed() -> None:
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), ["127.0.0.1"]) is None
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), ["127.1"]) is None
+    assert address_refusal(ipaddress.ip_address("fe80::1%2"), ["fe80::1"]) is None
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), ["127.*"]) is not None
+
+
+class Resolver:
+    """A resolver that answers from a table and remembers what it was asked."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[IPAddress]:
+        self.asked.append(host)
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [ipaddress.ip_address(a) for a in self.table[host]]
+
+
+def test_a_service_name_resolving_to_loopback_is_refused_unconnected(
+    kube: FakeKube, server: Server
+) -> None:
+    resolve = Resolver({"features.ml.svc": ["127.0.0.1"]})
+    result = probe(
+        dep(f"http://features.ml.svc:{server.port}/ok"), DEFAULT, services=kube, resolve=resolve
+    )
+    assert not result.ok
+    assert result.message == (
+        "host features.ml.svc resolves to 127.0.0.1, a loopback address, which is not probed"
+        " unless LLMCANARY_PREFLIGHT_ALLOWED_HOSTS lists that address"
+    )
+    assert server.hits == []
+    assert resolve.asked == ["features.ml.svc"]  # final: not tried again
+
+
+def test_one_bad_address_among_good_ones_is_refused(kube: FakeKube) -> None:
+    resolve = Resolver({"features.ml.svc": ["10.96.0.10", "169.254.169.254"]})
+    result = probe(dep("tcp://features.ml.svc:80"), DEFAULT, services=kube, resolve=resolve)
+    assert not result.ok and "169.254.169.254, a cloud metadata address" in result.message
+
+
+def test_the_probe_connects_to_the_address_it_checked(kube: FakeKube, other: Server) -> None:
+    # features.ml.svc resolves nowhere in this test but through the injected resolver:
+    # the connection goes to the checked address, the name is not resolved again.
+    resolve = Resolver({"features.ml.svc": ["127.0.0.2"]})
+    allowed = [*DEFAULT, "127.0.0.2"]
+    result = probe(
+        dep(f"http://features.ml.svc:{other.port}/ok"), allowed, services=kube, resolve=resolve
+    )
+    assert result.ok, result.message
+    assert other.hits == ["/ok"]
+    tcp = probe(dep(f"tcp://features.ml.svc:{other.port}"), allowed, services=kube, resolve=resolve)
+    assert tcp.ok and tcp.message == "connected"
+
+
+def test_the_next_address_is_tried_when_one_refuses(kube: FakeKube, other: Server) -> None:
+    port = other.port
+    resolve = Resolver({"features.ml.svc": ["127.0.0.3", "127.0.0.2"]})
+    allowed = [*DEFAULT, "127.0.0.2", "127.0.0.3"]
+    result = probe(
+        dep(f"http://features.ml.svc:{port}/ok"), allowed, services=kube, resolve=resolve
+    )
+    assert result.ok, result.message
+
+
+def test_a_name_that_does_not_resolve(kube: FakeKube) -> None:
+    result = probe(
+        dep("http://features.ml.svc/ok", timeout_ms=300),
+        DEFAULT,
+        services=kube,
+        resolve=Resolver({}),
+        retries=1,
+    )
+    assert not result.ok and result.message == "the host name does not resolve"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://alias.ml.svc/", "Service ml/alias is an ExternalName Service"),
+        ("tcp://handmade.ml.svc:5432", "Service ml/handmade has no selector"),
+        ("http://nothing.ml.svc/", "Service ml/nothing does not exist"),
+    ],
+)
+def test_a_refused_service_is_never_resolved_nor_contacted(
+    kube: FakeKube, url: str, message: str
+) -> None:
+    resolve = Resolver({})
+    result = probe(dep(url), DEFAULT, services=kube, resolve=resolve)
+    assert not result.ok and result.message.startswith(message)
+    assert result.latency_ms is None
+    assert resolve.asked == []
+
+
+def test_a_redirect_to_a_refused_service_is_not_followed(kube: FakeKube, server: Server) -> None:
+    result = probe(dep(f"{server.url}/to-alias"), [*LOCAL, *DEFAULT], services=kube)
+    assert not result.ok
+    assert result.message.startswith(
+        "HTTP 302 redirect to alias.ml.svc refused: Service ml/alias is an ExternalName"
+    )
+    assert server.hits == ["/to-alias"]
+
+
+def test_probe_all_checks_services(kube: FakeKube, server: Server) -> None:
+    results = probe_all(
+        [dep(f"{server.url}/ok", name="local"), dep("http://alias.ml.svc/", name="alias")],
+        LOCAL + DEFAULT,
+        services=kube,
+        retries=1,
+    )
+    assert [(r.name, r.ok) for r in results] == [("local", True), ("alias", False)]
+
+
+def test_without_services_names_are_not_looked_up(server: Server) -> None:
+    # model_ready and direct callers: the allowlist and the address check still hold.
+    resolve = Resolver({"alias.ml.svc": ["169.254.169.254"]})
+    result = probe(dep("http://alias.ml.svc/"), DEFAULT, resolve=resolve, retries=1)
+    assert not result.ok and "a cloud metadata address" in result.message

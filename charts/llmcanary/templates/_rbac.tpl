@@ -27,6 +27,8 @@ docs/install.md has the same table for readers.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # NAME-stable, NAME-canary, NAME-baseline (deleted with its Deployment), and NAME for the
 # replicas router (deleted when the router is switched away); kopf's child watch.
+# Preflight reads (get) the Service behind a *.svc dependency: no ExternalName, a selector
+# (preflight/dependencies.service_refusal).
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

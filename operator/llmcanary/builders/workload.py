@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -28,6 +31,27 @@ SOURCE_MOUNT = "/mnt/model-source"
 STARTUP_BUDGET_SECONDS = 1800
 STARTUP_PERIOD_SECONDS = 10
 
+# The pods meet Pod Security "restricted" by default. The NGC tritonserver image runs as
+# root unless told otherwise, and ships the user triton-server (uid and gid 1000) for
+# running without it: the pods run as 1000:1000. Every volume the pod writes is an
+# emptyDir (world-writable); the model source is mounted read-only, so it only has to be
+# readable by uid or gid 1000 (fsGroup gives group 1000 to volumes that support it, and
+# OnRootMismatch keeps the kubelet from walking a large volume on every start).
+TRITON_UID = 1000
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": TRITON_UID,
+    "runAsGroup": TRITON_UID,
+    "fsGroup": TRITON_UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+IMAGE_ALLOWLIST_SETTING = "LLMCANARY_ALLOWED_IMAGES"
+
 # What the revision serves, on the Deployment's own metadata (not the pod template: a
 # template change would replace running pods). Preflight's environment diff reads them.
 ANNOTATION_MODEL_NAME = "llmcanary.io/model-name"
@@ -51,6 +75,32 @@ for entry in "$MODEL_SOURCE"/*; do
 done
 cp "$CONFIG_DIR/config.pbtxt" "$dst/config.pbtxt"
 """
+
+
+def image_allowed(image: str, patterns: Sequence[str]) -> bool:
+    """Whether ``image`` may run under the operator's image allowlist. Pure.
+
+    ``patterns`` are fnmatch patterns, case-sensitive, matched against the whole image
+    reference as written in the spec (registry, repository, tag and digest): no
+    registry or tag is filled in, so ``nvcr.io/nvidia/tritonserver:*`` does not match
+    ``tritonserver:24.10-py3``. ``*`` also spans ``/``. No patterns: every image.
+    """
+    if not patterns:
+        return True
+    image = image.strip()
+    return bool(image) and any(fnmatchcase(image, pattern.strip()) for pattern in patterns)
+
+
+def image_refusal(image: str, patterns: Sequence[str], what: str = "triton.image") -> str | None:
+    """None if ``image`` is allowed, else one line saying why not and what to do. Pure."""
+    if image_allowed(image, patterns):
+        return None
+    shown = image if len(image) <= 255 else image[:255] + "..."
+    return (
+        f"{what} {shown!r} is not in the operator's image allowlist"
+        f" ({IMAGE_ALLOWLIST_SETTING}: {', '.join(patterns)}); use an allowed image,"
+        " or ask the platform team to allow it"
+    )
 
 
 def build_config_map(owner: Owner, spec: LLMDeploymentSpec, revision: str) -> dict[str, Any]:
@@ -145,12 +195,16 @@ def build_deployment(
     small = {"cpu": "100m", "memory": "128Mi"}
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
+        # Triton never calls the Kubernetes API: no token in its pods.
+        "automountServiceAccountToken": False,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "terminationGracePeriodSeconds": 60,
         "initContainers": [
             {
                 "name": "stage-model",
                 "image": spec.triton.image,
                 "command": ["/bin/sh", "-c", STAGE_SCRIPT],
+                "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
                 "env": [
                     {"name": "MODEL_NAME", "value": spec.model.name},
                     {"name": "MODEL_SOURCE", "value": source},
@@ -167,6 +221,7 @@ def build_deployment(
                 "image": spec.triton.image,
                 "command": ["tritonserver"],
                 "args": tritonserver_args(spec),
+                "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
                 "env": env,
                 "ports": [
                     {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},

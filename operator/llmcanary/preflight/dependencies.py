@@ -7,6 +7,14 @@ requests from inside the cluster, so the probes are held on a short leash:
   fnmatch patterns, default in-cluster service names) are contacted; an IP literal only
   when a pattern names that very address; the host is the one :mod:`urllib.parse` finds
   (``http://ok.svc@evil.com/`` is ``evil.com``), and it is the host we connect to;
+- a ``*.svc`` name is a name, not a place: it is read as SERVICE.NAMESPACE.svc and that
+  Service is looked up; an ExternalName Service (an alias for any host) and a Service
+  without a selector (its endpoints are written by hand and may point anywhere) are
+  refused, unless a pattern names that very host;
+- the name is resolved once per try, and every address it resolves to is checked before
+  any connection: a loopback, link-local (169.254.0.0/16, fe80::/10), unspecified or
+  cloud metadata address is refused unless a pattern is that very address; the
+  connection then goes to the checked address, not to the name resolved again;
 - redirects are never followed blindly: a 3xx is followed (at most
   :data:`MAX_REDIRECTS` hops) only when its ``Location`` host passes the same check;
 - the time is bounded: every try gets the dependency's timeout for everything (name
@@ -30,7 +38,6 @@ operator found those pod addresses itself.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import ipaddress
 import re
@@ -40,12 +47,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
+from llmcanary.allowlist import IPAddress
+from llmcanary.allowlist import as_ip as _as_ip
+from llmcanary.allowlist import host_allowed as host_allowed  # re-exported
+from llmcanary.allowlist import normalize as _normalize
+from llmcanary.allowlist import printable as _printable
 from llmcanary.api.spec import Dependency
 from llmcanary.api.status import DependencyResult
+from llmcanary.kube.client import ObjectReader
+from llmcanary.kube.errors import Forbidden
+from llmcanary.transport import Cancelled, Sockets
 
 Clock = Callable[[], float]
 
@@ -55,66 +69,24 @@ BACKOFF_S = 0.1  # after a fast failure (refused, reset, wrong status), before t
 MAX_WORKERS = 8  # probe_all's thread pool
 USER_AGENT = "llmcanary-preflight"
 
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+#: ``(host, port)`` to the addresses a connection may go to (in order); raises
+#: ``socket.gaierror`` when the name does not resolve.
+Resolver = Callable[[str, int], Sequence[IPAddress]]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Instance metadata services: credentials of the node or the cloud account.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    {
+        ipaddress.IPv4Address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
+        ipaddress.IPv4Address("169.254.170.2"),  # AWS ECS task credentials
+        ipaddress.IPv4Address("100.100.100.200"),  # Alibaba Cloud
+        ipaddress.IPv6Address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # connect() to 0.x reaches this host
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: an IPv4 inside
+_WILDCARD = re.compile(r"[*?\[]")
 
-
-# --- the allowlist (pure) -------------------------------------------------------------
-
-
-def _as_ip(host: str) -> IPAddress | None:
-    """``host`` as an IP address if a resolver would take it for one, else None.
-
-    Besides the usual spellings this catches the forms ``inet_aton`` (and so
-    ``getaddrinfo``) accepts: ``127.1``, ``0x7f.0.0.1``, ``2130706433``, ``017700000001``.
-    """
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    labels = text.split(".")
-    if 1 <= len(labels) <= 4 and all(_NUMERIC_LABEL.match(label) for label in labels):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(text))
-        except OSError:
-            return None
-    return None
-
-
-def _normalize(host: str) -> str:
-    """Lower case, one trailing dot dropped (``a.svc.`` names what ``a.svc`` names)."""
-    host = host.strip().lower()
-    return host[:-1] if host.endswith(".") and not host.endswith("..") else host
-
-
-def host_allowed(host: str, patterns: Sequence[str]) -> bool:
-    """Whether the operator may contact ``host`` under the allowlist ``patterns``.
-
-    Names match fnmatch patterns, case-insensitively, after dropping one trailing dot
-    (from host and pattern alike); anything that is not a well-formed host name is
-    refused (empty labels, ``%``, backslashes, non-ASCII). An IP literal, in any
-    spelling a resolver accepts, is allowed only if a pattern is that same address:
-    wildcards never match an address.
-    """
-    host = _normalize(host)
-    if not host:
-        return False
-    ip = _as_ip(host)
-    if ip is not None:
-        return any(_as_ip(_normalize(p)) == ip for p in patterns)
-    if len(host) > 253 or not _HOSTNAME.match(host):
-        return False
-    return any(fnmatchcase(host, _normalize(p)) for p in patterns if _as_ip(_normalize(p)) is None)
-
-
-def _printable(text: str, limit: int = 255) -> str:
-    """Server- or user-supplied text as it may appear in a message."""
-    clean = "".join(c if c.isprintable() and not c.isspace() else "?" for c in text)
-    return clean if len(clean) <= limit else clean[:limit] + "..."
+# --- the allowlist (pure, shared with the Prometheus source) --------------------------
 
 
 def _refusal(host: str, patterns: Sequence[str]) -> str:
@@ -166,11 +138,168 @@ def check_url(url: str, patterns: Sequence[str]) -> str | None:
     return None
 
 
+# --- where a name leads: the Service behind it, the addresses it resolves to -----------
+
+
+def _listed(host: str, patterns: Sequence[str]) -> bool:
+    """Whether a pattern without wildcards is ``host`` itself (a deliberate choice)."""
+    host = _normalize(host)
+    return any(_normalize(p) == host for p in patterns if not _WILDCARD.search(p))
+
+
+def service_of(host: str) -> tuple[str, str] | str | None:
+    """The ``(namespace, name)`` of the Service a cluster DNS name leads to; None when
+    ``host`` has no ``svc`` label (not such a name); else why it names no Service. Pure.
+
+    Read the way cluster DNS reads it, up to its last ``svc`` label (the cluster domain,
+    if any, follows): ``SERVICE.NAMESPACE.svc``, or ``POD.SERVICE.NAMESPACE.svc`` for
+    one pod of a headless Service. A shorter name would be completed by the operator's
+    own DNS search path, not by the tenant's namespace.
+    """
+    host = _normalize(host)
+    labels = host.split(".")
+    if "svc" not in labels or _as_ip(host) is not None:
+        return None
+    before = labels[: len(labels) - 1 - labels[::-1].index("svc")]
+    if len(before) == 2:
+        return before[1], before[0]
+    if len(before) == 3:
+        return before[2], before[1]
+    return (
+        f"host {_printable(host)} does not name a Service as SERVICE.NAMESPACE.svc"
+        " (or POD.SERVICE.NAMESPACE.svc); name it so, or ask the platform team to list"
+        f" {_printable(host)} itself in {ALLOWLIST_SETTING}"
+    )
+
+
+def service_refusal(host: str, services: ObjectReader, patterns: Sequence[str]) -> str | None:
+    """None if the Service behind ``host`` may be probed, else why not.
+
+    A ``*.svc`` name must lead to a Service with a selector: an ExternalName Service is
+    an alias for any host (``metadata.google.internal``, a corporate name), and the
+    endpoints of a Service without a selector are written by hand (node IPs, another
+    tenant's pods, any address). A host that a pattern names exactly, without
+    wildcards, is the platform team's choice and is not looked up. API errors other
+    than a refusal (403) are raised: the preflight is tried again, not failed.
+    """
+    if _listed(host, patterns):
+        return None
+    found = service_of(host)
+    if not isinstance(found, tuple):
+        return found
+    namespace, name = found
+    try:
+        service = services.get("v1", "Service", namespace, name)
+    except Forbidden:
+        return (
+            f"the operator may not read Service {namespace}/{name} to check where it leads"
+            f" (RBAC: get on services in namespace {namespace}); use a Service in a namespace"
+            " the operator serves"
+        )
+    if service is None:
+        return f"Service {namespace}/{name} does not exist"
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return (
+            f"Service {namespace}/{name} is an ExternalName Service, an alias that may lead"
+            " anywhere, and is not probed: put the host it names in the URL (the allowlist"
+            f" {ALLOWLIST_SETTING} applies to it), or give the Service a selector"
+        )
+    if not spec.get("selector"):
+        return (
+            f"Service {namespace}/{name} has no selector: its endpoints are written by hand"
+            " and may point anywhere, so it is not probed; give it a selector of the pods it"
+            f" serves, or ask the platform team to list {_printable(_normalize(host))} itself"
+            f" in {ALLOWLIST_SETTING}"
+        )
+    return None
+
+
+def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """The addresses the system resolver gives ``host`` for a TCP connection, in order."""
+    found: list[IPAddress] = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        ip = ipaddress.ip_address(sockaddr[0])
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+def _unscoped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        return ipaddress.IPv6Address(str(ip).split("%", 1)[0])
+    return ip
+
+
+def address_refusal(ip: IPAddress, patterns: Sequence[str]) -> str | None:
+    """None if the operator may connect to ``ip``, else what kind of address it is. Pure.
+
+    Refused: loopback, link-local (169.254.0.0/16, fe80::/10, where the node's and the
+    cloud's metadata services answer), unspecified (0.0.0.0/8, ``::``: this host),
+    multicast, and the cloud metadata addresses, also when carried inside IPv6
+    (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::a9fe:a9fe``); unless a pattern is that very
+    address: the platform team listed it.
+    """
+    ip = _unscoped(ip)
+    if any(_as_ip(_normalize(p)) == ip for p in patterns):
+        return None
+    inner: IPAddress = ip
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            inner = ip.ipv4_mapped
+        elif ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in METADATA_ADDRESSES or inner in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if inner.is_loopback:
+        return "a loopback address"
+    if inner.is_link_local:
+        return "a link-local address"
+    if inner.is_unspecified or (
+        isinstance(inner, ipaddress.IPv4Address) and inner in _THIS_NETWORK
+    ):
+        return "an unspecified address"
+    if inner.is_multicast:
+        return "a multicast address"
+    return None
+
+
+class _Refused(Exception):
+    """A try that must not connect where its name leads (final: not retried)."""
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """What a dependency probe may reach: the allowlist, the Services behind ``*.svc``
+    names (when ``services`` is given), and the addresses names resolve to."""
+
+    patterns: Sequence[str]
+    services: ObjectReader | None = None
+    resolve: Resolver = resolve_host
+
+    def host_refusal(self, host: str) -> str | None:
+        if not host_allowed(host, self.patterns):
+            return _refusal(host, self.patterns)
+        if self.services is not None:
+            return service_refusal(host, self.services, self.patterns)
+        return None
+
+    def addresses(self, host: str, port: int) -> Sequence[IPAddress]:
+        """Where ``host`` leads, every address checked; raises :class:`_Refused`."""
+        found = self.resolve(host, port)
+        if not found:
+            raise socket.gaierror(socket.EAI_NONAME, "no address")
+        for ip in found:
+            kind = address_refusal(ip, self.patterns)
+            if kind is not None:
+                raise _Refused(
+                    f"host {_printable(host)} resolves to {_unscoped(ip)}, {kind}, which is"
+                    f" not probed unless {ALLOWLIST_SETTING} lists that address"
+                )
+        return found
+
+
 # --- one try, under a watchdog --------------------------------------------------------
-
-
-class _Cancelled(Exception):
-    pass
 
 
 @dataclass
@@ -184,39 +313,35 @@ class _Try:
     redirects: int = 0
 
 
-@dataclass
-class _Sockets:
-    """The sockets of a running try, so that its watchdog can cut them."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    open: list[socket.socket] = field(default_factory=list)
-    cancelled: bool = False
-
-    def add(self, sock: socket.socket) -> None:
-        with self.lock:
-            if not self.cancelled:
-                self.open.append(sock)
-                return
-        sock.close()
-        raise _Cancelled
-
-    def cancel(self) -> None:
-        with self.lock:
-            self.cancelled = True
-            for sock in self.open:
-                with contextlib.suppress(OSError):  # wakes a blocked recv; the owner closes
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with self.lock:
-            for sock in self.open:
-                sock.close()
-            self.open.clear()
+def _open(
+    target: _Target, timeout_s: float, sockets: Sockets, guard: _Guard | None
+) -> socket.socket:
+    """A TCP connection to ``target``: without a guard, wherever the name resolves to;
+    with one, to the addresses it checked (in order), never to the name resolved again."""
+    if guard is None:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout_s)
+        sockets.add(sock)
+        return sock
+    error: OSError | None = None
+    for ip in guard.addresses(target.host, target.port):
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sockets.add(sock)  # before connect: the watchdog can cut a hanging connect
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect((str(ip), target.port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    assert error is not None  # addresses() never returns an empty list
+    raise error
 
 
-def _connect(target: _Target, timeout_s: float, sockets: _Sockets) -> socket.socket:
-    sock = socket.create_connection((target.host, target.port), timeout=timeout_s)
-    sockets.add(sock)
+def _connect(
+    target: _Target, timeout_s: float, sockets: Sockets, guard: _Guard | None
+) -> socket.socket:
+    sock = _open(target, timeout_s, sockets, guard)
     if target.scheme == "https":
         context = ssl.create_default_context()
         server_hostname = None if _as_ip(target.host) else target.host
@@ -226,9 +351,11 @@ def _connect(target: _Target, timeout_s: float, sockets: _Sockets) -> socket.soc
     return sock
 
 
-def _http_once(target: _Target, timeout_s: float, sockets: _Sockets) -> tuple[int, str | None]:
+def _http_once(
+    target: _Target, timeout_s: float, sockets: Sockets, guard: _Guard | None
+) -> tuple[int, str | None]:
     """GET ``target``: its status and Location header; the body is never read."""
-    sock = _connect(target, timeout_s, sockets)
+    sock = _connect(target, timeout_s, sockets, guard)
     conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout_s)
     conn.sock = sock  # ours: http.client does not connect (or resolve) again
     try:
@@ -247,16 +374,16 @@ def _http_chain(
     url: str,
     expect: int,
     timeout_s: float,
-    patterns: Sequence[str] | None,
+    guard: _Guard | None,
     max_redirects: int,
-    sockets: _Sockets,
+    sockets: Sockets,
 ) -> _Try:
     current = url
     for hop in range(max_redirects + 1):
         target = _parse(current)
         if isinstance(target, str):
             return _Try(False, target, final=True, redirects=hop)
-        status, location = _http_once(target, timeout_s, sockets)
+        status, location = _http_once(target, timeout_s, sockets, guard)
         if status == expect:
             return _Try(True, f"HTTP {status}", status=status, redirects=hop)
         if not (300 <= status < 400 and location and max_redirects):
@@ -268,11 +395,10 @@ def _http_chain(
         if isinstance(next_target, str) or next_target.scheme not in ("http", "https"):
             why = next_target if isinstance(next_target, str) else "not an http(s) URL"
             return _Try(False, f"HTTP {status} redirect refused: {why}", status=status, final=True)
-        if patterns is not None and not host_allowed(next_target.host, patterns):
+        if guard is not None and (refused := guard.host_refusal(next_target.host)):
             return _Try(
                 False,
-                f"HTTP {status} redirect to {_printable(next_target.host)} refused: "
-                + _refusal(next_target.host, patterns),
+                f"HTTP {status} redirect to {_printable(next_target.host)} refused: {refused}",
                 status=status,
                 final=True,
             )
@@ -280,11 +406,11 @@ def _http_chain(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _tcp_once(url: str, timeout_s: float, sockets: _Sockets) -> _Try:
+def _tcp_once(url: str, timeout_s: float, sockets: Sockets, guard: _Guard | None) -> _Try:
     target = _parse(url)
     if isinstance(target, str):
         return _Try(False, target, final=True)
-    _connect(target, timeout_s, sockets)
+    _connect(target, timeout_s, sockets, guard)
     return _Try(True, "connected")
 
 
@@ -311,21 +437,23 @@ def _failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _bounded(work: Callable[[_Sockets], _Try], timeout_s: float) -> _Try | None:
+def _bounded(work: Callable[[Sockets], _Try], timeout_s: float) -> _Try | None:
     """Run one try in a thread for at most ``timeout_s``; None if it ran out of time.
 
     The socket timeout alone would bound each operation, not the try, and not name
     resolution; past the deadline the watchdog shuts the try's sockets (the thread then
     ends at once, or when a slow resolver returns) and the caller moves on.
     """
-    sockets = _Sockets()
+    sockets = Sockets()
     outcome: list[_Try] = []
 
     def run() -> None:
         try:
             outcome.append(work(sockets))
-        except (_Cancelled, TimeoutError):
+        except (Cancelled, TimeoutError):
             pass  # out of time: the caller says so, with the timeout
+        except _Refused as exc:
+            outcome.append(_Try(False, str(exc), final=True))
         except Exception as exc:  # every failure is an answer
             outcome.append(_Try(False, _failure(exc)))
         finally:
@@ -353,22 +481,22 @@ def _probe_url(
     *,
     timeout_ms: int,
     expect: int,
-    patterns: Sequence[str] | None,
+    guard: _Guard | None,
     tries: int,
     clock: Clock,
     max_redirects: int = MAX_REDIRECTS,
 ) -> DependencyResult:
-    if patterns is not None and (refused := check_url(url, patterns)) is not None:
-        return DependencyResult(name=name, ok=False, message=refused)
     target = _parse(url)
     if isinstance(target, str):
         return DependencyResult(name=name, ok=False, message=target)
+    if guard is not None and (refused := guard.host_refusal(target.host)) is not None:
+        return DependencyResult(name=name, ok=False, message=refused)
     timeout_s = timeout_ms / 1000
 
-    def work(sockets: _Sockets) -> _Try:
+    def work(sockets: Sockets) -> _Try:
         if target.scheme == "tcp":
-            return _tcp_once(url, timeout_s, sockets)
-        return _http_chain(url, expect, timeout_s, patterns, max_redirects, sockets)
+            return _tcp_once(url, timeout_s, sockets, guard)
+        return _http_chain(url, expect, timeout_s, guard, max_redirects, sockets)
 
     tries = max(1, tries)
     latency: float | None = None
@@ -405,20 +533,24 @@ def probe(
     *,
     clock: Clock = time.monotonic,
     retries: int = 2,
+    services: ObjectReader | None = None,
+    resolve: Resolver = resolve_host,
 ) -> DependencyResult:
     """Probe one declared dependency; ``retries`` is the number of tries in all.
 
     HTTP(S): a GET answered with ``expectStatus`` (redirects followed only onto allowed
     hosts, at most :data:`MAX_REDIRECTS`); TCP: a connection accepted. Every try gets the
     dependency's timeout; all of them together at most ``retries x timeout``. Allowlist
-    refusals and refused redirects are not retried. ``latencyMs`` is that of the last try.
+    refusals, refused Services and addresses, and refused redirects are not retried.
+    ``latencyMs`` is that of the last try. ``services``: where ``*.svc`` names are looked
+    up (:func:`service_refusal`; None: they are not); ``resolve``: the name resolver.
     """
     return _probe_url(
         dependency.name,
         dependency.url,
         timeout_ms=dependency.timeout_milliseconds,
         expect=dependency.expect_status,
-        patterns=list(patterns),
+        guard=_Guard(list(patterns), services, resolve),
         tries=retries,
         clock=clock,
     )
@@ -430,16 +562,22 @@ def probe_all(
     *,
     clock: Clock = time.monotonic,
     retries: int = 2,
+    services: ObjectReader | None = None,
+    resolve: Resolver = resolve_host,
 ) -> list[DependencyResult]:
     """:func:`probe` every dependency at once (a small thread pool); results in order."""
     if not dependencies:
         return []
+
+    def one(dependency: Dependency) -> DependencyResult:
+        return probe(
+            dependency, patterns, clock=clock, retries=retries, services=services, resolve=resolve
+        )
+
     with ThreadPoolExecutor(
         max_workers=min(MAX_WORKERS, len(dependencies)), thread_name_prefix="preflight"
     ) as pool:
-        return list(
-            pool.map(lambda d: probe(d, patterns, clock=clock, retries=retries), dependencies)
-        )
+        return list(pool.map(one, dependencies))
 
 
 def model_ready(
@@ -473,7 +611,7 @@ def model_ready(
             check[1],
             timeout_ms=timeout_ms,
             expect=200,
-            patterns=None,
+            guard=None,
             tries=retries,
             clock=clock,
             max_redirects=0,

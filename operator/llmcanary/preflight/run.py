@@ -18,7 +18,7 @@ from llmcanary.api.status import DependencyResult, EnvDifference, GpuFit, Prefli
 from llmcanary.api.times import timestamp
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION
-from llmcanary.builders.workload import HTTP_PORT
+from llmcanary.builders.workload import HTTP_PORT, image_refusal
 from llmcanary.kube.client import Kube
 from llmcanary.kube.pods import pod_ready
 from llmcanary.preflight.dependencies import model_ready, probe_all
@@ -62,6 +62,7 @@ class Preflight:
     gpu_probe_image: str
     canary_timeout_s: float = 2.0
     check_canary: bool = True
+    allowed_images: Sequence[str] = ()
 
     def run(
         self,
@@ -73,6 +74,21 @@ class Preflight:
     ) -> PreflightStatus | None:
         """The preflight's result, or None while the opt-in GPU probe Job still runs."""
         checks = spec.preflight
+        refused = self.image_refusals(spec)
+        if refused:
+            # Before any other check: a disallowed image starts nothing (no probe Job).
+            log.info(
+                "preflight failed for %s: %s",
+                canary_revision,
+                "; ".join(refused),
+                extra={"llmd": f"{owner.namespace}/{owner.name}", "revision": canary_revision},
+            )
+            return PreflightStatus(
+                revision=canary_revision,
+                passed=False,
+                checked_at=timestamp(now),
+                reason="; ".join(refused),
+            )
         try:
             env_diff = self.env_differ(self.kube, owner, spec, stable_revision, canary_revision)
         except LookupError as exc:  # a revision's Deployment is not there (yet): next tick
@@ -88,7 +104,7 @@ class Preflight:
                 if not probe.done:
                     return None
                 gpu = with_probe(gpu, probe.probed_free_gib, probe.message)
-        dependencies = probe_all(checks.dependencies, self.allowed_hosts)
+        dependencies = probe_all(checks.dependencies, self.allowed_hosts, services=self.kube)
         reason = verdict(env_diff, gpu, dependencies)
         log.info(
             "preflight %s for %s: %s",
@@ -106,6 +122,21 @@ class Preflight:
             gpu_memory=gpu,
             dependencies=dependencies,
         )
+
+    def image_refusals(self, spec: LLMDeploymentSpec) -> list[str]:
+        """Why the images the spec would run are refused (the allowlist), if they are.
+
+        The Triton image, and the GPU probe Job's image when the spec chooses one (the
+        operator's own LLMCANARY_GPU_PROBE_IMAGE is the platform team's choice)."""
+        images = [("triton.image", spec.triton.image)]
+        probe = spec.preflight.gpu_memory.probe
+        if spec.preflight.gpu_memory.enabled and probe.enabled and probe.image:
+            images.append(("preflight.gpuMemory.probe.image", probe.image))
+        return [
+            refusal
+            for what, image in images
+            if (refusal := image_refusal(image, self.allowed_images, what)) is not None
+        ]
 
     def canary_checks(
         self, owner: Owner, spec: LLMDeploymentSpec, canary_revision: str
