@@ -75,6 +75,8 @@ class Sim:
     preflights: int = 0
     canary_serves: bool = True
     canary_problem: str | None = None
+    # What the canary Deployment's conditions say (ReplicaFailure, ProgressDeadlineExceeded).
+    canary_failure: str | None = None
     canary_pods_created: int = 0
     _canary_replicas: int = 0
     _canary_rev: str | None = None
@@ -97,7 +99,12 @@ class Sim:
                 ready = min(ready, self.canary_ready_cap)
             problem = self.canary_problem if ready < self._canary_replicas else None
             canary = WorkloadObservation(
-                self._canary_rev, self._canary_replicas, ready, ready, problem
+                self._canary_rev,
+                self._canary_replicas,
+                ready,
+                ready,
+                problem,
+                failure=self.canary_failure if ready < self._canary_replicas else None,
             )
         baseline = None
         if canary is not None:
@@ -286,8 +293,9 @@ def test_no_weight_goes_to_a_baseline_that_is_not_ready() -> None:
     sim.run(seconds=60)
     assert sim.distinct_weights() == [0]
     assert sim.plans[-1].baseline_replicas == 1
-    assert (
-        sim.status.message == "waiting for 1 ready canary and baseline replicas before 5% (0 ready)"
+    assert sim.status.message == (
+        "waiting for 1 ready canary and baseline replicas before 5% (0 ready);"
+        " rolled back at 2026-11-24T12:45:10Z unless ready (readyDeadline 45m)"
     )
     sim.baseline_ready_cap = None
     sim.run(seconds=10)
@@ -691,7 +699,9 @@ def test_a_canary_pod_that_cannot_start_says_why_in_the_status_and_gets_no_traff
     assert sim.distinct_weights() == [0]
     assert sim.status.phase == "Progressing"
     assert sim.status.message == (
-        "waiting for 1 ready canary replicas before 5% (0 ready): " + sim.canary_problem
+        "waiting for 1 ready canary replicas before 5% (0 ready): "
+        + sim.canary_problem
+        + "; rolled back at 2026-11-24T12:45:05Z unless ready (readyDeadline 45m)"
     )
 
 
@@ -760,7 +770,8 @@ def test_promotion_waits_for_pod_events_not_a_timer() -> None:
     sim.annotations[ANNOTATION_PROMOTE] = "p1"
     sim.tick(1)
     assert sim.status.phase == "Promoting"
-    assert next_wakeup(sim.spec, sim.status, sim.now) == float("inf")
+    # No timer but the one that ends the wait: readyDeadline (45m).
+    assert next_wakeup(sim.spec, sim.status, sim.now) == 45 * 60
 
 
 def test_a_step_whose_time_is_up_waits_for_the_next_check_not_for_nothing() -> None:

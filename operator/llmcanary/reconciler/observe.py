@@ -11,7 +11,12 @@ from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, deployment_name
 from llmcanary.kube.children import owned_by
 from llmcanary.kube.client import KubeApi
-from llmcanary.rollout.observation import Commands, WorkloadObservation, pod_problem
+from llmcanary.rollout.observation import (
+    Commands,
+    WorkloadObservation,
+    deployment_failure,
+    pod_problem,
+)
 
 
 def workload_of(deployment: Mapping[str, Any] | None, revision: str) -> WorkloadObservation | None:
@@ -23,6 +28,7 @@ def workload_of(deployment: Mapping[str, Any] | None, revision: str) -> Workload
         desired=int(deployment.get("spec", {}).get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
+        failure=deployment_failure(deployment),
     )
 
 
@@ -35,8 +41,10 @@ def commands_of(meta: Mapping[str, Any]) -> Commands:
 
 
 def observe_workload(kube: KubeApi, owner: Owner, revision: str) -> WorkloadObservation | None:
-    """The revision's Deployment, and why a pod is not Ready when one says; None when
-    absent or not ours (applying the plan reports the conflict)."""
+    """The revision's Deployment, why it cannot create or start its pods when its
+    conditions say (``ReplicaFailure``, ``ProgressDeadlineExceeded``), and why a pod is not
+    Ready when one says; None when absent or not ours (applying the plan reports the
+    conflict)."""
     name = deployment_name(owner.name, revision)
     deployment = kube.get("apps/v1", "Deployment", owner.namespace, name)
     if deployment is not None and not owned_by(deployment, owner.uid):

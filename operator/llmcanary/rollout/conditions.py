@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from llmcanary.api.status import Condition, ConditionType, LLMDeploymentStatus
 from llmcanary.api.times import rfc3339
@@ -18,7 +19,7 @@ def set_condition(
     generation: int | None,
 ) -> list[Condition]:
     """Conditions with ``type_`` set; ``lastTransitionTime`` moves only when status flips."""
-    value = "True" if status else "False"
+    value: Literal["True", "False"] = "True" if status else "False"
     previous = next((c for c in conditions if c.type == type_), None)
     transition = (
         previous.last_transition_time

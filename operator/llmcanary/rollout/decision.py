@@ -38,6 +38,7 @@ class Draft:
     inconclusive_checks: int | None
     canary_replicas: int | None
     rollout_started_at: str | None
+    canary_unready_since: str | None
     pause_reason: str | None
     rolled_back_revision: str | None
     handled_requests: dict[str, str]
@@ -84,8 +85,10 @@ class Event:
     message: str
 
 
-# The event that announces a new weight: posted only when the router took it.
+# The events that announce a new weight, and a weight taken from a canary without Ready
+# replicas for it: posted only when the router took it.
 WEIGHT_CHANGED = "WeightChanged"
+WEIGHT_LOST = "CanaryUnavailable"
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,15 @@ A rollout, for a spec whose revision differs from the stable one::
     Promoting:   the canary is scaled to full size; once all are Ready it becomes the
                  stable revision (the same pods: no second model load)
     Paused:      spec.paused, the paused annotation, or too many inconclusive checks
-    RolledBack:  failureLimit failed checks, or an abort command: weight 0, canary
+    RolledBack:  failureLimit failed checks, an abort command, or a canary without the
+                 Ready replicas it waits for past readyDeadline: weight 0, canary
                  scaled to 0, the revision remembered until the spec changes or a
                  retry is asked for
+
+Progressing, Paused or Promoting, a canary that lacks the Ready replicas its weight needs
+loses the weight at once (``phases.keep_capacity``); it gets it back when they are Ready
+again within ``readyDeadline`` (``phases.wait_for_ready``), which bounds every wait for
+Ready canary replicas.
 
 One pass of the reconciler::
 
@@ -82,8 +88,11 @@ def decide(
             phases.promoting(t, held_by)
         elif phases.record_check(t):
             pass  # rolled back
-        elif held_by or t.draft.pause_reason:
-            phases.paused(t, held_by)
         else:
-            phases.progressing(t)
+            # A canary without the Ready replicas its weight needs loses it, even held.
+            phases.keep_capacity(t, t.ready_pairs())
+            if held_by or t.draft.pause_reason:
+                phases.paused(t, held_by)
+            else:
+                phases.progressing(t)
     return t.decision()

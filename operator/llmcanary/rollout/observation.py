@@ -22,6 +22,11 @@ class WorkloadObservation:
     #: Why a pod of this revision is not Ready, when its containers say (CrashLoopBackOff
     #: with Triton's error, an image that cannot be pulled, ...): see :func:`pod_problem`.
     problem: str | None = None
+    #: Why the Deployment cannot bring its pods up, when its conditions say: a
+    #: ``ReplicaFailure`` (no pod is created at all: a ResourceQuota, Pod Security) or
+    #: ``ProgressDeadlineExceeded``, as ``"<reason>: <message>"``: see
+    #: :func:`deployment_failure`.
+    failure: str | None = None
 
     @property
     def all_ready(self) -> bool:
@@ -49,6 +54,30 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
                 detail = waiting.get("message") or ""
                 text = f"pod {name}: {container.get('name')} {reason}"
                 return f"{text}: {detail}" if detail else text
+    return None
+
+
+def deployment_failure(deployment: Mapping[str, Any]) -> str | None:
+    """Why a Deployment cannot bring its pods up, from its ``status.conditions``:
+    ``ReplicaFailure`` True (the ReplicaSet could not create a pod, e.g. ``FailedCreate:
+    pods "x" is forbidden: exceeded quota: gpus, ...``), else ``Progressing`` False with
+    ``ProgressDeadlineExceeded``; None when neither says so. Pods that do not exist show
+    nothing in :func:`pod_problem`: this is the only place such a failure is seen."""
+    conditions = (deployment.get("status") or {}).get("conditions") or []
+    by_type = {c.get("type"): c for c in conditions if isinstance(c, Mapping)}
+    failed = by_type.get("ReplicaFailure")
+    stalled = by_type.get("Progressing")
+    for condition, status, reason in (
+        (failed, "True", None),
+        (stalled, "False", "ProgressDeadlineExceeded"),
+    ):
+        if condition is None or str(condition.get("status")) != status:
+            continue
+        if reason is not None and condition.get("reason") != reason:
+            continue
+        text = str(condition.get("reason") or condition.get("type"))
+        message = str(condition.get("message") or "")
+        return f"{text}: {message}" if message else text
     return None
 
 

@@ -6,12 +6,20 @@ its plan; :func:`llmcanary.rollout.machine.decide` picks the handler.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llmcanary.api import ANNOTATION_PROMOTE
-from llmcanary.api.status import Phase, PreflightStatus
-from llmcanary.api.times import parse_time, timestamp
+from llmcanary.api.status import Outcome, Phase, PreflightStatus
+from llmcanary.api.times import parse_time, rfc3339, timestamp
 from llmcanary.rollout.checks import analysis_record
-from llmcanary.rollout.decision import WEIGHT_CHANGED, Plan
-from llmcanary.rollout.steps import evidence_start, replicas_for, step_interval, step_weight
+from llmcanary.rollout.decision import WEIGHT_CHANGED, WEIGHT_LOST, Plan
+from llmcanary.rollout.steps import (
+    evidence_start,
+    ready_deadline,
+    replicas_for,
+    step_interval,
+    step_weight,
+)
 from llmcanary.rollout.tick import Tick
 
 # --- no rollout -------------------------------------------------------------------------
@@ -34,6 +42,7 @@ def steady(t: Tick) -> None:
     d.inconclusive_checks = None
     d.pause_reason = None
     d.rollout_started_at = None
+    d.canary_unready_since = None
     d.canary_replicas = None
     t.plan = Plan(t.stable_rev, None, 0, 0)
 
@@ -87,6 +96,7 @@ def start(t: Tick, superseded: str | None) -> None:
     d.pause_reason = None
     d.rolled_back_revision = None
     d.rollout_started_at = timestamp(t.now)
+    d.canary_unready_since = None
     canary = t.spec.canary
     t.emit(
         "Normal",
@@ -102,7 +112,7 @@ def start(t: Tick, superseded: str | None) -> None:
     )
 
 
-def rollback(t: Tick, outcome: str, reason: str, event_reason: str) -> None:
+def rollback(t: Tick, outcome: Outcome, reason: str, event_reason: str) -> None:
     revision = t.obs.revision
     t.history(outcome, reason)
     t.emit("Warning", event_reason, f"revision {revision} rolled back: {reason}")
@@ -112,6 +122,7 @@ def rollback(t: Tick, outcome: str, reason: str, event_reason: str) -> None:
     d.canary_replicas = 0
     d.rolled_back_revision = revision
     d.pause_reason = None
+    d.canary_unready_since = None
     d.message = f"rolled back: {reason}"
     t.plan = Plan(t.stable_rev, revision, 0, 0)
 
@@ -133,6 +144,7 @@ def preflight(t: Tick) -> None:
         t.emit("Normal", "PreflightPassed", f"preflight passed for revision {revision}")
         d.phase = "Progressing"
         d.message = None
+        d.canary_unready_since = timestamp(t.now)  # its pods are asked for now
         t.plan_canary(replicas_for(t.spec.replicas, t.spec.canary.initial_weight), 0)
         return
     reason = result.reason or "preflight failed"
@@ -212,12 +224,28 @@ def record_check(t: Tick) -> bool:
 
 
 def paused(t: Tick, held_by: str | None) -> None:
-    """Held by hand or by too many inconclusive checks: the weight stays."""
+    """Held by hand or by too many inconclusive checks: the weight stays, unless the
+    canary lost the Ready replicas it needs (:func:`keep_capacity`); it comes back when the
+    rollout goes on. A hold by hand stops the readyDeadline clock (it starts again when
+    the hold ends); the operator's own pause does not."""
     d = t.draft
     target = step_weight(t.spec, d.current_step or 0)
+    weight = d.canary_weight or 0
     d.phase = "Paused"
     d.message = f"paused: {held_by or d.pause_reason}"
-    t.plan_canary(replicas_for(t.spec.replicas, target), d.canary_weight or 0)
+    need, ready = replicas_for(t.spec.replicas, target), t.ready_pairs()
+    if ready < need:
+        d.message += (
+            f"; the canary is at {weight}%: {ready} of the {need} {t.arms()} replicas"
+            f" {target}% needs are ready{t.unready_reason()}"
+        )
+    elif weight < target:
+        d.message += f"; the canary gets {target}% when the rollout goes on"
+    t.plan_canary(replicas_for(t.spec.replicas, target), weight)
+    if held_by:
+        d.canary_unready_since = None
+    else:
+        wait_for_ready(t, ready < need, lambda: _short_of(t, target, need, ready))
 
 
 # --- Progressing ------------------------------------------------------------------------
@@ -237,8 +265,12 @@ def progressing(t: Tick) -> None:
         # Before the first weight, Ready pods are not enough: Triton must serve the model.
         if not (first and t.ready_pairs() >= need and not canary_serves(t)):
             advance_to(t, target, step)
-        t.plan_canary(need, d.canary_weight or 0)
+        # Keep the next step's replicas, started early, if a lost weight is waited for.
+        ahead = replicas_for(spec.replicas, step_weight(spec, step + 1))
+        t.plan_canary(max(need, min(d.canary_replicas or 0, ahead)), d.canary_weight or 0)
+        _wait_for_weight(t, target)
         return
+    d.canary_unready_since = None
     if d.step_started_at is None:
         # The router has not been seen holding the weight: the step has not begun
         # (rollout.render.settle starts it, and says so while it waits).
@@ -266,9 +298,13 @@ def progressing(t: Tick) -> None:
         target = step_weight(spec, step)
         advance_to(t, target, step)
         t.plan_canary(replicas_for(spec.replicas, target), d.canary_weight or 0)
+        _wait_for_weight(t, target)
         return
     waiting = "the step interval" if not done else "a passing check"
     d.message = f"at {weight}% (step {step}), waiting for {waiting}"
+    failure = t.canary_failure()
+    if failure:  # the next step's replicas, started early
+        d.message += f"; {failure}"
     # Start the next step's replicas now: a model takes minutes to load.
     t.plan_canary(replicas_for(spec.replicas, step_weight(spec, step + 1)), weight)
 
@@ -277,13 +313,18 @@ def advance_to(t: Tick, target: int, step: int) -> None:
     """Ask for ``target`` % once enough replicas (and baseline replicas) are Ready."""
     need = replicas_for(t.spec.replicas, target)
     ready = t.ready_pairs()
-    if ready < need:
-        t.draft.message = (
-            f"waiting for {need} ready {t.arms()} replicas before {target}%"
-            f" ({ready} ready){t.canary_problem()}"
-        )
-        return
     d = t.draft
+    if ready < need:
+        if not d.canary_weight and step > 0:  # it had a weight, and lost it
+            wait = (
+                f"the canary is at 0% until {need} {t.arms()} replicas are ready for"
+                f" {target}% ({ready} ready)"
+            )
+        else:
+            wait = f"waiting for {need} ready {t.arms()} replicas before {target}% ({ready} ready)"
+        failure = t.canary_failure()
+        d.message = f"{failure}; {wait}" if failure else wait + t.canary_problem()
+        return
     d.canary_weight = target
     # The step's clock starts once the router holds the weight (rollout.render.settle).
     d.step_started_at = None
@@ -295,9 +336,10 @@ def advance_to(t: Tick, target: int, step: int) -> None:
 def canary_serves(t: Tick) -> bool:
     """Record the canary's own readiness checks; True when every one passed."""
     checks = t.obs.canary_checks
-    if checks is None:
-        return False
     d = t.draft
+    if checks is None:  # not asked this pass: the next one asks
+        d.message = "waiting for the canary to serve its model"
+        return False
     previous = d.preflight or PreflightStatus(revision=t.obs.revision)
     kept = [c for c in previous.dependencies if not c.name.startswith("canary/")]
     d.preflight = previous.model_copy(update={"dependencies": [*kept, *checks]})
@@ -309,6 +351,76 @@ def canary_serves(t: Tick) -> bool:
     return True
 
 
+# --- Ready capacity and the readyDeadline ------------------------------------------------
+
+
+def keep_capacity(t: Tick, ready: int) -> None:
+    """A canary (with its baseline) that no longer has the Ready replicas its weight needs
+    loses the weight at once: the stable pods, at full size all along, take it back. The
+    gateway's errors for a canary without endpoints never reach Triton's counters, so no
+    check would see them. Its step starts again when the weight comes back
+    (:func:`progressing`); until then the readyDeadline runs."""
+    d = t.draft
+    weight = d.canary_weight or 0
+    need = replicas_for(t.spec.replicas, weight)
+    if not weight or ready >= need:
+        return
+    d.canary_weight = 0
+    d.step_started_at = None
+    d.weight_verified = None
+    t.emit(
+        "Warning",
+        WEIGHT_LOST,
+        f"canary weight {weight}% -> 0%: {ready} of the {need} {t.arms()} replicas it needs"
+        f" are ready{t.unready_reason()}; the stable revision serves that traffic until"
+        f" they are, for up to readyDeadline {t.spec.canary.ready_deadline}",
+    )
+
+
+def wait_for_ready(t: Tick, waiting: bool, why: Callable[[], str]) -> bool:
+    """Count a wait for Ready canary replicas against ``readyDeadline``: its clock starts
+    when the wait begins and is kept in status (a restart does not reset it), and stops
+    when the wait ends. Past the deadline the rollout rolls back with ``why()``; before
+    it, the message says when. True if it rolled back."""
+    d = t.draft
+    if not waiting:
+        d.canary_unready_since = None
+        return False
+    if d.canary_unready_since is None:
+        d.canary_unready_since = timestamp(t.now)
+    deadline = ready_deadline(t.spec, d.canary_unready_since)
+    limit = t.spec.canary.ready_deadline
+    if t.now >= deadline:
+        reason = f"{why()}, for longer than readyDeadline {limit}"
+        rollback(t, "RolledBack", reason, "ReadyDeadlineExceeded")
+        return True
+    d.message = (
+        f"{d.message}; rolled back at {rfc3339(deadline)} unless ready (readyDeadline {limit})"
+    )
+    return False
+
+
+def _short_of(t: Tick, target: int, need: int, ready: int) -> str:
+    return (
+        f"the canary had {ready} of the {need} Ready {t.arms()} replicas {target}% needs"
+        + t.unready_reason()
+    )
+
+
+def _wait_for_weight(t: Tick, target: int) -> bool:
+    """While Progressing: the canary waits for the Ready replicas (and Triton serving the
+    model) that ``target`` needs, or holds it."""
+    d = t.draft
+    need, ready = replicas_for(t.spec.replicas, target), t.ready_pairs()
+
+    def why() -> str:
+        if ready >= need:
+            return f"the canary's Ready pods did not serve the model ({d.message})"
+        return _short_of(t, target, need, ready)
+
+    return wait_for_ready(t, (d.canary_weight or 0) < target, why)
+
+
 # --- Promoting --------------------------------------------------------------------------
 
 
@@ -316,13 +428,26 @@ def promoting(t: Tick, held_by: str | None) -> None:
     """Scale the canary to full size; once all are Ready it is the stable revision."""
     revision, replicas, d = t.obs.revision, t.spec.replicas, t.draft
     ready = t.obs.canary.ready if t.obs.canary else 0
+    keep_capacity(t, ready)  # the baseline is gone: the canary's own pods carry it
     t.plan_canary(replicas, d.canary_weight or 0)
     if held_by:
         d.message = f"promotion held: {held_by}"
+        d.canary_unready_since = None
         return
     if ready < replicas:
-        d.message = f"promoting: {ready}/{replicas} canary replicas ready"
+        failure = t.canary_failure()
+        d.message = f"promoting: {ready}/{replicas} canary replicas ready" + (
+            f"; {failure}" if failure else t.canary_problem()
+        )
+        wait_for_ready(
+            t,
+            True,
+            lambda: (
+                f"promotion had {ready} of {replicas} Ready canary replicas{t.unready_reason()}"
+            ),
+        )
         return
+    d.canary_unready_since = None
     previous = t.stable_rev
     checks = d.last_analysis
     t.history("Promoted", checks.reason if checks else "promoted on request")

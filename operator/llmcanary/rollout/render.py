@@ -8,7 +8,14 @@ from llmcanary.api.times import timestamp
 from llmcanary.problems import Problem
 from llmcanary.rollout.checks import headline
 from llmcanary.rollout.conditions import set_condition
-from llmcanary.rollout.decision import WEIGHT_CHANGED, Applied, Decision, Draft, Settled
+from llmcanary.rollout.decision import (
+    WEIGHT_CHANGED,
+    WEIGHT_LOST,
+    Applied,
+    Decision,
+    Draft,
+    Settled,
+)
 from llmcanary.rollout.observation import WorkloadObservation
 from llmcanary.rollout.steps import ACTIVE
 
@@ -27,7 +34,7 @@ def settle(decision: Decision, applied: Applied) -> Settled:
         draft.canary_weight = old.canary_weight
         draft.step_started_at = old.step_started_at
         draft.weight_verified = old.weight_verified
-        events = tuple(e for e in events if e.reason != WEIGHT_CHANGED)
+        events = tuple(e for e in events if e.reason not in (WEIGHT_CHANGED, WEIGHT_LOST))
     elif draft.canary_revision is not None and draft.canary_weight:
         if applied.verified is not None:
             draft.weight_verified = applied.verified

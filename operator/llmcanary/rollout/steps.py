@@ -34,6 +34,13 @@ def step_interval(canary: CanarySpec, step: int) -> timedelta:
     return parse_duration(canary.initial_step_interval if step == 0 else canary.step_interval)
 
 
+def ready_deadline(spec: LLMDeploymentSpec, since: str) -> datetime:
+    """When a rollout whose canary has lacked the Ready replicas it waits for since
+    ``since`` (``status.canaryUnreadySince``, kept in status so that a restart does not
+    reset it) fails: ``readyDeadline`` after."""
+    return parse_time(since) + parse_duration(spec.canary.ready_deadline)
+
+
 def asked_weights(spec: LLMDeploymentSpec, status: LLMDeploymentStatus) -> tuple[int, int]:
     """The canary and baseline weights the router was last asked for, as status has them:
     a fresh baseline gets the canary's weight while the rollout progresses or pauses, none
@@ -134,8 +141,20 @@ def next_wakeup(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datet
     check is what it waits for, so the next analysis time. What nothing watches is
     polled: Triton serving the model on Ready canary pods before the first weight and a
     preflight whose GPU probe Job runs (once per analysis interval), and a weight the
-    router does not hold yet (every few seconds).
+    router does not hold yet (every few seconds). A wait for Ready canary replicas, in any
+    phase but a hold by hand, has one timer: its ``readyDeadline``.
     """
+    wait = _next_pass(spec, status, now)
+    since = status.canary_unready_since
+    if since is None or status.phase not in ACTIVE:
+        return wait
+    deadline = ready_deadline(spec, since)
+    # The pass at the deadline rolls back and stops the clock; should one not, the next
+    # comes a little later rather than at once.
+    return min(wait, max(VERIFY_SECONDS, (deadline - now).total_seconds()))
+
+
+def _next_pass(spec: LLMDeploymentSpec, status: LLMDeploymentStatus, now: datetime) -> float:
     if status.phase not in ("Preflight", "Progressing") or status.pause_reason:
         return math.inf
     interval = parse_duration(spec.canary.analysis.interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.api.status import HistoryEntry, LLMDeploymentStatus
+from llmcanary.api.status import HistoryEntry, LLMDeploymentStatus, Outcome
 from llmcanary.api.times import timestamp
 from llmcanary.rollout.decision import Basis, Decision, Draft, Event, Plan
 from llmcanary.rollout.observation import Observation
@@ -47,7 +47,7 @@ class Tick:
         handled[annotation] = value
         return True
 
-    def history(self, outcome: str, reason: str) -> None:
+    def history(self, outcome: Outcome, reason: str) -> None:
         entry = HistoryEntry(
             revision=self.draft.canary_revision or self.obs.revision,
             outcome=outcome,
@@ -93,6 +93,21 @@ class Tick:
             if observed is not None and observed.problem:
                 return f": {observed.problem}"
         return ""
+
+    def canary_failure(self) -> str | None:
+        """``"canary cannot start: <reason>: <message>"`` when the canary's (or the
+        baseline's) Deployment says it cannot create or start its pods (a ResourceQuota,
+        Pod Security, its progress deadline); None when neither says."""
+        for arm, observed in (("canary", self.obs.canary), ("baseline", self.obs.baseline)):
+            if observed is not None and observed.failure:
+                return f"{arm} cannot start: {observed.failure}"
+        return None
+
+    def unready_reason(self) -> str:
+        """``": <why>"``: the Deployment's failure, else a pod's problem; nothing when
+        neither says."""
+        failure = self.canary_failure()
+        return f": {failure}" if failure else self.canary_problem()
 
     def decision(self) -> Decision:
         old, revision = self.old, self.obs.revision
