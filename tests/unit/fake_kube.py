@@ -3,15 +3,24 @@
 It keeps objects as dicts and records every write in order; it does no admission, no
 defaulting and no garbage collection. Behaviour against a real API server is what the
 integration tests check; this fake answers "in which order did the operator write?".
+
+Like the API server it stamps a ``uid`` on each new object and a new ``resourceVersion``
+on each write, refuses a delete whose UID precondition no longer holds and a status patch
+whose ``resourceVersion`` is stale (409). ``faults`` makes a call fail the way the API
+server or the network can; the failure reaches the caller as :class:`Kube` words it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcanary.kube.errors import MissingApi
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from llmcanary.kube.errors import Forbidden, MissingApi, api_message, explain, unreachable
 
 Key = tuple[str, str, str, str]  # api_version, kind, namespace, name
 
@@ -46,30 +55,67 @@ def _selects(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
+def _conflict(message: str) -> ApiException:
+    exc = ApiException(status=409, reason="Conflict")
+    exc.body = json.dumps(
+        {"kind": "Status", "reason": "Conflict", "message": message, "code": 409}
+    ).encode()
+    return exc
+
+
 @dataclass
 class FakeKube:
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
     # Kinds the "cluster" does not serve (every call on them raises MissingApi).
     missing: set[str] = field(default_factory=set)
+    # (verb, kind) -> what the call raises: an ApiException or a urllib3 error (worded as
+    # Kube words it), or any other exception as it is; a list is one per call, then none.
+    # Verbs: get, list, apply, patch, patch_status, delete.
+    faults: dict[tuple[str, str], BaseException | list[BaseException]] = field(default_factory=dict)
     _version: int = 0
 
     def _check(self, api_version: str, kind: str) -> None:
         if kind in self.missing:
             raise MissingApi(api_version, kind, "install the API that serves it")
 
+    def _fault(self, verb: str, kind: str, namespace: str, name: str | None) -> None:
+        fault = self.faults.get((verb, kind))
+        if isinstance(fault, list):
+            if not fault:
+                return
+            exc = fault.pop(0)
+        elif fault is None:
+            return
+        else:
+            exc = fault
+        if verb == "patch_status":
+            verb, kind = "patch", f"{kind}/status"
+        if isinstance(exc, ApiException):
+            if exc.status == 403:
+                raise Forbidden(verb, kind, namespace, api_message(exc)) from exc
+            raise explain(exc, verb, kind, namespace, name) from exc
+        if isinstance(exc, Urllib3Error):
+            raise unreachable(exc, verb, kind, namespace, name) from exc
+        raise exc
+
     def _stamp(self, obj: dict[str, Any]) -> None:
         self._version += 1
-        obj.setdefault("metadata", {})["resourceVersion"] = str(self._version)
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._version)
+        meta.setdefault("uid", f"uid-{self._version}")
 
     def add(self, obj: dict[str, Any]) -> None:
         """Put an object in place without recording a write (the test's starting state)."""
         meta = obj["metadata"]
         key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
-        self.objects[key] = copy.deepcopy(obj)
+        stored = copy.deepcopy(obj)
+        self._stamp(stored)
+        self.objects[key] = stored
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._check(api_version, kind)
+        self._fault("get", kind, namespace, name)
         found = self.objects.get((api_version, kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
@@ -77,6 +123,7 @@ class FakeKube:
         self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         self._check(api_version, kind)
+        self._fault("list", kind, namespace, None)
         return [
             copy.deepcopy(obj)
             for (v, k, ns, _), obj in sorted(self.objects.items())
@@ -87,6 +134,7 @@ class FakeKube:
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         self._check(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
+        self._fault("apply", obj["kind"], meta.get("namespace", ""), meta["name"])
         key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
         current = copy.deepcopy(self.objects.get(key, {}))
         _merge(current, obj)
@@ -100,6 +148,7 @@ class FakeKube:
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any] | None:
         self._check(api_version, kind)
+        self._fault("patch", kind, namespace, name)
         current = self.objects.get((api_version, kind, namespace, name))
         if current is None:
             return None
@@ -109,17 +158,42 @@ class FakeKube:
         return copy.deepcopy(current)
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
+        self._fault("patch_status", kind, namespace, name)
         current = self.objects[(api_version, kind, namespace, name)]
+        held = current["metadata"].get("resourceVersion")
+        if resource_version is not None and resource_version != held:
+            # What the API server answers when metadata.resourceVersion in a patch is stale.
+            exc = _conflict(
+                f'Operation cannot be fulfilled on {kind.lower()}s "{name}": the object has'
+                " been modified; please apply your changes to the latest version and try again"
+            )
+            raise explain(exc, "patch", f"{kind}/status", namespace, name) from exc
         current.setdefault("status", {})
         _merge(current["status"], status)
+        self._stamp(current)
         self.writes.append(Write("patch_status", kind, name, copy.deepcopy(status)))
         return copy.deepcopy(current)
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+    ) -> bool:
         self._check(api_version, kind)
-        gone = self.objects.pop((api_version, kind, namespace, name), None)
-        if gone is not None:
-            self.writes.append(Write("delete", kind, name, {}))
-        return gone is not None
+        self._fault("delete", kind, namespace, name)
+        key = (api_version, kind, namespace, name)
+        current = self.objects.get(key)
+        if current is None:
+            return False
+        if uid is not None and current["metadata"].get("uid") != uid:
+            return False  # 409 "Precondition failed: UID in precondition": Kube says False
+        del self.objects[key]
+        self.writes.append(Write("delete", kind, name, {"uid": uid} if uid else {}))
+        return True

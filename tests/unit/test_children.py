@@ -1,15 +1,17 @@
-"""``contains``: when a child already has what the builders want (no write, no log line)."""
+"""``contains``: when a child already has what the builders want (no write, no log line);
+``remove``: a child is deleted only if it is the LLMDeployment's, by its UID."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from fake_kube import FakeKube, Write
 from specs import make_spec
 
 from llmcanary.builders.meta import Owner
 from llmcanary.builders.workload import build_deployment
-from llmcanary.kube.children import contains
+from llmcanary.kube.children import Removal, contains, remove
 
 
 def test_fields_the_api_server_adds_are_not_drift() -> None:
@@ -53,3 +55,58 @@ def test_a_deployment_without_env_is_unchanged_once_stored() -> None:
     owner = Owner(namespace="ml", name="tiny", uid="u-1")
     desired = build_deployment(owner, spec, "abc123", "stable", 2)
     assert contains(_drop_empty(desired), desired)
+
+
+# --- remove: only what is ours ------------------------------------------------------------
+
+
+def _service(name: str, owner_uid: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ml"}
+    if owner_uid is not None:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "llmcanary.io/v1alpha1",
+                "kind": "LLMDeployment",
+                "name": "tiny",
+                "uid": owner_uid,
+                "controller": True,
+            }
+        ]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {}}
+
+
+def test_remove_deletes_an_owned_child_by_its_uid() -> None:
+    kube = FakeKube()
+    kube.add(_service("tiny", "0000-uid"))
+    uid = kube.objects[("v1", "Service", "ml", "tiny")]["metadata"]["uid"]
+    assert remove(kube, "v1", "Service", "ml", "tiny", "0000-uid") is Removal.DELETED
+    assert kube.writes == [Write("delete", "Service", "tiny", {"uid": uid})]
+
+
+@pytest.mark.parametrize("owner_uid", [None, "someone-else"])
+def test_remove_leaves_another_owners_object_alone(owner_uid: str | None) -> None:
+    kube = FakeKube()
+    kube.add(_service("tiny", owner_uid))
+    assert remove(kube, "v1", "Service", "ml", "tiny", "0000-uid") is Removal.NOT_OURS
+    assert ("v1", "Service", "ml", "tiny") in kube.objects and kube.writes == []
+
+
+def test_remove_of_nothing_is_gone() -> None:
+    assert remove(FakeKube(), "v1", "Service", "ml", "tiny", "0000-uid") is Removal.GONE
+
+
+class Replaced(FakeKube):
+    """The object read is replaced by another of the same name before the delete."""
+
+    def get(self, *args: Any) -> dict[str, Any] | None:
+        found = super().get(*args)
+        self.objects.pop(("v1", "Service", "ml", "tiny"))
+        self.add(_service("tiny", "0000-uid"))  # same name and owner, a new UID
+        return found
+
+
+def test_a_child_replaced_between_read_and_delete_is_not_deleted() -> None:
+    kube = Replaced()
+    kube.add(_service("tiny", "0000-uid"))
+    assert remove(kube, "v1", "Service", "ml", "tiny", "0000-uid") is Removal.GONE
+    assert ("v1", "Service", "ml", "tiny") in kube.objects and kube.writes == []

@@ -236,3 +236,79 @@ def test_status_records_the_weight_the_router_took_not_the_one_planned(missing: 
         assert stored["stepStartedAt"] == timestamp(T0)  # the route read back 85/15
         assert stored["weightVerified"] is True
         assert ("Normal", "WeightChanged", "canary weight 15% (step 1)") in events
+
+
+# --- a router switch deletes only what the LLMDeployment owns (S4) -------------------------
+
+FOREIGN = {
+    "Service": ("v1", {"router": "replicas"}),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", {}),
+    "VirtualService": ("networking.istio.io/v1", {"router": "istio", "istio": {"hosts": ["llm"]}}),
+}
+SWITCH_TO = {"Service": {}, "HTTPRoute": {"router": "replicas"}, "VirtualService": {}}
+
+
+@pytest.mark.parametrize("kind", list(FOREIGN))
+def test_a_router_switch_leaves_a_same_named_object_of_someone_else(kind: str) -> None:
+    """Someone else's object is named like the LLMDeployment: its router reports the
+    conflict, and switching to another router does not delete that object."""
+    api_version, traffic = FOREIGN[kind]
+    kube = FakeKube()
+    foreign = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": "tiny", "namespace": "ml"},
+    }
+    kube.add(foreign | {"spec": {"owner": "someone else"}})
+    spec = make_spec(traffic=traffic)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "tiny", "namespace": "ml", "uid": "0000-uid", "generation": 1},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    kube.add(body)
+    events: list[tuple[str, str, str]] = []
+    reconciler = Reconciler(
+        cast(Kube, kube),
+        lambda: T0,
+        lambda _body, type_, reason, message: events.append((type_, reason, message)),
+        sources=lambda _address: cast(MetricSource, NoMetrics()),
+        preflight=cast(Preflight, object()),
+    )
+    first = reconciler.reconcile("ml", "tiny")
+    assert first is not None and first.problem is not None
+    assert first.problem.reason == "ChildConflict"
+    stored = kube.objects[(API_VERSION, KIND, "ml", "tiny")]
+    assert stored["status"]["router"] == spec.traffic.router
+
+    switched = make_spec(traffic=SWITCH_TO[kind])
+    stored["spec"] = switched.model_dump(mode="json", by_alias=True, exclude_none=True)
+    kube._stamp(stored)
+    second = reconciler.reconcile("ml", "tiny")
+    assert second is not None and second.problem is None
+    assert kube.objects[(api_version, kind, "ml", "tiny")]["spec"] == {"owner": "someone else"}
+    assert not [w for w in kube.writes if w.verb == "delete"]
+
+
+def test_a_baseline_no_longer_wanted_is_deleted_by_uid_and_a_foreign_service_stays() -> None:
+    spec = make_spec(replicas=2)
+    kube = FakeKube()
+    baseline = build_deployment(OWNER, spec, "r-base", "baseline", 1)
+    kube.add(baseline)
+    kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "tiny-baseline", "namespace": "ml"},  # someone else's
+        }
+    )
+    stored = kube.get("apps/v1", "Deployment", "ml", baseline["metadata"]["name"])
+    assert stored is not None
+    PlanApplier(kube).remove_baseline(OWNER, stored)
+    assert kube.writes == [
+        Write(
+            "delete", "Deployment", stored["metadata"]["name"], {"uid": stored["metadata"]["uid"]}
+        )
+    ]
+    assert ("v1", "Service", "ml", "tiny-baseline") in kube.objects

@@ -1,6 +1,7 @@
 from typing import Any, cast, get_args
 
 import pytest
+from fake_kube import FakeKube, Write
 from specs import make_spec
 
 from llmcanary.api.spec import RouterKind
@@ -106,3 +107,63 @@ def test_the_operator_watches_the_watched_routers_resources() -> None:
     assert ("v1", "services") in CHILD_KINDS
     # Istio is opt-in RBAC without watch (charts/llmcanary/templates/_rbac.tpl).
     assert not any("virtualservices" in kind for kind in CHILD_KINDS)
+
+
+# --- finalize: a router removes only its own object ------------------------------------------
+
+ROUTER_OBJECTS = [
+    ("gatewayAPI", "gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("istio", "networking.istio.io/v1", "VirtualService"),
+    ("replicas", "v1", "Service"),
+]
+
+
+def _named_like_the_llmdeployment(
+    api_version: str, kind: str, owner_uid: str | None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "tiny", "namespace": "ml"}
+    if owner_uid:
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "llmcanary.io/v1alpha1",
+                "kind": "LLMDeployment",
+                "name": "tiny",
+                "uid": owner_uid,
+            }
+        ]
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": {}}
+
+
+@pytest.mark.parametrize(("router", "api_version", "kind"), ROUTER_OBJECTS)
+def test_finalize_deletes_the_routers_own_object_by_uid(
+    owner: Owner, router: str, api_version: str, kind: str
+) -> None:
+    kube = FakeKube()
+    kube.add(_named_like_the_llmdeployment(api_version, kind, owner.uid))
+    uid = kube.objects[(api_version, kind, "ml", "tiny")]["metadata"]["uid"]
+    router_for(cast(Kube, kube), router).finalize(owner)
+    assert (api_version, kind, "ml", "tiny") not in kube.objects
+    assert kube.writes == [Write("delete", kind, "tiny", {"uid": uid})]
+
+
+@pytest.mark.parametrize(("router", "api_version", "kind"), ROUTER_OBJECTS)
+@pytest.mark.parametrize("foreign_owner", [None, "another-uid"])
+def test_finalize_leaves_a_same_named_object_it_does_not_own(
+    owner: Owner, router: str, api_version: str, kind: str, foreign_owner: str | None
+) -> None:
+    kube = FakeKube()
+    kube.add(_named_like_the_llmdeployment(api_version, kind, foreign_owner))
+    router_for(cast(Kube, kube), router).finalize(owner)
+    assert (api_version, kind, "ml", "tiny") in kube.objects
+    assert kube.writes == []
+
+
+@pytest.mark.parametrize(
+    ("router", "kind"), [("gatewayAPI", "HTTPRoute"), ("istio", "VirtualService")]
+)
+def test_finalize_without_the_routers_api_has_nothing_to_remove(
+    owner: Owner, router: str, kind: str
+) -> None:
+    kube = FakeKube(missing={kind})
+    router_for(cast(Kube, kube), router).finalize(owner)
+    assert kube.writes == []

@@ -1,10 +1,14 @@
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from fake_kube import FakeKube
 from specs import make_spec
 
+from llmcanary.api import API_VERSION, KIND
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import LLMDeploymentStatus
-from llmcanary.kube.status_writer import parse_status, status_patch, status_to_wire
+from llmcanary.kube.errors import ApiConflict
+from llmcanary.kube.status_writer import parse_status, status_patch, status_to_wire, write_status
 from llmcanary.problems import Problem
 from llmcanary.rollout.conditions import condition, set_condition
 from llmcanary.rollout.decision import Applied
@@ -118,3 +122,20 @@ def test_the_machines_draft_names_only_status_fields() -> None:
     from llmcanary.rollout.decision import Draft
 
     assert {f.name for f in fields(Draft)} <= set(LLMDeploymentStatus.model_fields)
+
+
+def test_a_status_is_written_only_onto_the_version_it_was_decided_from() -> None:
+    kube = FakeKube()
+    kube.add(
+        {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "t", "namespace": "ml"}}
+    )
+    read = kube.get(API_VERSION, KIND, "ml", "t")
+    assert read is not None
+    version = read["metadata"]["resourceVersion"]
+    fresh = LLMDeploymentStatus(phase="Stable", message="by B")
+    assert write_status(kube, "ml", "t", None, fresh, resource_version=version)
+    stale = LLMDeploymentStatus(phase="Progressing", message="by A")
+    with pytest.raises(ApiConflict) as refused:
+        write_status(kube, "ml", "t", None, stale, resource_version=version)
+    assert refused.value.code == 409 and "changed meanwhile" in refused.value.message
+    assert kube.objects[(API_VERSION, KIND, "ml", "t")]["status"]["message"] == "by B"

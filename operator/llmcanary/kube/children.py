@@ -62,3 +62,35 @@ def ensure(kube: KubeApi, desired: dict[str, Any]) -> tuple[Outcome, dict[str, A
     outcome = Outcome.CREATED if current is None else Outcome.UPDATED
     log.info("%s %s", outcome.value, key, extra={"child": str(key), "outcome": outcome.value})
     return outcome, applied
+
+
+class Removal(StrEnum):
+    DELETED = "deleted"
+    GONE = "gone"  # nothing by that name
+    NOT_OURS = "not ours"  # another owner's object by that name, left alone
+
+
+def remove(
+    kube: KubeApi, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+) -> Removal:
+    """Delete the child ``name`` only if it is the owner's: read it, check its owner
+    reference, and delete with its UID as a precondition, so that an object someone
+    created under that name meanwhile is not deleted either. Another's object is left
+    alone with a log line (removing it is a cleanup, never needed to go on)."""
+    current = kube.get(api_version, kind, namespace, name)
+    if current is None:
+        return Removal.GONE
+    child = f"{kind} {namespace}/{name}"
+    if not owned_by(current, owner_uid):
+        log.warning(
+            "left %s alone: it is not a child of this LLMDeployment",
+            child,
+            extra={"child": child, "outcome": Removal.NOT_OURS.value},
+        )
+        return Removal.NOT_OURS
+    uid = current.get("metadata", {}).get("uid")
+    if not kube.delete(api_version, kind, namespace, name, uid=uid or None):
+        # Gone meanwhile, or replaced by another object (the client logged which).
+        return Removal.GONE
+    log.info("deleted %s", child, extra={"child": child, "outcome": Removal.DELETED.value})
+    return Removal.DELETED

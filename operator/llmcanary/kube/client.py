@@ -16,13 +16,16 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from llmcanary.kube.errors import (
     Forbidden,
     MissingApi,
     NamespaceTerminating,
     api_message,
+    explain,
     terminating_namespace,
+    unreachable,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,14 @@ class StatusPatcher(Protocol):
     """The one write of the status writer (:mod:`llmcanary.kube.status_writer`)."""
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -64,7 +74,9 @@ class KubeApi(ObjectReader, StatusPatcher, Protocol):
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any] | None: ...
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+    ) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -84,14 +96,27 @@ class ObjectKey:
 
 
 class Kube:
-    """Get, list, apply and status-patch any kind, with errors turned into advice."""
+    """Get, list, apply and status-patch any kind, with errors turned into advice.
+
+    A 403 always becomes :class:`~llmcanary.kube.errors.Forbidden`. With
+    ``explain_errors`` (the operator's client) every other failed call becomes an
+    :class:`~llmcanary.kube.errors.ApiError` too (a refused child, a conflict, an API
+    server that is unavailable or slow), so the reconciler can put it in status; the
+    CLI's client (:meth:`from_kubeconfig`) leaves them as ApiException and urllib3's
+    errors, which the CLI words itself.
+    """
 
     def __init__(
-        self, api_client: client.ApiClient, on_request: RequestObserver | None = None
+        self,
+        api_client: client.ApiClient,
+        on_request: RequestObserver | None = None,
+        *,
+        explain_errors: bool = True,
     ) -> None:
         self.api_client = api_client
         self._dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._on_request = on_request
+        self.explain_errors = explain_errors
 
     @classmethod
     def connect(
@@ -125,7 +150,7 @@ class Kube:
         api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, context=context, persist_config=False
         )
-        return cls(api_client)
+        return cls(api_client, explain_errors=False)
 
     def _resource(self, api_version: str, kind: str) -> Any:
         try:
@@ -134,20 +159,51 @@ class Kube:
             # The caller that knows what serves it (a router) says what to install.
             raise MissingApi(api_version, kind, "install the API that serves it") from None
 
-    def _request(self, verb: str, kind: str, fn: Any, **kwargs: Any) -> Any:
-        """One API request: counted, bounded in time, its errors turned into advice."""
+    def _request(
+        self, verb: str, kind: str, fn: Any, *, passthrough: tuple[int, ...] = (), **kwargs: Any
+    ) -> Any:
+        """One API request: counted, bounded in time, its errors turned into advice.
+
+        ``passthrough``: HTTP statuses the caller handles itself (a 404 on a get), raised
+        as the ApiException.
+        """
         if self._on_request is not None:
             self._on_request(verb)
-        return self._call(verb, kind, fn, **kwargs, _request_timeout=REQUEST_TIMEOUT)
+        try:
+            return self._call(verb, kind, fn, **kwargs, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if not self.explain_errors or exc.status in passthrough:
+                raise
+            namespace, name = kwargs.get("namespace") or "", kwargs.get("name")
+            raise explain(exc, verb, kind, namespace, name) from exc
+        except Urllib3Error as exc:  # a timeout, a refused or broken connection
+            if not self.explain_errors:
+                raise
+            namespace, name = kwargs.get("namespace") or "", kwargs.get("name")
+            raise unreachable(exc, verb, kind, namespace, name) from exc
 
-    def _request_json(self, verb: str, kind: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
+    def _request_json(
+        self, verb: str, kind: str, fn: Any, *, passthrough: tuple[int, ...] = (), **kwargs: Any
+    ) -> dict[str, Any]:
         """A dynamic-client request whose JSON answer is parsed as plain dicts.
 
         The dynamic client's own objects (ResourceInstance, then ``to_dict()``) cost the
-        operator 6x the time of ``json.loads`` for a list of Deployments.
+        operator 6x the time of ``json.loads`` for a list of Deployments. An answer that
+        is not a JSON object is an :class:`~llmcanary.kube.errors.ApiUnavailable`.
         """
-        response = self._request(verb, kind, fn, serialize=False, **kwargs)
-        found: dict[str, Any] = json.loads(response.data)
+        response = self._request(verb, kind, fn, serialize=False, passthrough=passthrough, **kwargs)
+        try:
+            found = json.loads(response.data)
+        except (AttributeError, TypeError, ValueError) as exc:
+            found = exc
+        if not isinstance(found, dict):
+            problem = (
+                found
+                if isinstance(found, Exception)
+                else TypeError(f"a JSON {type(found).__name__} where an object was expected")
+            )
+            namespace, name = kwargs.get("namespace") or "", kwargs.get("name")
+            raise unreachable(problem, verb, kind, namespace, name) from None
         return found
 
     @staticmethod
@@ -167,7 +223,9 @@ class Kube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            return self._request_json("get", kind, resource.get, name=name, namespace=namespace)
+            return self._request_json(
+                "get", kind, resource.get, passthrough=(404,), name=name, namespace=namespace
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -208,7 +266,7 @@ class Kube:
         """
         key = ObjectKey.of(obj)
         resource = self._resource(key.api_version, key.kind)
-        extra = {"dry_run": "All"} if dry_run else {}
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         applied = self._request_json(
             "apply",
             key.kind,
@@ -223,15 +281,31 @@ class Kube:
         return applied
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """JSON-merge-patch the status subresource."""
+        """JSON-merge-patch the status subresource.
+
+        ``resource_version``: the version the status was decided from. The API server then
+        takes the patch only if the object is still at that version, else answers 409
+        (:class:`~llmcanary.kube.errors.ApiConflict`): a status decided from stale state
+        never overwrites a newer one.
+        """
         resource = self._resource(api_version, kind)
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         patched = self._request_json(
             "patch",
             f"{kind}/status",
             resource.status.patch,
-            body={"status": status},
+            body=body,
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
@@ -248,6 +322,7 @@ class Kube:
                 "patch",
                 kind,
                 resource.patch,
+                passthrough=(404,),
                 body=patch,
                 name=name,
                 namespace=namespace,
@@ -259,13 +334,45 @@ class Kube:
             raise
         return patched
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete an object; False if it was already gone."""
+    def delete(
+        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+    ) -> bool:
+        """Delete an object; False if it was already gone.
+
+        ``uid``: delete only that object (a precondition the API server checks): False,
+        and nothing deleted, if the name now belongs to another object (409).
+        """
         resource = self._resource(api_version, kind)
+        extra: dict[str, Any] = {}
+        if uid is not None:
+            extra["body"] = {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"uid": uid},
+            }
         try:
-            self._request("delete", kind, resource.delete, name=name, namespace=namespace)
+            self._request(
+                "delete",
+                kind,
+                resource.delete,
+                passthrough=(404, 409) if uid is not None else (404,),
+                name=name,
+                namespace=namespace,
+                **extra,
+            )
         except ApiException as exc:
             if exc.status == 404:
+                return False
+            if exc.status == 409 and uid is not None:
+                log.warning(
+                    "left %s %s/%s alone: it is no longer the object %s (%s)",
+                    kind,
+                    namespace,
+                    name,
+                    uid,
+                    api_message(exc),
+                    extra={"child": f"{kind} {namespace}/{name}", "uid": uid},
+                )
                 return False
             raise
         return True
@@ -283,6 +390,7 @@ class Kube:
                 "get",
                 "pods/log",
                 core.read_namespaced_pod_log,
+                passthrough=(404,),
                 name=name,
                 namespace=namespace,
                 **kwargs,

@@ -6,7 +6,7 @@ Each is a :class:`~llmcanary.problems.ReconcileError`: the reconciler records it
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from llmcanary.problems import ReconcileError
 
@@ -79,3 +79,202 @@ def api_message(exc: Any) -> str:
         return str(body.get("message") or exc.reason)
     except (ValueError, AttributeError):
         return str(getattr(exc, "reason", None) or exc)
+
+
+# --- every other failed call --------------------------------------------------------------
+
+#: The most of the API server's own words that a status message or event carries.
+DETAIL_LIMIT = 500
+
+
+def capped(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _target(kind: str, namespace: str, name: str | None) -> str:
+    if name:
+        return f"{kind} {name!r}"
+    return f"{kind} in namespace {namespace!r}" if namespace else f"{kind} cluster-wide"
+
+
+class ApiError(ReconcileError):
+    """An API call that failed for another reason than a permission: the message names the
+    call, the object, the HTTP status (0 for no answer) and the API server's words."""
+
+    #: Whether the same call may well succeed when tried again unchanged.
+    transient: ClassVar[bool] = True
+
+    def __init__(
+        self, reason: str, message: str, verb: str, kind: str, name: str | None, code: int
+    ) -> None:
+        super().__init__(reason, message)
+        self.verb = verb
+        self.kind = kind
+        self.name = name
+        self.code = code
+
+    @classmethod
+    def other(
+        cls, verb: str, kind: str, namespace: str, name: str | None, code: int, detail: str
+    ) -> ApiError:
+        return cls(
+            "ApiError",
+            f"the API server answered {code} to {verb} {_target(kind, namespace, name)}:"
+            f" {capped(detail)}; the operator tries again",
+            verb,
+            kind,
+            name,
+            code,
+        )
+
+
+#: Where an API server's complaint about a child points in the LLMDeployment's spec: the
+#: first field path fragment found in its message names the spec field.
+SPEC_FIELDS: tuple[tuple[str, str], ...] = (
+    ("tolerations", "spec.tolerations"),
+    ("nodeSelector", "spec.nodeSelector"),
+    ("resources", "spec.resources"),
+    ("subPath", "spec.model.repository"),
+    ("claimName", "spec.model.repository"),
+    ("volume", "spec.model.repository"),
+    ("env", "spec.env"),
+    ("image", "spec.triton.image"),
+    ("args", "spec.triton.args"),
+    ("hostnames", "spec.traffic.gatewayAPI.hostnames"),
+    ("parentRefs", "spec.traffic.gatewayAPI.parentRefs"),
+    ("gateways", "spec.traffic.istio.gateways"),
+    ("hosts", "spec.traffic.istio.hosts"),
+)
+
+
+def spec_field(paths: list[str]) -> str | None:
+    """The LLMDeployment spec field the API server's complaint about a child points at:
+    ``paths`` are the field paths of its causes (``spec.template.spec.tolerations[0]``)."""
+    for path in paths:
+        for fragment, field in SPEC_FIELDS:
+            if fragment in path:
+                return field
+    return None
+
+
+def cause_fields(exc: Any) -> list[str]:
+    """The field paths an ApiException's Status names (``details.causes[].field``); else
+    the text after ``is invalid:`` (never the object's name, which could match anything)."""
+    try:
+        body = json.loads(exc.body or "")
+        causes = (body.get("details") or {}).get("causes") or []
+        fields = [str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")]
+        if fields:
+            return fields
+        _, found, rest = str(body.get("message") or "").partition(" is invalid: ")
+        return [rest] if found else []
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+class ChildRejected(ApiError):
+    """400, 413 or 422: the API server (its validation or an admission webhook) refuses the
+    object the operator built from the spec. Trying again changes nothing."""
+
+    transient = False
+
+    def __init__(
+        self,
+        verb: str,
+        kind: str,
+        name: str | None,
+        code: int,
+        detail: str,
+        fields: list[str] | None = None,
+    ) -> None:
+        field = spec_field(fields or [])
+        fix = f"fix {field}" if field else "fix the field it names in the LLMDeployment's spec"
+        super().__init__(
+            "ChildRejected",
+            f"the API server refused {kind} {name or ''!r} ({code}): {capped(detail)}; {fix}"
+            " (the operator applies it again when the spec changes)",
+            verb,
+            kind,
+            name,
+            code,
+        )
+
+
+class StatusRejected(ApiError):
+    """400, 413 or 422 on the LLMDeployment's own status: not the user's spec (a status
+    grown too large, or an operator older or newer than the CRD)."""
+
+    transient = False
+
+    def __init__(self, verb: str, kind: str, name: str | None, code: int, detail: str) -> None:
+        super().__init__(
+            "StatusRejected",
+            f"the API server refused the status of {kind.removesuffix('/status')}"
+            f" {name or ''!r} ({code}): {capped(detail)}; check that the CRD installed matches"
+            " the operator's version (crds/); the operator tries again",
+            verb,
+            kind,
+            name,
+            code,
+        )
+
+
+class ApiConflict(ApiError):
+    """409: the object changed since it was read (a precondition or resourceVersion no
+    longer holds), or it was created meanwhile. The next pass reads it again."""
+
+    def __init__(self, verb: str, kind: str, name: str | None, detail: str) -> None:
+        super().__init__(
+            "ApiConflict",
+            f"the API server refused to {verb} {kind} {name or ''!r} (409 Conflict:"
+            f" {capped(detail)}): it changed meanwhile; the operator reads it again and retries",
+            verb,
+            kind,
+            name,
+            409,
+        )
+
+
+class ApiUnavailable(ApiError):
+    """410, 429, 5xx, a timeout, a broken connection or an answer that is not what the API
+    promises: nothing the user did; the call is tried again later."""
+
+    def __init__(
+        self, verb: str, kind: str, namespace: str, name: str | None, code: int, detail: str
+    ) -> None:
+        what = f"answered {code}" if code else "gave no usable answer"
+        super().__init__(
+            "ApiUnavailable",
+            f"the API server {what} to {verb} {_target(kind, namespace, name)}:"
+            f" {capped(detail)}; the operator tries again with a growing delay",
+            verb,
+            kind,
+            name,
+            code,
+        )
+
+
+def explain(exc: Any, verb: str, kind: str, namespace: str, name: str | None) -> ApiError:
+    """An ApiException (anything with ``status``, ``reason`` and ``body``) other than a 403,
+    as the error that says what it means and what to do."""
+    code = int(getattr(exc, "status", 0) or 0)
+    detail = api_message(exc)
+    if code in (400, 413, 422):
+        if kind.endswith("/status"):
+            return StatusRejected(verb, kind, name, code, detail)
+        return ChildRejected(verb, kind, name, code, detail, cause_fields(exc))
+    if code == 409:
+        return ApiConflict(verb, kind, name, detail)
+    if code in (408, 410, 429) or code >= 500 or code == 0:
+        return ApiUnavailable(verb, kind, namespace, name, code, detail)
+    return ApiError.other(verb, kind, namespace, name, code, detail)
+
+
+def unreachable(
+    exc: BaseException, verb: str, kind: str, namespace: str, name: str | None
+) -> ApiUnavailable:
+    """A call that got no usable answer: a timeout, a refused or broken connection (urllib3's
+    errors), or a body that is not the JSON object the API promises."""
+    return ApiUnavailable(verb, kind, namespace, name, 0, f"{type(exc).__name__}: {exc}")

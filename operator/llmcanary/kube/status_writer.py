@@ -1,5 +1,5 @@
 """The one status writer: a JSON merge patch of the status subresource, sent only when
-something changed."""
+something changed, and only onto the version of the object it was decided from."""
 
 from __future__ import annotations
 
@@ -46,10 +46,18 @@ def write_status(
     name: str,
     old: dict[str, Any] | None,
     new: LLMDeploymentStatus,
+    *,
+    resource_version: str | None = None,
 ) -> bool:
-    """Patch the status subresource if it changed. Returns whether it wrote."""
+    """Patch the status subresource if it changed. Returns whether it wrote.
+
+    ``resource_version``: the object's version that ``old`` was read at (and ``new``
+    decided from). The API server refuses the patch with a 409
+    (:class:`~llmcanary.kube.errors.ApiConflict`) if the object changed since: another
+    writer's status is never overwritten by one decided from older state.
+    """
     patch = status_patch(old, new)
     if patch is None:
         return False
-    kube.patch_status(API_VERSION, KIND, namespace, name, patch)
+    kube.patch_status(API_VERSION, KIND, namespace, name, patch, resource_version=resource_version)
     return True

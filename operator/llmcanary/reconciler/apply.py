@@ -9,7 +9,7 @@ status records that, not the plan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,11 @@ from llmcanary.builders.meta import (
     service_name,
 )
 from llmcanary.builders.services import build_service
-from llmcanary.builders.workload import build_config_map, build_deployment
-from llmcanary.kube.children import ensure, owned_by
+from llmcanary.builders.workload import build_config_map, build_deployment, image_refusal
+from llmcanary.kube.children import ensure, owned_by, remove
 from llmcanary.kube.client import KubeApi
-from llmcanary.problems import ReconcileError
+from llmcanary.kube.errors import capped
+from llmcanary.problems import Problem, ReconcileError
 from llmcanary.rollout.decision import Applied, Plan
 from llmcanary.rollout.observation import WorkloadObservation
 from llmcanary.rollout.revision import revision_of
@@ -38,6 +39,15 @@ from llmcanary.rollout.steps import asked_weights
 from llmcanary.routing import Router, Weights, router_for
 
 log = logging.getLogger(__name__)
+
+
+def internal_problem(exc: BaseException) -> Problem:
+    """An error the operator did not expect, as status shows it (the traceback is logged)."""
+    return Problem(
+        "InternalError",
+        f"the operator failed: {capped(f'{type(exc).__name__}: {exc}', 300)}; it tries again"
+        " (its log has the details); please report it if it persists",
+    )
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,9 @@ class Routed:
 class PlanApplier:
     """Applies one LLMDeployment's plan: :meth:`apply` runs the steps in order."""
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
         self.kube = kube
+        self.allowed_images = list(allowed_images)
 
     def apply(
         self,
@@ -64,29 +75,36 @@ class PlanApplier:
         canary: WorkloadObservation | None,
     ) -> Applied:
         """Grow, point, weigh, label, shrink. A step that fails stops the pass; the
-        :class:`Applied` says whether the router took the weights before it did.
+        :class:`Applied` says whether the router took the weights before it did, and
+        what failed (any error: status records what was applied, whatever stopped it).
+
+        One failure does not stop the pass: the canary's own objects while the plan asks
+        no traffic of it (an abort or rollback of a canary the API server refuses still
+        takes its weight to 0); it is reported all the same.
 
         ``status`` is the one the pass started from and ``canary`` the canary revision's
         Deployment as the pass observed it (the plan's canary is always that revision)."""
         routed: Routed | None = None
+        deferred: list[Problem] = []
+        llmd = f"{owner.namespace}/{owner.name}"
         try:
             baseline = self.baseline(owner, plan)
-            shrink = self.grow(owner, spec, plan, baseline, canary)
+            shrink = self.grow(owner, spec, plan, baseline, canary, deferred)
             self.point_services(owner, plan, baseline is not None)
             routed = self.weigh(owner, spec, plan, status)
             self.label_pods(owner, self.tracks(plan, baseline is not None))
             self.shrink(owner, plan, shrink, baseline is not None)
         except ReconcileError as exc:
-            log.warning(
-                exc.message,
-                extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"},
-            )
-            if routed is None:
-                return Applied(routed=False, verified=None, problem=exc.problem)
-            return Applied(
-                verified=routed.verified, traffic_note=routed.traffic_note, problem=exc.problem
-            )
-        return Applied(verified=routed.verified, traffic_note=routed.traffic_note)
+            log.warning(exc.message, extra={"reason": exc.reason, "llmd": llmd})
+            problem: Problem | None = exc.problem
+        except Exception as exc:  # what status records must still be written
+            log.exception("applying the plan of %s failed", llmd, extra={"llmd": llmd})
+            problem = internal_problem(exc)
+        else:
+            problem = deferred[0] if deferred else None
+        if routed is None:
+            return Applied(routed=False, verified=None, problem=problem)
+        return Applied(verified=routed.verified, traffic_note=routed.traffic_note, problem=problem)
 
     # --- the steps ----------------------------------------------------------------
 
@@ -97,13 +115,18 @@ class PlanApplier:
         plan: Plan,
         baseline: dict[str, Any] | None,
         canary: WorkloadObservation | None,
+        deferred: list[Problem] | None = None,
     ) -> list[dict[str, Any]]:
         """Create or grow the stable, baseline and canary Deployments; return the
-        canary's when it must shrink instead (only after traffic has left it)."""
+        canary's when it must shrink instead (only after traffic has left it).
+
+        ``deferred``: where a failure of the canary's objects goes, instead of stopping
+        the pass, while the plan gives the canary no weight."""
         current = revision_of(spec)
         # While the spec describes the stable revision, it is (re)built from the spec;
         # during a rollout the spec describes the canary, so only the stable's size follows.
         if plan.stable_revision == current:
+            self.check_image(owner, spec, current)
             ensure(self.kube, build_config_map(owner, spec, current))
             ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
         else:
@@ -112,14 +135,23 @@ class PlanApplier:
             ensure(self.kube, baseline)
         shrink: list[dict[str, Any]] = []
         if plan.canary_revision is not None:
-            ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
-            desired = build_deployment(
-                owner, spec, plan.canary_revision, "canary", plan.canary_replicas
-            )
-            if canary is not None and canary.desired > plan.canary_replicas:
-                shrink.append(desired)
-            else:
-                ensure(self.kube, desired)
+            try:
+                ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
+                desired = build_deployment(
+                    owner, spec, plan.canary_revision, "canary", plan.canary_replicas
+                )
+                if canary is not None and canary.desired > plan.canary_replicas:
+                    shrink.append(desired)
+                else:
+                    ensure(self.kube, desired)
+            except ReconcileError as exc:
+                if plan.canary_weight or deferred is None:
+                    raise
+                log.warning(
+                    exc.message,
+                    extra={"reason": exc.reason, "llmd": f"{owner.namespace}/{owner.name}"},
+                )
+                deferred.append(exc.problem)
         return shrink
 
     def point_services(self, owner: Owner, plan: Plan, baseline: bool) -> None:
@@ -188,12 +220,23 @@ class PlanApplier:
             if revision in tracks or not owned_by(deployment, owner.uid):
                 continue
             if labels.get(LABEL_TRACK) == "baseline":
-                self.remove_baseline(owner, deployment["metadata"]["name"])
+                self.remove_baseline(owner, deployment)
                 continue
             if deployment.get("spec", {}).get("replicas"):
                 self.resize(owner, revision or "", 0, None)
 
     # --- helpers ------------------------------------------------------------------
+
+    def check_image(self, owner: Owner, spec: LLMDeploymentSpec, revision: str) -> None:
+        """The first revision has no preflight: its image is checked against the allowlist
+        before its Deployment exists. One that exists was made before the allowlist (the
+        image is part of the revision), and refusing it would block an abort."""
+        refused = image_refusal(spec.triton.image, self.allowed_images)
+        if refused is None:
+            return
+        name = deployment_name(owner.name, revision)
+        if self.kube.get("apps/v1", "Deployment", owner.namespace, name) is None:
+            raise ReconcileError("ImageNotAllowed", refused)
 
     @staticmethod
     def tracks(plan: Plan, baseline: bool) -> dict[str, Track]:
@@ -215,14 +258,22 @@ class PlanApplier:
             return None
         return build_baseline(owner, stable, plan.baseline_replicas)
 
-    def remove_baseline(self, owner: Owner, name: str) -> None:
-        """Delete a baseline Deployment that is no longer wanted, and its Service."""
-        self.kube.delete("apps/v1", "Deployment", owner.namespace, name)
-        service = self.kube.get(
-            "v1", "Service", owner.namespace, service_name(owner.name, "baseline")
+    def remove_baseline(self, owner: Owner, deployment: dict[str, Any]) -> None:
+        """Delete a baseline Deployment that is no longer wanted (one the pass read and
+        found owned), and its Service if that is ours. Each delete names the object's
+        UID: a same-named object created since is never deleted."""
+        meta = deployment["metadata"]
+        name = meta["name"]
+        if owned_by(deployment, owner.uid):
+            self.kube.delete("apps/v1", "Deployment", owner.namespace, name, uid=meta.get("uid"))
+        remove(
+            self.kube,
+            "v1",
+            "Service",
+            owner.namespace,
+            service_name(owner.name, "baseline"),
+            owner.uid,
         )
-        if service is not None and owned_by(service, owner.uid):
-            self.kube.delete("v1", "Service", owner.namespace, service["metadata"]["name"])
         log.info("removed baseline %s", name, extra={"child": name})
 
     def resize(self, owner: Owner, revision: str, replicas: int, track: Track | None) -> None:

@@ -100,7 +100,9 @@ class Router(ABC):
 
     @abstractmethod
     def finalize(self, owner: Owner) -> None:
-        """Remove the router's objects (the LLMDeployment switched to another router)."""
+        """Remove the router's objects (the LLMDeployment switched to another router):
+        only those it owns, each deleted with its UID as a precondition
+        (:func:`llmcanary.kube.children.remove`); another's object by that name stays."""
 
     def missing_api(self) -> MissingApi:
         """The error for a cluster that does not serve the router's resource."""

@@ -10,7 +10,7 @@ from llmcanary.api.spec import GatewayAPITraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
-from llmcanary.kube.children import ensure
+from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.errors import MissingApi
 from llmcanary.routing.base import Resource, Router, Weights
 
@@ -81,6 +81,13 @@ class GatewayAPIRouter(Router):
         )
 
     def finalize(self, owner: Owner) -> None:
-        # No HTTPRoute API means no HTTPRoute of ours to remove.
+        # No HTTPRoute API means no HTTPRoute of ours to remove; another's is left alone.
         with contextlib.suppress(MissingApi):
-            self.kube.delete(HTTPROUTE.api_version, HTTPROUTE.kind, owner.namespace, owner.name)
+            remove(
+                self.kube,
+                HTTPROUTE.api_version,
+                HTTPROUTE.kind,
+                owner.namespace,
+                owner.name,
+                owner.uid,
+            )

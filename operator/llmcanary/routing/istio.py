@@ -9,7 +9,7 @@ from llmcanary.api.spec import IstioTraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import Track, common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
-from llmcanary.kube.children import ensure
+from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import MissingApi
 from llmcanary.problems import ReconcileError
@@ -108,6 +108,14 @@ class IstioRouter(Router):
         )
 
     def finalize(self, owner: Owner) -> None:
-        # No VirtualService API means no VirtualService of ours to remove.
+        # No VirtualService API means no VirtualService of ours to remove; another's is
+        # left alone.
         with contextlib.suppress(MissingApi):
-            self.kube.delete(self.api_version, VIRTUALSERVICE.kind, owner.namespace, owner.name)
+            remove(
+                self.kube,
+                self.api_version,
+                VIRTUALSERVICE.kind,
+                owner.namespace,
+                owner.name,
+                owner.uid,
+            )

@@ -25,7 +25,7 @@ from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, common_labels, service_name
 from llmcanary.builders.workload import GRPC_PORT, HTTP_PORT
-from llmcanary.kube.children import ensure
+from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.pods import pod_serving
 from llmcanary.routing.base import Resource, Router, Weights
 
@@ -148,4 +148,7 @@ class ReplicasRouter(Router):
         return exact and (pods.canary > 0) == (weights.canary > 0)
 
     def finalize(self, owner: Owner) -> None:
-        self.kube.delete("v1", "Service", owner.namespace, shared_service_name(owner.name))
+        # Only the Service this LLMDeployment owns: another's Service by that name stays.
+        remove(
+            self.kube, "v1", "Service", owner.namespace, shared_service_name(owner.name), owner.uid
+        )
