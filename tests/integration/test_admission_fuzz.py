@@ -107,6 +107,17 @@ def test_models_and_api_server_agree_and_the_operator_survives_what_is_admitted(
 
     # Every admitted spec, created for real: the operator gives each a status of its own,
     # with no traceback and no internal error (what it cannot do is a status message).
+    # A quota of no pods keeps a thousand-replica spec from loading the shared machine; the
+    # operator still creates every child and reads the Deployments' refusals.
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-pods"},
+            "spec": {"hard": {"pods": "0"}},
+        },
+        namespace,
+    )
     for start in range(0, len(valid), CHUNK):
         subprocess.run(
             [kubectl.binary, "apply", "-n", namespace, "-f", "-"],

@@ -97,6 +97,23 @@ def test_the_job_runs_on_the_node_type_with_the_pods_gpus() -> None:
     assert "llmcanary.io/deployment" not in template["metadata"]["labels"]
 
 
+def test_the_probe_pod_meets_pod_security_restricted() -> None:
+    pod = build_probe_job(OWNER, spec(), "abc123", H100, DEFAULT_IMAGE)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    [container] = pod["containers"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+
+
 def test_the_image_comes_from_the_spec_else_the_operator_setting() -> None:
     own = spec(preflight={"gpuMemory": {"probe": {"enabled": True, "image": "me/torch:1"}}})
     job = build_probe_job(OWNER, own, "abc123", H100, DEFAULT_IMAGE)

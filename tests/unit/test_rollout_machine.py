@@ -847,3 +847,24 @@ def test_a_steps_clock_starts_only_when_the_router_holds_its_weight() -> None:
     # The step's interval counted from when the weight was held, not when it was asked.
     assert sim.status.step_started_at is not None
     assert sim.now - started >= timedelta(seconds=60)
+
+
+def test_a_promote_asked_during_preflight_does_not_carry_over_to_a_newer_revision() -> None:
+    # Asked for revision 2 while it waits in preflight; the spec then moves on to 3: the
+    # request was made for 2, and revision 3 walks every step with its checks.
+    sim = Sim(spec_for("1"))
+    sim.tick()
+    sim.spec = spec_for("2")
+    sim.tick(1)
+    assert sim.status.phase == "Preflight"
+    sim.annotations[ANNOTATION_PROMOTE] = "p1"
+    sim.spec = spec_for("3")
+    sim.run(seconds=70)
+    assert sim.status.phase == "Progressing"
+    assert sim.status.canary_weight == 5
+    assert sim.status.stable_revision == revision_of(spec_for("1"))
+    ignored = [m for t, r, m in sim.events if (t, r) == ("Warning", "PromotionIgnored")]
+    assert ignored == [
+        f"{ANNOTATION_PROMOTE}=p1 ignored: made before revision {revision_of(spec_for('3'))}'s"
+        " rollout started; request it again during the next rollout"
+    ]

@@ -16,6 +16,7 @@ until it is ``done``, then folds the reading into the fit with :func:`with_probe
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -26,6 +27,7 @@ from typing import Any
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import GpuFit
 from llmcanary.builders.meta import LABEL_MANAGED_BY, LABEL_REVISION, MANAGER, Owner
+from llmcanary.builders.workload import CONTAINER_SECURITY_CONTEXT, TRITON_UID
 from llmcanary.kube.children import ensure
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden
@@ -129,21 +131,27 @@ def build_probe_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # As the Triton pods run: a namespace under Pod Security "restricted" takes it.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_UID,
+            "runAsGroup": TRITON_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "nodeSelector": {**spec.node_selector, LABEL_PRODUCT: node_type},
         "containers": [
             {
                 "name": CONTAINER,
                 "image": image,
                 "command": ["python3", f"{MOUNT}/{SCRIPT_KEY}"],
+                # No home directory for uid 1000 in most images: caches go to /tmp.
+                "env": [{"name": "HOME", "value": "/tmp"}],
                 "resources": {
                     "requests": {"cpu": "500m", "memory": "2Gi", RESOURCE_GPU: gpus},
                     "limits": {"memory": "4Gi", RESOURCE_GPU: gpus},
                 },
                 "volumeMounts": [{"name": "probe", "mountPath": MOUNT, "readOnly": True}],
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
             }
         ],
         "volumes": [{"name": "probe", "configMap": {"name": probe_config_map_name(owner.name)}}],

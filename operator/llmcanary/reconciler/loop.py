@@ -55,6 +55,8 @@ EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 SourceFactory = Callable[[str], MetricSource]
 
 
+# Prometheus readers kept (one per address; few clusters have more than a handful).
+MAX_SOURCES = 64
 # How soon a pass that failed (it could not observe the cluster, apply its plan or write
 # its status) is tried again; it doubles with each failed pass in a row, up to the most.
 RETRY_SECONDS = 30.0
@@ -427,10 +429,15 @@ class Reconciler:
             return PreflightStatus(revision=canary, passed=False, reason=exc.message)
 
     def _source(self, address: str) -> MetricSource:
+        """The reader of ``address``: kept for reuse, the least recently used dropped past
+        :data:`MAX_SOURCES` (a tenant changing its address must not grow the operator)."""
         with self._sources_guard:
-            source = self._sources.get(address)
+            source = self._sources.pop(address, None)
             if source is None:
-                source = self._sources[address] = self.sources(address)
+                source = self.sources(address)
+            self._sources[address] = source  # now the most recently used
+            while len(self._sources) > MAX_SOURCES:
+                del self._sources[next(iter(self._sources))]
             return source
 
     def _analyse(

@@ -75,6 +75,9 @@ def decide(
         phases.drop_promotion(t)
         return t.decision()
     if status.canary_revision != current or not active:
+        # A promote pending now was made for another revision's rollout (one still in
+        # preflight, superseded by this spec): it never carries over to this one.
+        phases.drop_promotion(t, f"made before revision {current}'s rollout started")
         phases.start(t, superseded=status.canary_revision if active else None)
 
     if abort:

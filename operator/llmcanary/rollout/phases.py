@@ -174,16 +174,18 @@ def handle_commands(t: Tick, resume: bool) -> None:
         t.emit("Normal", "Resumed", "rollout resumed on request")
 
 
-def drop_promotion(t: Tick) -> None:
-    """A promote request with no canary in progress is acknowledged and dropped: left
-    pending, it would promote the next revision, whatever it is, without a check."""
+def drop_promotion(t: Tick, why: str | None = None) -> None:
+    """A promote request with no canary in progress (or made before the rollout now
+    starting) is acknowledged and dropped: left pending, it would promote the next
+    revision, whatever it is, without a check."""
     value = t.obs.commands.pending(ANNOTATION_PROMOTE, t.draft.handled_requests)
     if t.take(ANNOTATION_PROMOTE):
         t.emit(
             "Warning",
             "PromotionIgnored",
-            f"{ANNOTATION_PROMOTE}={value} ignored: no canary is in progress"
-            f" ({t.draft.phase}); request it again during the next rollout",
+            f"{ANNOTATION_PROMOTE}={value} ignored: "
+            + (why or f"no canary is in progress ({t.draft.phase})")
+            + "; request it again during the next rollout",
         )
 
 
