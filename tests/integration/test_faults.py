@@ -11,6 +11,7 @@ words a refusal, and what a Deployment's conditions say under a ResourceQuota.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -303,11 +304,13 @@ def test_a_canary_that_loses_its_pods_loses_its_weight_then_rolls_back_at_the_de
         "--grace-period=0",
         "--force",
     )
+    gone = time.monotonic()
     lost = wait_for(
         "the weight taken from the canary",
         lambda: route_weight(kubectl, namespace) == 0 and status(kubectl, namespace),
         timeout=30,
     )
+    print(f"weight 0 after {time.monotonic() - gone:.1f}s")
     assert lost["canaryRevision"] == new
     reasons = {e.get("reason") for e in kubectl.list("event", namespace)}
     assert "CanaryUnavailable" in reasons
@@ -316,11 +319,13 @@ def test_a_canary_that_loses_its_pods_loses_its_weight_then_rolls_back_at_the_de
         lambda: "exceeded quota" in status(kubectl, namespace).get("message", ""),
         timeout=60,
     )
+    print(f"the quota's refusal in status after {time.monotonic() - gone:.1f}s")
     done = wait_for(
         "rolled back at readyDeadline",
         lambda: (s := status(kubectl, namespace)).get("phase") == "RolledBack" and s,
         timeout=150,
     )
+    print(f"rolled back after {time.monotonic() - gone:.1f}s (readyDeadline 1m)")
     assert done["history"][0]["revision"] == new
     assert done["history"][0]["outcome"] == "RolledBack"
     assert "exceeded quota" in done["history"][0]["reason"]
