@@ -19,7 +19,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from llmcanary.allowlist import as_ip, normalize, printable
@@ -29,6 +31,8 @@ MAX_ERROR_BYTES = 64 * 1024  # of a non-200 answer, read only for its errorType
 USER_AGENT = "llmcanary"
 
 _CHUNK = 64 * 1024
+
+T = TypeVar("T")
 _PATH = re.compile(r"^(?:/[A-Za-z0-9._~-]+)*/?$")
 
 
@@ -203,27 +207,26 @@ def _exchange(
         conn.close()
 
 
-def bounded_get(endpoint: Endpoint, target: str, timeout_s: float, verify: bool) -> Answer:
-    """:func:`_exchange` in a thread for at most ``timeout_s`` in all.
+def under_watchdog(work: Callable[[Sockets], T], timeout_s: float, name: str) -> T:
+    """``work`` in a thread for at most ``timeout_s``: what it returned, or what it raised.
 
-    A socket timeout bounds each operation, not the exchange, and not name resolution;
-    past the deadline the watchdog shuts the exchange's sockets (its thread then ends at
-    once, or when a slow resolver returns) and :class:`Cancelled` is raised here.
-    Whatever the exchange raised is raised here.
+    A socket timeout bounds each operation, not the whole of ``work``, and not name
+    resolution; past the deadline the watchdog shuts the sockets ``work`` registered (its
+    thread then ends at once, or when a slow resolver returns) and :class:`Cancelled` is
+    raised here.
     """
-    deadline = time.monotonic() + timeout_s
     sockets = Sockets()
-    outcome: list[Answer | Exception] = []
+    outcome: list[tuple[bool, Any]] = []  # (returned, value or exception)
 
     def run() -> None:
         try:
-            outcome.append(_exchange(endpoint, target, deadline, verify, sockets))
+            outcome.append((True, work(sockets)))
         except Exception as exc:  # re-raised by the caller's thread
-            outcome.append(exc)
+            outcome.append((False, exc))
         finally:
             sockets.close()
 
-    thread = threading.Thread(target=run, name="prometheus-query", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
@@ -231,7 +234,19 @@ def bounded_get(endpoint: Endpoint, target: str, timeout_s: float, verify: bool)
         raise Cancelled
     if not outcome:
         raise Cancelled
-    result = outcome[0]
-    if isinstance(result, Exception):
-        raise result
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    result: T = value
     return result
+
+
+def bounded_get(endpoint: Endpoint, target: str, timeout_s: float, verify: bool) -> Answer:
+    """GET ``target`` from ``endpoint`` in at most ``timeout_s`` in all (see
+    :func:`under_watchdog`): :class:`Cancelled` past it, else whatever the exchange raised."""
+    deadline = time.monotonic() + timeout_s
+    return under_watchdog(
+        lambda sockets: _exchange(endpoint, target, deadline, verify, sockets),
+        timeout_s,
+        "prometheus-query",
+    )

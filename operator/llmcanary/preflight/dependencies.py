@@ -43,7 +43,6 @@ import ipaddress
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +58,7 @@ from llmcanary.api.spec import Dependency
 from llmcanary.api.status import DependencyResult
 from llmcanary.kube.client import ObjectReader
 from llmcanary.kube.errors import Forbidden
-from llmcanary.transport import Cancelled, Sockets
+from llmcanary.transport import Cancelled, Sockets, under_watchdog
 
 Clock = Callable[[], float]
 
@@ -438,34 +437,23 @@ def _failure(exc: BaseException) -> str:
 
 
 def _bounded(work: Callable[[Sockets], _Try], timeout_s: float) -> _Try | None:
-    """Run one try in a thread for at most ``timeout_s``; None if it ran out of time.
+    """Run one try for at most ``timeout_s`` (:func:`~llmcanary.transport.under_watchdog`);
+    None if it ran out of time. Every failure is an answer."""
 
-    The socket timeout alone would bound each operation, not the try, and not name
-    resolution; past the deadline the watchdog shuts the try's sockets (the thread then
-    ends at once, or when a slow resolver returns) and the caller moves on.
-    """
-    sockets = Sockets()
-    outcome: list[_Try] = []
-
-    def run() -> None:
+    def answered(sockets: Sockets) -> _Try:
         try:
-            outcome.append(work(sockets))
+            return work(sockets)
         except (Cancelled, TimeoutError):
-            pass  # out of time: the caller says so, with the timeout
+            raise Cancelled from None  # out of time: the caller says so, with the timeout
         except _Refused as exc:
-            outcome.append(_Try(False, str(exc), final=True))
-        except Exception as exc:  # every failure is an answer
-            outcome.append(_Try(False, _failure(exc)))
-        finally:
-            sockets.close()
+            return _Try(False, str(exc), final=True)
+        except Exception as exc:
+            return _Try(False, _failure(exc))
 
-    thread = threading.Thread(target=run, name="preflight-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        sockets.cancel()
+    try:
+        return under_watchdog(answered, timeout_s, "preflight-probe")
+    except Cancelled:
         return None
-    return outcome[0] if outcome else None
 
 
 # --- probes ---------------------------------------------------------------------------

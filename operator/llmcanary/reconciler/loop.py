@@ -224,14 +224,7 @@ class Reconciler:
 
         new = settled.status
         try:
-            wrote = write_status(
-                self.kube,
-                owner.namespace,
-                owner.name,
-                raw_status,
-                new,
-                resource_version=meta.get("resourceVersion"),
-            )
+            wrote = self._write(body, raw_status, new)
         except ApiConflict:
             return self._lost_race(owner, status)
         except Exception as exc:
@@ -246,6 +239,21 @@ class Reconciler:
             # What failed to apply is tried again, sooner only if the rollout needs it.
             wakeup = min(wakeup or math.inf, self._retry_in(_pair(owner)))
         return Result(new.phase, wrote, settled.problem, wakeup=wakeup)
+
+    def _write(
+        self, body: Mapping[str, Any], raw_status: dict[str, Any], new: LLMDeploymentStatus
+    ) -> bool:
+        """Write ``new`` onto the version of the object the pass read (a 409 if it has
+        changed since); whether anything was written."""
+        meta = body["metadata"]
+        return write_status(
+            self.kube,
+            meta["namespace"],
+            meta["name"],
+            raw_status,
+            new,
+            resource_version=meta.get("resourceVersion"),
+        )
 
     def _stand_still(
         self,
@@ -262,14 +270,7 @@ class Reconciler:
         ``update``) and one Warning event say why."""
         new = status.model_copy(update={"message": problem.message, **update})
         try:
-            wrote = write_status(
-                self.kube,
-                owner.namespace,
-                owner.name,
-                raw_status,
-                new,
-                resource_version=body["metadata"].get("resourceVersion"),
-            )
+            wrote = self._write(body, raw_status, new)
         except ApiConflict:
             return self._lost_race(owner, status)
         except Exception as exc:
