@@ -169,6 +169,39 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.resources.gpus", "less than or equal to 16"],
     ),
     ("unknown field", _with("replicaz", 2), ['unknown field "spec.replicaz"']),
+    # Issue 15: what crashed or loaded the operator, refused at admission with its field.
+    (
+        "a step the state machine overflowed on",
+        _with("canary.initialStepInterval", "99999999999h"),
+        ["spec.canary.initialStepInterval"],
+    ),
+    (
+        "an analysis every millisecond",
+        _with("canary.analysis.interval", "1ms"),
+        ["spec.canary.analysis.interval", "must be a duration from 1s to 24h"],
+    ),
+    ("a negative cpu", _with("resources.cpu", "-1"), ["spec.resources.cpu", "should match"]),
+    (
+        "a repository path that climbs",
+        _with("model.repository", "pvc://c/../x"),
+        ["spec.model.repository", "no '..' segment"],
+    ),
+    (
+        "a format spec that allocates 600 MB",
+        _with("canary.analysis.queries", {"requests": "x{{a='{arm:>600000000}'}}"}),
+        ["spec.canary.analysis.queries.requests", "no format spec or conversion"],
+    ),
+    (
+        "a toleration the API server refuses on a Pod",
+        _with("tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),
+        ["spec.tolerations[0]", "operator Exists takes no value"],
+    ),
+    (
+        "weights beyond any model",
+        _with("model.sizing", {"parameters": 1e308, "dtype": "fp16"}),
+        ["spec.model.sizing.parameters", "less than or equal to"],
+    ),
+    ("a number as a string", _with("replicas", "2"), ["spec.replicas", "must be of type integer"]),
     ("name that cannot name a Service", manifest(name="Tiny.LLM"), ["metadata.name"]),
     (
         "name too long for its children",

@@ -331,3 +331,39 @@ def test_a_canary_that_loses_its_pods_loses_its_weight_then_rolls_back_at_the_de
     assert "exceeded quota" in done["history"][0]["reason"]
     assert route_weight(kubectl, namespace) == 0
     assert revision(stable_v1) == done["stableRevision"]
+
+
+def test_triton_pods_are_admitted_by_a_namespace_that_enforces_pod_security_restricted(
+    kubectl: Kubectl, crd: None, namespace: str, operator: OperatorProcess
+) -> None:
+    """The API server's PodSecurity admission, enforcing "restricted": the operator's pods
+    pass as they are (no token, non-root, RuntimeDefault seccomp, nothing escalated)."""
+    kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    # Enforced indeed: a pod with no securityContext is refused.
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    refused_pod = kubectl.apply(plain, namespace, check=False)
+    assert refused_pod.returncode != 0 and "violates PodSecurity" in refused_pod.stderr
+    doc = _minimal("tight")
+    doc["spec"]["resources"] = {"gpus": 0}
+    doc["spec"]["replicas"] = 2
+    kubectl.apply(doc, namespace)
+    wait_for("phase Stable", lambda: status_of_phase(kubectl, namespace, "tight") == "Stable", 90)
+    pods = kubectl.list("pod", namespace, "llmcanary.io/deployment=tight")
+    assert len(pods) == 2
+    refused = [
+        e["message"]
+        for e in kubectl.list("event", namespace)
+        if e.get("reason") == "FailedCreate" and "violates PodSecurity" in e.get("message", "")
+    ]
+    assert refused == []
+
+
+def status_of_phase(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    obj = kubectl.get("llmd", name, namespace) or {}
+    phase = (obj.get("status") or {}).get("phase")
+    return str(phase) if phase else None

@@ -74,3 +74,70 @@ def test_the_baseline_defaults_to_fresh_where_the_router_can_weight_it() -> None
     assert replicas.baseline == "stable"
     assert replicas.top_weight == 100
     assert LLMDeploymentSpec.model_validate(spec()).top_weight == 50
+
+
+# The inputs of issue 15 that crashed or loaded the operator: each refused at its field.
+ABUSE: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "a step the state machine overflowed on",
+        {"canary": {"initialStepInterval": "99999999999h"}},
+        "canary.initialStepInterval",
+        "must be a duration from 1s to 720h",
+    ),
+    (
+        "an analysis every millisecond",
+        {"canary": {"analysis": {"interval": "1ms"}}},
+        "canary.analysis.interval",
+        "must be a duration from 1s to 24h",
+    ),
+    ("a negative cpu", {"resources": {"cpu": "-1"}}, "resources.cpu", "should match pattern"),
+    (
+        "a repository path that climbs",
+        {"model": {"name": "m", "repository": "pvc://c/../x"}},
+        "model.repository",
+        "no '..' segment",
+    ),
+    (
+        "a format spec that allocates 600 MB",
+        {"canary": {"analysis": {"queries": {"requests": "x{{a='{arm:>600000000}'}}"}}}},
+        "canary.analysis.queries.requests",
+        "no format spec or conversion",
+    ),
+    (
+        "a toleration the API server refuses on a Pod",
+        {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]},
+        "tolerations.0",
+        "operator Exists takes no value",
+    ),
+    (
+        "weights beyond any model",
+        {
+            "model": {
+                "name": "m",
+                "repository": "/m",
+                "sizing": {"parameters": 1e308, "dtype": "fp16"},
+            }
+        },
+        "model.sizing.parameters",
+        "less than or equal to 1000000000000000",
+    ),
+    ("a number as a string", {"replicas": "2"}, "replicas", "valid integer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "message"), [c[1:] for c in ABUSE], ids=[c[0] for c in ABUSE]
+)
+def test_what_crashed_or_loaded_the_operator_is_refused_at_its_field(
+    overrides: dict[str, Any], path: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        LLMDeploymentSpec.model_validate(spec(**overrides))
+    errors = refused.value.errors()
+    assert [".".join(str(p) for p in e["loc"]) for e in errors] == [path], errors
+    assert message in errors[0]["msg"]
+
+
+def test_a_stored_duration_past_a_year_is_a_value_error_not_an_overflow() -> None:
+    with pytest.raises(ValueError, match="longer than a year"):
+        parse_duration("99999999999h")
