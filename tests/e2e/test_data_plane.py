@@ -397,5 +397,9 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     assert counts[(route, f"{NAME}-stable")] > 0
     pod = kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")[0]
     triton = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "triton")
-    assert triton["ready"] is False and triton["state"]["waiting"]["reason"] == "CrashLoopBackOff"
-    assert triton["lastState"]["terminated"]["exitCode"] != 0
+    # Between back-offs the kubelet restarts the container, so its current state may be
+    # waiting, running (still loading) or terminated: what holds throughout is that it is
+    # not ready, has restarted, and its last run ended in failure.
+    assert triton["ready"] is False and triton["restartCount"] >= 1
+    ended = triton["state"].get("terminated") or triton["lastState"]["terminated"]
+    assert ended["exitCode"] != 0
