@@ -49,6 +49,11 @@ crds: venv  ## Regenerate crds/ (and the chart's copy) and the CRD reference fro
 	cp crds/llmdeployments.yaml charts/llmcanary/crds/llmdeployments.yaml
 	$(BIN)/llmcanary crd --reference > docs/reference/llmdeployment.md
 
+SCHEMA := operator/llmcanary/builders/triton_schema
+.PHONY: protos
+protos: venv  ## Regenerate Triton's ModelConfig protobuf code from the vendored model_config.proto
+	$(BIN)/python -m grpc_tools.protoc -Ioperator --python_out=operator --pyi_out=operator $(SCHEMA)/model_config.proto
+
 .PHONY: docs
 docs: crds  ## Regenerate the generated docs (docs/reference/llmdeployment.md)
 

@@ -163,6 +163,9 @@ CATALOGUE: dict[str, Value] = {
         {"maxQueueSize": 10_000_001},
         {"maxQueueSize": -1},
     ),
+    "triton.instanceGroup": _one_of(
+        {}, {"kind": "KIND_MODEL"}, {"kind": "KIND_GPU", "count": 2}, {"count": 0}, {"kind": "X"}
+    ),
     "triton.parameters": _one_of(
         {}, {"a": "b"}, {"k": "x" * 1024}, {"k": "x" * 1025}, {f"k{i}": "v" for i in range(65)}
     ),

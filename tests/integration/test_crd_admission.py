@@ -83,6 +83,21 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.triton.dynamicBatching.preferredBatchSizes", "between 1 and maxBatchSize"],
     ),
     (
+        "vllm backend with a batch size",
+        _with("triton", {"backend": "vllm", "maxBatchSize": 8}),
+        ["spec.triton.maxBatchSize", "the vllm backend batches by itself"],
+    ),
+    (
+        "vllm backend with dynamic batching",
+        _with("triton", {"backend": "vllm", "dynamicBatching": {}}),
+        ["spec.triton.dynamicBatching", "remove dynamicBatching"],
+    ),
+    (
+        "vllm backend on KIND_GPU instances",
+        _with("triton", {"backend": "vllm", "instanceGroup": {"kind": "KIND_GPU"}}),
+        ["spec.triton.instanceGroup.kind", "KIND_MODEL"],
+    ),
+    (
         "unknown dtype",
         _with("model.sizing", {"parameters": 7e9, "dtype": "fp12"}),
         ["spec.model.sizing.dtype", "Unsupported value"],

@@ -6,7 +6,6 @@ from specs import make_spec
 from llmcanary.builders import Owner
 from llmcanary.builders.baseline import build_baseline
 from llmcanary.builders.services import build_service
-from llmcanary.builders.triton_config import render_config_pbtxt
 from llmcanary.builders.workload import (
     build_config_map,
     build_deployment,
@@ -23,65 +22,6 @@ def container(deployment: dict[str, Any], name: str = "triton") -> dict[str, Any
         c for c in spec["containers"] + spec["initContainers"] if c["name"] == name
     )
     return found
-
-
-def test_config_pbtxt_text() -> None:
-    spec = make_spec(
-        triton={
-            "backend": "python",
-            "maxBatchSize": 8,
-            "dynamicBatching": {
-                "maxQueueDelayMicroseconds": 1500,
-                "preferredBatchSizes": [4, 8],
-                "defaultQueuePolicy": {"timeoutAction": "DELAY", "maxQueueSize": 32},
-            },
-            "instanceGroup": {"kind": "KIND_CPU", "count": 2},
-            "decoupled": True,
-            "parameters": {"max_tokens": "64"},
-        }
-    )
-    assert render_config_pbtxt(spec.model, spec.triton) == (
-        'name: "tiny-llm"\n'
-        'backend: "python"\n'
-        "max_batch_size: 8\n"
-        "dynamic_batching {\n"
-        "  preferred_batch_size: [ 4, 8 ]\n"
-        "  max_queue_delay_microseconds: 1500\n"
-        "  preserve_ordering: false\n"
-        "  default_queue_policy {\n"
-        "    timeout_action: DELAY\n"
-        "    default_timeout_microseconds: 0\n"
-        "    allow_timeout_override: false\n"
-        "    max_queue_size: 32\n"
-        "  }\n"
-        "}\n"
-        "instance_group [\n"
-        "  {\n"
-        "    count: 2\n"
-        "    kind: KIND_CPU\n"
-        "  }\n"
-        "]\n"
-        "model_transaction_policy {\n"
-        "  decoupled: true\n"
-        "}\n"
-        "parameters {\n"
-        '  key: "max_tokens"\n'
-        '  value: { string_value: "64" }\n'
-        "}\n"
-    )
-
-
-def test_config_pbtxt_without_batching_omits_the_block() -> None:
-    spec = make_spec(triton={"maxBatchSize": 0})
-    text = render_config_pbtxt(spec.model, spec.triton)
-    assert "dynamic_batching" not in text and "max_batch_size: 0" in text
-
-
-def test_config_map_holds_the_rendered_config(owner: Owner) -> None:
-    spec = make_spec()
-    cm = build_config_map(owner, spec, "abc123")
-    assert cm["metadata"]["name"] == "tiny-abc123-config"
-    assert cm["data"]["config.pbtxt"] == render_config_pbtxt(spec.model, spec.triton)
 
 
 def test_deployment_runs_triton_on_gpus_with_guaranteed_qos(owner: Owner) -> None:

@@ -25,6 +25,15 @@ def spec(**overrides: Any) -> dict[str, Any]:
             {"triton": {"maxBatchSize": 4, "dynamicBatching": {"preferredBatchSizes": [8]}}},
             "between 1 and maxBatchSize",
         ),
+        ({"triton": {"backend": "vllm", "maxBatchSize": 8}}, "set maxBatchSize to 0"),
+        (
+            {"triton": {"backend": "vllm", "dynamicBatching": {}}},
+            "remove dynamicBatching",
+        ),
+        (
+            {"triton": {"backend": "vllm", "instanceGroup": {"kind": "KIND_GPU"}}},
+            "use instanceGroup.kind KIND_MODEL",
+        ),
         ({"traffic": {"router": "istio"}}, "router istio needs"),
         (
             {"traffic": {"router": "replicas"}, "canary": {"analysis": {"baseline": "fresh"}}},

@@ -199,10 +199,23 @@ class DynamicBatching(ApiModel):
         return self
 
 
+InstanceKind = Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO", "KIND_MODEL"]
+
+#: What a model whose repository has no config.pbtxt gets where the spec is silent (the
+#: operator's defaults before it read repositories; a spec that writes one of them out
+#: is the same revision as one that leaves it out, see rollout/revision.py).
+DEFAULT_BACKEND = "python"
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_INSTANCE_KIND: InstanceKind = "KIND_GPU"
+DEFAULT_INSTANCE_COUNT = 1
+
+
 class InstanceGroup(ApiModel):
-    kind: Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO"] = "KIND_GPU"
-    """Where the model instances run."""
-    count: Int = Field(default=1, ge=1, le=64)
+    """Overlaid on every instance group of the model's config.pbtxt; unset: kept."""
+
+    kind: InstanceKind | None = None
+    """Where the model instances run (KIND_MODEL: the backend decides, as vLLM's does)."""
+    count: Int | None = Field(default=None, ge=1, le=64)
     """Model instances per pod."""
 
 
@@ -213,16 +226,36 @@ class TritonSpec(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.dynamicBatching) || self.maxBatchSize > 0",
+                    "!has(self.dynamicBatching) || !has(self.maxBatchSize)"
+                    " || self.maxBatchSize > 0",
                     "dynamicBatching needs maxBatchSize > 0",
                     ".maxBatchSize",
                 ),
                 cel(
                     "!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes)"
                     " || self.dynamicBatching.preferredBatchSizes.all(b, b >= 1 &&"
-                    " b <= self.maxBatchSize)",
+                    " (!has(self.maxBatchSize) || b <= self.maxBatchSize))",
                     "every preferred batch size must be between 1 and maxBatchSize",
                     ".dynamicBatching.preferredBatchSizes",
+                ),
+                cel(
+                    "!has(self.backend) || self.backend != 'vllm'"
+                    " || !has(self.maxBatchSize) || self.maxBatchSize == 0",
+                    "the vllm backend batches by itself: set maxBatchSize to 0 or leave it out",
+                    ".maxBatchSize",
+                ),
+                cel(
+                    "!has(self.backend) || self.backend != 'vllm' || !has(self.dynamicBatching)",
+                    "the vllm backend batches by itself (continuous batching):"
+                    " remove dynamicBatching",
+                    ".dynamicBatching",
+                ),
+                cel(
+                    "!has(self.backend) || self.backend != 'vllm' || !has(self.instanceGroup)"
+                    " || !has(self.instanceGroup.kind) || self.instanceGroup.kind == 'KIND_MODEL'",
+                    "the vllm backend places its own instances: use instanceGroup.kind"
+                    " KIND_MODEL or leave it out",
+                    ".instanceGroup.kind",
                 ),
             ]
         }
@@ -234,25 +267,32 @@ class TritonSpec(ApiModel):
         max_length=512,
         pattern=r"^[^\s]+$",
     )
-    backend: str = Field(
-        default="python",
+    backend: str | None = Field(
+        default=None,
         pattern=r"^[a-z0-9_]+$",
         max_length=64,
-        description="Triton backend of the model (python, tensorrtllm, onnxruntime, ...).",
+        description=(
+            "Triton backend of the model (python, vllm, tensorrtllm, onnxruntime, ...)."
+            " Unset: the repository's config.pbtxt decides (python without one)."
+        ),
     )
-    max_batch_size: Int = Field(default=8, ge=0, le=4096)
-    """Largest batch Triton forms; 0: no batching."""
+    max_batch_size: Int | None = Field(default=None, ge=0, le=4096)
+    """Largest batch Triton forms; 0: no batching. Unset: the repository's (8 without one)."""
     dynamic_batching: DynamicBatching | None = None
-    """Rendered as dynamic_batching in config.pbtxt; absent: no dynamic batching."""
-    instance_group: InstanceGroup = Field(default_factory=InstanceGroup)
-    """Rendered as instance_group in config.pbtxt."""
-    decoupled: bool = Field(
-        default=False, description="Streaming model: responses sent as tokens are generated."
+    """Overlaid on config.pbtxt's dynamic_batching; unset: the repository's, if any."""
+    instance_group: InstanceGroup | None = None
+    """Overlaid on config.pbtxt's instance groups; unset: the repository's (KIND_GPU x1)."""
+    decoupled: bool | None = Field(
+        default=None,
+        description=(
+            "Streaming model: responses sent as tokens are generated."
+            " Unset: the repository's model_transaction_policy (false without one)."
+        ),
     )
     parameters: dict[str, Word] = Field(
         default_factory=dict,
         max_length=64,
-        description="Backend parameters rendered into config.pbtxt.",
+        description="Backend parameters, merged by key into config.pbtxt's parameters.",
     )
     args: list[Word] = Field(
         default_factory=list, max_length=64, description="Extra tritonserver flags."
@@ -260,11 +300,28 @@ class TritonSpec(ApiModel):
 
     @model_validator(mode="after")
     def _batching_fits(self) -> Self:
-        if self.dynamic_batching is not None:
-            if self.max_batch_size == 0:
+        batching, largest = self.dynamic_batching, self.max_batch_size
+        if batching is not None and largest is not None:
+            if largest == 0:
                 raise ValueError("dynamicBatching needs maxBatchSize > 0")
-            if any(b > self.max_batch_size for b in self.dynamic_batching.preferred_batch_sizes):
+            if any(b > largest for b in batching.preferred_batch_sizes):
                 raise ValueError("every preferred batch size must be between 1 and maxBatchSize")
+        if self.backend == "vllm":
+            if largest:
+                raise ValueError(
+                    "the vllm backend batches by itself: set maxBatchSize to 0 or leave it out"
+                )
+            if batching is not None:
+                raise ValueError(
+                    "the vllm backend batches by itself (continuous batching):"
+                    " remove dynamicBatching"
+                )
+            kind = self.instance_group.kind if self.instance_group else None
+            if kind not in (None, "KIND_MODEL"):
+                raise ValueError(
+                    "the vllm backend places its own instances: use instanceGroup.kind"
+                    " KIND_MODEL or leave it out"
+                )
         return self
 
 

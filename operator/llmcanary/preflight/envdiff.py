@@ -31,14 +31,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, TypeAlias
 
 from llmcanary.api.status import EnvDifference
+from llmcanary.builders.triton_config import flatten_model_config, parse_model_config
 from llmcanary.builders.workload import (
     ANNOTATION_MODEL_NAME,
     ANNOTATION_MODEL_REPOSITORY,
@@ -116,191 +115,11 @@ RevisionView: TypeAlias = dict[str, ViewValue]
 # --- config.pbtxt -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "str", "word" or the punctuation itself
-    text: str
-    pos: int
-
-
-_TOKENS = re.compile(
-    r"""
-    (?P<skip>\s+|\#[^\n]*)
-  | (?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<punct>[{}\[\]<>:,;])
-  | (?P<word>[-+]?[A-Za-z0-9_.+-]+)
-    """,
-    re.VERBOSE,
-)
-_CLOSE = {"{": "}", "<": ">"}
-
-# A parsed value: ("s", text) scalar, ("m", fields) message, ("l", items) list.
-_Node: TypeAlias = tuple[str, Any]
-_Fields: TypeAlias = list[tuple[str, _Node]]
-
-
-def _line(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKENS.match(text, pos)
-        if match is None:
-            raise ValueError(
-                f"config.pbtxt line {_line(text, pos)}: unexpected character {text[pos]!r}"
-            )
-        kind = match.lastgroup or "skip"
-        if kind != "skip":
-            token_kind = match.group() if kind == "punct" else kind
-            tokens.append(_Token(token_kind, match.group(), pos))
-        pos = match.end()
-    return tokens
-
-
-def _unquote(token: str) -> str:
-    if token.startswith('"'):
-        try:
-            return str(json.loads(token))
-        except ValueError:
-            pass
-    return token[1:-1]
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = _tokenize(text)
-        self.at = 0
-
-    def _error(self, what: str) -> ValueError:
-        if self.at < len(self.tokens):
-            token = self.tokens[self.at]
-            where = f"line {_line(self.text, token.pos)}: {what}, found {token.text!r}"
-        else:
-            where = f"end of text: {what}"
-        return ValueError(f"config.pbtxt {where}")
-
-    def _peek(self) -> _Token | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
-
-    def _take(self, kind: str | None = None) -> _Token:
-        token = self._peek()
-        if token is None or (kind is not None and token.kind != kind):
-            raise self._error(f"expected {kind or 'more'}")
-        self.at += 1
-        return token
-
-    def fields(self, close: str | None) -> _Fields:
-        out: _Fields = []
-        while True:
-            token = self._peek()
-            if token is None:
-                if close is not None:
-                    raise self._error(f"expected {close!r}")
-                return out
-            if close is not None and token.kind == close:
-                self.at += 1
-                return out
-            if token.kind in (",", ";"):
-                self.at += 1
-                continue
-            name = self._take("word").text
-            colon = self._peek()
-            if colon is not None and colon.kind == ":":
-                self.at += 1
-            out.append((name, self.value()))
-
-    def value(self) -> _Node:
-        token = self._take()
-        if token.kind in _CLOSE:
-            return ("m", self.fields(_CLOSE[token.kind]))
-        if token.kind == "[":
-            items: list[_Node] = []
-            while True:
-                nxt = self._peek()
-                if nxt is not None and nxt.kind == "]":
-                    self.at += 1
-                    return ("l", items)
-                if items:
-                    self._take(",")
-                items.append(self.value())
-        if token.kind == "str":
-            text = _unquote(token.text)
-            while (nxt := self._peek()) is not None and nxt.kind == "str":
-                text += _unquote(self._take().text)  # "a" "b" is one string
-            return ("s", text)
-        if token.kind == "word":
-            return ("s", token.text)
-        self.at -= 1
-        raise self._error("expected a value")
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def _is_map_entry(node: _Node) -> bool:
-    return (
-        node[0] == "m"
-        and {n for n, _ in node[1]} <= {"key", "value"}
-        and any(n == "key" and v[0] == "s" for n, v in node[1])
-    )
-
-
-def _flatten(prefix: str, fields: _Fields, out: dict[str, str]) -> None:
-    grouped: dict[str, list[_Node]] = {}
-    for name, node in fields:
-        # `f: [a, b]` and `f: a f: b` are the same repeated field.
-        grouped.setdefault(name, []).extend(node[1] if node[0] == "l" else [node])
-    for name, nodes in grouped.items():
-        key = f"{prefix}.{_camel(name)}"
-        if not nodes:
-            out[key] = "[]"
-        elif all(n[0] == "s" for n in nodes):
-            texts = [str(n[1]) for n in nodes]
-            out[key] = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-        elif all(_is_map_entry(n) for n in nodes):
-            for entry in nodes:
-                parts = dict(entry[1])
-                entry_key = f"{key}.{parts['key'][1]}"
-                _flatten_value(entry_key, parts.get("value", ("s", "")), out)
-        elif all(n[0] == "m" for n in nodes):
-            if len(nodes) == 1:
-                _flatten(key, nodes[0][1], out)
-            else:
-                for index, node in enumerate(nodes):
-                    _flatten(f"{key}.{index}", node[1], out)
-        else:
-            raise ValueError(f"config.pbtxt: {name} mixes values and messages")
-
-
-def _flatten_value(key: str, node: _Node, out: dict[str, str]) -> None:
-    """A map entry's value: ``{ string_value: "x" }`` is just ``x``."""
-    if node[0] == "s":
-        out[key] = str(node[1])
-    elif node[0] == "m" and len(node[1]) == 1 and node[1][0][1][0] == "s":
-        out[key] = str(node[1][0][1][1])
-    elif node[0] == "m":
-        _flatten(key, node[1], out)
-    else:
-        _flatten(key, [("value", node)], out)
-
-
 def parse_config_pbtxt(text: str, prefix: str = "triton") -> dict[str, str]:
-    """A model configuration in protobuf text format, flattened to ``prefix.camelPath`` keys.
-
-    Nested blocks become dotted paths, repeated scalars and ``[ ]`` lists of scalars one
-    ``[a, b]`` value, a single message in a list its fields directly (several: ``.0.``,
-    ``.1.``), and key/value entries (``parameters``) ``prefix.parameters.KEY``. Raises
-    ValueError on text it cannot read.
-    """
-    out: dict[str, str] = {}
-    _flatten(prefix, _Parser(text).fields(None), out)
-    return out
+    """A model configuration in protobuf text format, read with Triton's schema and
+    flattened to ``prefix.camelPath`` keys (:func:`flatten_model_config`). Raises
+    ValueError (:class:`ModelConfigError`) on text the schema cannot read."""
+    return dict(flatten_model_config(parse_model_config(text), prefix))
 
 
 # --- the view of one revision ---------------------------------------------------------------

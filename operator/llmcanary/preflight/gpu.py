@@ -21,7 +21,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmcanary.api.spec import Dtype, LLMDeploymentSpec, ModelSizing, Toleration
+from llmcanary.api.spec import (
+    DEFAULT_MAX_BATCH_SIZE,
+    Dtype,
+    LLMDeploymentSpec,
+    ModelSizing,
+    Toleration,
+)
 from llmcanary.api.status import GpuFit
 from llmcanary.rollout.steps import replicas_for
 
@@ -93,6 +99,13 @@ class MemoryEstimate:
     @property
     def required_gib(self) -> float:
         return self.total_bytes / GIB
+
+
+def max_batch_size(spec: LLMDeploymentSpec) -> int:
+    """The batch the KV cache is sized for: spec.triton.maxBatchSize, else the default a
+    model without config.pbtxt gets (a repository's own value is not read here)."""
+    chosen = spec.triton.max_batch_size
+    return DEFAULT_MAX_BATCH_SIZE if chosen is None else chosen
 
 
 def estimate(sizing: ModelSizing, max_batch_size: int, headroom_percent: float) -> MemoryEstimate:
@@ -318,7 +331,7 @@ def capacity(
             message="model.sizing is not set, so the GPU memory fit does not apply: set"
             " model.sizing.parameters and dtype to check it"
         )
-    est = estimate(sizing, spec.triton.max_batch_size, check.headroom_percent)
+    est = estimate(sizing, max_batch_size(spec), check.headroom_percent)
     required = est.total_bytes
     gpus = spec.resources.gpus
     note = f" ({est.note})" if est.note else ""

@@ -34,7 +34,7 @@ from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden, MissingApi, api_message
 from llmcanary.preflight.envdiff import diff_views, offending
 from llmcanary.preflight.envdiff_source import read_revision_view, revision_view
-from llmcanary.preflight.gpu import estimate
+from llmcanary.preflight.gpu import estimate, max_batch_size
 from llmcanary.preflight.gpu_cluster import check_gpu_fit
 from llmcanary.rollout.revision import revision_of
 
@@ -149,7 +149,7 @@ def gpu_memory(
         return Finding("gpu memory", None, "preflight.gpuMemory.enabled is false")
     if sizing is None:
         return Finding("gpu memory", None, "not estimated: model.sizing is not set")
-    est = estimate(sizing, spec.triton.max_batch_size, checks.headroom_percent)
+    est = estimate(sizing, max_batch_size(spec), checks.headroom_percent)
     rows = [
         ("weights", f"{est.weights_gib:.1f} GiB"),
         ("KV cache", f"{est.kv_cache_gib:.1f} GiB" if est.kv_bytes_per_token else "not counted"),

@@ -6,7 +6,14 @@ import hashlib
 import json
 from typing import Any
 
-from llmcanary.api.spec import POD_AFFECTING_FIELDS, LLMDeploymentSpec
+from llmcanary.api.spec import (
+    DEFAULT_BACKEND,
+    DEFAULT_INSTANCE_COUNT,
+    DEFAULT_INSTANCE_KIND,
+    DEFAULT_MAX_BATCH_SIZE,
+    POD_AFFECTING_FIELDS,
+    LLMDeploymentSpec,
+)
 
 REVISION_LENGTH = 10
 
@@ -24,7 +31,40 @@ def pod_affecting(spec: LLMDeploymentSpec) -> dict[str, Any]:
         exclude_defaults=True,
         exclude_none=True,
     )
+    _drop_former_defaults(dumped)
     return dumped
+
+
+# spec.triton's defaults before the operator overlaid repositories' config.pbtxt: the API
+# server wrote them into every object then, so they hash as absent to keep those revisions.
+_FORMER_TRITON_DEFAULTS: dict[str, Any] = {
+    "backend": DEFAULT_BACKEND,
+    "maxBatchSize": DEFAULT_MAX_BATCH_SIZE,
+    "decoupled": False,
+}
+_FORMER_INSTANCE_DEFAULTS: dict[str, Any] = {
+    "kind": DEFAULT_INSTANCE_KIND,
+    "count": DEFAULT_INSTANCE_COUNT,
+}
+
+
+def _drop_former_defaults(dumped: dict[str, Any]) -> None:
+    triton = dumped.get("triton")
+    if triton is None:
+        return
+    _drop_equal(triton, _FORMER_TRITON_DEFAULTS)
+    if "instanceGroup" in triton:
+        _drop_equal(triton["instanceGroup"], _FORMER_INSTANCE_DEFAULTS)
+        if not triton["instanceGroup"]:
+            del triton["instanceGroup"]
+    if not triton:
+        del dumped["triton"]
+
+
+def _drop_equal(values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if key in values and values[key] == default:
+            del values[key]
 
 
 def revision_of(spec: LLMDeploymentSpec) -> str:
