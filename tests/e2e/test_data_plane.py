@@ -403,3 +403,42 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     assert triton["ready"] is False and triton["restartCount"] >= 1
     ended = triton["state"].get("terminated") or triton["lastState"]["terminated"]
     assert ended["exitCode"] != 0
+
+
+def test_a_first_revision_whose_model_fails_to_load_says_why_then_recovers(
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    stack: local.StackSettings,
+) -> None:
+    doc = manifest(stack, replicas=1)
+    # tiny-llm's initialize() refuses this size: Triton cannot load the model, exits, and
+    # the kubelet restarts it. Nothing but the pod said why before.
+    doc["spec"]["triton"]["parameters"] = {"hidden_size": "100", "heads": "3"}
+    kubectl.apply(doc, namespace)
+    st = wait_for(
+        "the status to say why the first revision is not ready",
+        lambda: (
+            "not a multiple of heads" in (s := status(kubectl, namespace)).get("message", "") and s
+        ),
+        timeout=120,
+    )
+    print(f"status: {st['message']}")
+    assert st["phase"] == "Initializing"
+    assert st["message"].startswith(f"waiting for 0/1 ready replicas of revision {revision(doc)}")
+    assert (
+        "triton CrashLoopBackOff (exit 1)" in st["message"]
+        or "triton Error (exit 1)" in (st["message"])
+    )
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "not a multiple of heads" in ready["message"]
+    warnings = [
+        e
+        for e in kubectl.list("event", namespace)
+        if e.get("reason") == "RevisionNotReady" and "not a multiple of heads" in e["message"]
+    ]
+    assert warnings and warnings[0]["type"] == "Warning"
+    # The fix is a new spec: it replaces the revision, which loads and serves.
+    doc["spec"]["triton"]["parameters"] = {"hidden_size": "128", "heads": "4"}
+    deploy_stable(kubectl, namespace, doc)
+    assert status(kubectl, namespace).get("message") is None

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.workload import tritonserver_args
-from llmcanary.rollout.observation import pod_problem
-from llmcanary_dev.localstack.pods import failure_reason, triton_argv
+from llmcanary.rollout.observation import pod_problem, triton_errors
+from llmcanary_dev.localstack.pods import termination_message, triton_argv
 from llmcanary_dev.localstack.triton import TritonInstall
 
 SPEC = {
@@ -29,32 +29,67 @@ def test_the_pods_own_arguments_run_with_this_machines_paths_and_the_pod_ip() ->
     assert "--backend-directory=/stack/backends" in argv
 
 
+TRITON_LOG = "\n".join(
+    [
+        'I1124 20:36:35.057162 26488 model_lifecycle.cc:472] "loading: tiny-llm:1"',
+        'E1124 20:36:35.056183 26488 server.cc:241] "CudaDriverHelper has not been initialized."',
+        "E1124 20:36:35.111545 26488 model_lifecycle.cc:642] \"failed to load 'tiny-llm'"
+        " version 1: Invalid argument: unexpected platform type 'nope'\"",
+        "| Model    | Version | Status |",
+        "error: creating server: Internal - failed to load all models",
+    ]
+)
+
+
 def test_a_crashed_triton_is_explained_by_its_errors_not_its_banner() -> None:
-    log = "\n".join(
-        [
-            'I1124 20:36:35.057162 26488 model_lifecycle.cc:472] "loading: tiny-llm:1"',
-            'E1124 20:36:35.056183 26488 server.cc:241] "CudaDriverHelper has not been'
-            ' initialized."',
-            "E1124 20:36:35.111545 26488 model_lifecycle.cc:642] \"failed to load 'tiny-llm'"
-            " version 1: Invalid argument: unexpected platform type 'nope'\"",
-            "| Model    | Version | Status |",
-            "error: creating server: Internal - failed to load all models",
-        ]
-    )
-    reason = failure_reason(log)
+    reason = triton_errors(TRITON_LOG)
     assert reason.startswith("failed to load 'tiny-llm' version 1: Invalid argument")
     assert reason.endswith("error: creating server: Internal - failed to load all models")
     assert "Cuda" not in reason and "Model" not in reason
-    assert failure_reason("") == "tritonserver exited (no error in its log)"
+    assert triton_errors("") == ""
+
+
+def test_the_kubelet_keeps_a_log_tail_only_for_containers_that_ask() -> None:
+    asking = {"terminationMessagePolicy": "FallbackToLogsOnError"}
+    long_log = "\n".join(f"line {i}" for i in range(200))
+    kept = termination_message(asking, long_log)
+    assert kept.endswith("line 199") and "line 119\n" not in kept
+    assert len(kept.encode()) <= 2048 and len(kept.splitlines()) == 80
+    assert termination_message({}, TRITON_LOG) == ""
+    assert termination_message({"terminationMessagePolicy": "File"}, TRITON_LOG) == ""
+
+
+def pod(name: str, *states: dict, last: dict | None = None) -> dict:
+    statuses = [
+        {"name": f"c{i}", "state": st, "lastState": last or {}} for i, st in enumerate(states)
+    ]
+    return {"metadata": {"name": name}, "status": {"containerStatuses": statuses}}
 
 
 def test_the_first_container_that_says_why_it_waits_explains_the_pod() -> None:
-    def pod(name: str, *states: dict) -> dict:
-        statuses = [{"name": f"c{i}", "state": st} for i, st in enumerate(states)]
-        return {"metadata": {"name": name}, "status": {"containerStatuses": statuses}}
-
     starting = pod("a", {"waiting": {"reason": "ContainerCreating"}})
     running = pod("b", {"running": {}})
-    crashing = pod("c", {"waiting": {"reason": "CrashLoopBackOff", "message": "failed to load"}})
+    pulling = pod("c", {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}})
     assert pod_problem([starting, running]) is None
-    assert pod_problem([starting, crashing]) == "pod c: c0 CrashLoopBackOff: failed to load"
+    assert pod_problem([starting, pulling]) == "pod c: c0 ImagePullBackOff: no such image"
+
+
+def test_a_crash_loop_is_explained_by_the_log_tail_the_kubelet_kept() -> None:
+    back_off = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting"}}
+    crashed = pod("t", back_off, last={"terminated": {"exitCode": 1, "message": TRITON_LOG}})
+    problem = pod_problem([crashed])
+    assert problem is not None
+    assert problem.startswith("pod t: c0 CrashLoopBackOff (exit 1): failed to load 'tiny-llm'")
+    assert "back-off" not in problem  # the kubelet's words change every restart
+    # Between a crash and the next start the container reads terminated.
+    ended = pod("t", {"terminated": {"exitCode": 1, "reason": "Error", "message": TRITON_LOG}})
+    assert (pod_problem([ended]) or "").startswith("pod t: c0 Error (exit 1): failed to load")
+    # A python model's exception, or a script's last words, when Triton's lines are absent.
+    script = pod("s", back_off, last={"terminated": {"exitCode": 1, "message": "a\nno model"}})
+    assert pod_problem([script]) == "pod s: c0 CrashLoopBackOff (exit 1): no model"
+    # Without a termination message (a container that did not ask): the exit code.
+    silent = pod("q", back_off, last={"terminated": {"exitCode": 2}})
+    assert pod_problem([silent]) == "pod q: c0 CrashLoopBackOff (exit 2)"
+    # A container that ended well (an init container done) explains nothing.
+    done = pod("d", {"terminated": {"exitCode": 0, "reason": "Completed"}})
+    assert pod_problem([done]) is None

@@ -868,3 +868,28 @@ def test_a_promote_asked_during_preflight_does_not_carry_over_to_a_newer_revisio
         f"{ANNOTATION_PROMOTE}=p1 ignored: made before revision {revision_of(spec_for('3'))}'s"
         " rollout started; request it again during the next rollout"
     ]
+
+
+def test_a_first_revision_that_never_became_ready_is_replaced_without_a_canary() -> None:
+    first, fixed = spec_for("1"), spec_for("2")
+    old, new = revision_of(first), revision_of(fixed)
+    crashing = WorkloadObservation(old, 4, 0, 4, problem="pod p: triton CrashLoopBackOff")
+    status = settle(
+        decide(first, 1, LLMDeploymentStatus(), Observation(old, crashing), T0), Applied()
+    ).status
+    assert status.phase == "Initializing" and status.stable_revision == old
+    # The fixed spec: nothing served, nothing to protect or compare with.
+    decision = decide(fixed, 2, status, Observation(new, crashing, canary=None), T0)
+    settled = settle(decision, Applied())
+    assert decision.plan == Plan(new, None, 0, 0)
+    assert settled.status.phase == "Initializing"
+    assert settled.status.stable_revision == new and settled.status.canary_revision is None
+    assert [e.reason for e in settled.events] == ["RevisionReplaced"]
+    assert settled.status.message is None  # the new revision's pods have not said anything
+    # Its pods come up: Stable, and a later spec is a canary as usual.
+    up = WorkloadObservation(new, 4, 4, 4)
+    stable = settle(decide(fixed, 2, settled.status, Observation(new, up), T0), Applied()).status
+    assert stable.phase == "Stable"
+    third = spec_for("3")
+    later = decide(third, 3, stable, Observation(revision_of(third), up), T0)
+    assert later.draft.phase == "Preflight" and later.draft.canary_revision == revision_of(third)

@@ -85,6 +85,38 @@ def test_initializing_until_all_replicas_ready_then_stable() -> None:
     assert condition(s2, "Progressing") == condition(s1, "Progressing")
 
 
+def test_a_first_revision_that_cannot_start_says_why_in_status_and_events() -> None:
+    spec = make_spec(replicas=1)
+    why = "pod p: triton CrashLoopBackOff (exit 1): TypeError: 'NoneType' object"
+    crashing = WorkloadObservation("abc", desired=1, ready=0, updated=1, problem=why)
+    decision = decide(spec, 1, LLMDeploymentStatus(), Observation("abc", crashing), T0)
+    settled = settle(decision, Applied())
+    status = settled.status
+    assert status.phase == "Initializing"
+    assert status.message == f"waiting for 0/1 ready replicas of revision abc: {why}"
+    ready_cond = condition(status, "Ready")
+    assert ready_cond is not None and ready_cond.status == "False"
+    assert ready_cond.message == f"0/1 Triton replicas of revision abc are ready: {why}"
+    (event,) = settled.events
+    assert (event.type, event.reason, event.message) == (
+        "Warning",
+        "RevisionNotReady",
+        status.message,
+    )
+    # The same reason on the next pass: no second event.
+    again = settle(decide(spec, 1, status, Observation("abc", crashing), T0), Applied())
+    assert again.events == () and again.status.message == status.message
+    # A Deployment that cannot create its pods at all says so instead.
+    quota = WorkloadObservation("abc", 1, 0, 0, failure="FailedCreate: exceeded quota: gpus")
+    blocked = steady_status(spec, 1, status, "abc", quota, None, T0)
+    assert blocked.message == (
+        "waiting for 0/1 ready replicas of revision abc: FailedCreate: exceeded quota: gpus"
+    )
+    # Ready: the reason goes, and the phase is Stable.
+    fine = steady_status(spec, 1, blocked, "abc", ready(1, of=1), None, T0)
+    assert fine.phase == "Stable" and fine.message is None
+
+
 def test_same_inputs_same_status() -> None:
     spec = make_spec(replicas=2)
     s1 = steady_status(spec, 3, LLMDeploymentStatus(), "abc", ready(2), None, T0)

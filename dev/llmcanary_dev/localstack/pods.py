@@ -12,7 +12,9 @@ does what a kubelet would do with its ``triton`` container:
 - reports readiness from Triton's ``/v2/health/ready``: ``Ready`` and ``ContainersReady``
   go True only once Triton serves the model, and back to False if it stops;
 - restarts a Triton that exited, with the kubelet's back-off (10 s doubling to 5 min),
-  and shows why in the container status (``CrashLoopBackOff`` with Triton's error);
+  and shows it as a kubelet would: ``CrashLoopBackOff``, and the end of Triton's log in
+  ``lastState.terminated.message`` when the container asks for it
+  (``terminationMessagePolicy: FallbackToLogsOnError``, as the operator's do);
 - stops the process when the pod is deleted or terminating (the operator scaled the
   revision down).
 
@@ -26,7 +28,6 @@ import base64
 import ipaddress
 import json
 import logging
-import re
 import shutil
 import subprocess
 import time
@@ -40,10 +41,11 @@ import requests
 
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK
 from llmcanary.kube.client import Kube
+from llmcanary.rollout.observation import triton_errors
 from llmcanary_dev.localstack.process import ManagedProcess, kill_group
 from llmcanary_dev.localstack.triton import TritonInstall
 
-__all__ = ["PodRunner", "RunningPod", "triton_argv"]
+__all__ = ["PodRunner", "RunningPod", "termination_message", "triton_argv"]
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +96,21 @@ def triton_argv(
     ]
 
 
-_ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+\s+\d+\s+\S+\]\s*(.*)$")
+#: What the kubelet keeps of a failed container's log (FallbackToLogsOnError).
+TERMINATION_LOG_LINES = 80
+TERMINATION_LOG_BYTES = 2048
 
 
-def failure_reason(log_text: str) -> str:
-    """The most telling lines of a Triton that exited: its errors, not the banner."""
-    reasons: list[str] = []
-    for line in log_text.splitlines():
-        match = _ERROR_LINE.match(line)
-        text = match.group(1) if match else line if line.startswith("error:") else ""
-        text = text.strip().strip('"').replace("\\n", " ").strip()
-        if text and "NVML" not in text and "CudaDriver" not in text and text not in reasons:
-            reasons.append(text)
-    return "; ".join(reasons)[-600:] or "tritonserver exited (no error in its log)"
+def termination_message(container: Mapping[str, Any], log_tail: str) -> str:
+    """What a kubelet puts in ``lastState.terminated.message`` of a container that exited
+    with an error: the end of its log (80 lines, 2 KiB) when it asks for it
+    (``terminationMessagePolicy: FallbackToLogsOnError``), else nothing (no container
+    here writes a termination-log file)."""
+    if container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return ""
+    lines = log_tail.splitlines()[-TERMINATION_LOG_LINES:]
+    data = "\n".join(lines).encode()[-TERMINATION_LOG_BYTES:]
+    return data.decode(errors="replace")
 
 
 @dataclass
@@ -279,7 +283,8 @@ class PodRunner:
     def _supervise(self, pod: RunningPod, body: Mapping[str, Any]) -> None:
         code = pod.process.exit_code()
         if code is not None:
-            reason = failure_reason(pod.process.log_tail(80))
+            log_tail = pod.process.log_tail(TERMINATION_LOG_LINES)
+            reason = triton_errors(log_tail) or "tritonserver exited (no error in its log)"
             pod.process.proc = None
             pod.restarts += 1
             delay = min(BACKOFF_START_S * 2 ** (pod.restarts - 1), BACKOFF_MAX_S)
@@ -289,7 +294,7 @@ class PodRunner:
                 "Triton exited",
                 extra={"pod": pod.key, "exit_code": code, "reason": reason, "retry_in_s": delay},
             )
-            self._report_crash(pod, body, code, reason, delay)
+            self._report_crash(pod, body, code, log_tail, delay)
             return
         if pod.process.proc is None:
             if time.monotonic() >= pod.next_start:
@@ -468,19 +473,22 @@ class PodRunner:
         self._patch(pod, body, ready, status, None if ready else "Triton is not ready")
 
     def _report_crash(
-        self, pod: RunningPod, body: Mapping[str, Any], code: int, reason: str, delay: float
+        self, pod: RunningPod, body: Mapping[str, Any], code: int, log_tail: str, delay: float
     ) -> None:
+        # As a kubelet words it: the reason is in the termination message, if anywhere.
+        container = next(c for c in body["spec"]["containers"] if c["name"] == CONTAINER)
         self._report_waiting(
             pod,
             body,
             "CrashLoopBackOff",
-            f"back-off {delay:.0f}s restarting failed container: {reason}",
-            condition=f"tritonserver exited with {code}: {reason}",
+            f"back-off {delay:.0f}s restarting failed container={CONTAINER}"
+            f" pod={pod.name}_{pod.namespace}({pod.uid})",
+            condition=f"containers with unready status: [{CONTAINER}]",
             lastState={
                 "terminated": {
                     "exitCode": code,
                     "reason": "Error",
-                    "message": reason,
+                    "message": termination_message(container, log_tail),
                     "finishedAt": _now(),
                 }
             },

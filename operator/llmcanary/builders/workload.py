@@ -51,6 +51,10 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
 }
 IMAGE_ALLOWLIST_SETTING = "LLMCANARY_ALLOWED_IMAGES"
+#: A container that fails leaves the tail of its log (80 lines, 2 KiB at most) in its
+#: status, where the operator reads why Triton would not start (a model that failed to
+#: load, a Python backend's exception) and shows it in the LLMDeployment's status.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 
 # What the revision serves, on the Deployment's own metadata (not the pod template: a
 # template change would replace running pods). Preflight's environment diff reads them.
@@ -204,6 +208,7 @@ def build_deployment(
                 "name": "stage-model",
                 "image": spec.triton.image,
                 "command": ["/bin/sh", "-c", STAGE_SCRIPT],
+                "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
                 "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
                 "env": [
                     {"name": "MODEL_NAME", "value": spec.model.name},
@@ -221,6 +226,7 @@ def build_deployment(
                 "image": spec.triton.image,
                 "command": ["tritonserver"],
                 "args": tritonserver_args(spec),
+                "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
                 "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
                 "env": env,
                 "ports": [

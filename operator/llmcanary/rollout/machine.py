@@ -63,6 +63,10 @@ def decide(
     current = observation.revision
     active = status.canary_revision is not None and status.phase in ACTIVE
 
+    if current != t.stable_rev and status.phase == "Initializing" and not active:
+        phases.replace_first(t)
+        phases.drop_promotion(t)
+        return t.decision()
     if current == t.stable_rev:
         if active:
             phases.cancelled(t)

@@ -3,6 +3,7 @@ and the checks taken this pass. Pure."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,25 +36,74 @@ class WorkloadObservation:
 
 # Waiting reasons that mean "not yet", not "wrong": they explain nothing to a user.
 _TRANSIENT = {"ContainerCreating", "PodInitializing"}
+#: A Triton log line at error level: ``E1124 20:36:35.111545 26488 file.cc:642] "text"``.
+_ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+\s+\d+\s+\S+\]\s*(.*)$")
+# Errors every Triton on a machine without a GPU logs, whatever went wrong.
+_NOISE = ("NVML", "CudaDriver")
+#: The longest reason taken from a log, from its end (where the fatal error is).
+MAX_REASON = 600
+
+
+def triton_errors(log_tail: str) -> str:
+    """The telling lines of the end of a Triton log: its error-level lines and its last
+    words (``error: creating server: ...``), not its banner; "" when it has none."""
+    reasons: list[str] = []
+    for line in log_tail.splitlines():
+        match = _ERROR_LINE.match(line)
+        text = match.group(1) if match else line if line.startswith("error:") else ""
+        text = text.strip().strip('"').replace("\\n", " ").strip()
+        if text and not any(n in text for n in _NOISE) and text not in reasons:
+            reasons.append(text)
+    return "; ".join(reasons)[-MAX_REASON:]
+
+
+def _failure(reason: str, terminated: Mapping[str, Any]) -> str | None:
+    """``<reason> (exit 1): <errors>`` for a container that ended in failure, None if it
+    did not. Its message is the tail of its log when the container asks for it
+    (terminationMessagePolicy FallbackToLogsOnError, as the operator's do): Triton's
+    errors are taken from it, else its last line."""
+    code = terminated.get("exitCode")
+    if not code:
+        return None
+    message = str(terminated.get("message") or "")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = triton_errors(message) or (lines[-1][-MAX_REASON:] if lines else "")
+    return f"{reason} (exit {code}): {errors}" if errors else f"{reason} (exit {code})"
+
+
+def _container_problem(container: Mapping[str, Any]) -> str | None:
+    state = container.get("state") or {}
+    if "terminated" in state:  # between a crash and the kubelet's next start
+        ended = state["terminated"] or {}
+        return _failure(str(ended.get("reason") or "Error"), ended)
+    waiting = state.get("waiting") or {}
+    reason = waiting.get("reason")
+    if not reason or reason in _TRANSIENT:
+        return None
+    if reason == "CrashLoopBackOff":
+        # The kubelet's own words ("back-off 20s restarting ...") say less, and change.
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        crashed = _failure(reason, last)
+        if crashed:
+            return crashed
+    detail = waiting.get("message") or ""
+    return f"{reason}: {detail}" if detail else reason
 
 
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
     """The first reason a container of these pods gives for not running, e.g.
-    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff: back-off 20s restarting failed
-    container: failed to load 'tiny-llm' ...``; None when none gives one."""
+    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): failed to load 'tiny-llm'
+    ...``; None when none gives one."""
     for pod in pods:
         status = pod.get("status") or {}
         for container in [
             *(status.get("initContainerStatuses") or []),
             *(status.get("containerStatuses") or []),
         ]:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason and reason not in _TRANSIENT:
+            problem = _container_problem(container)
+            if problem:
                 name = pod.get("metadata", {}).get("name", "?")
-                detail = waiting.get("message") or ""
-                text = f"pod {name}: {container.get('name')} {reason}"
-                return f"{text}: {detail}" if detail else text
+                return f"pod {name}: {container.get('name')} {problem}"
     return None
 
 

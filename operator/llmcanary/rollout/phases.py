@@ -29,9 +29,21 @@ def steady(t: Tick) -> None:
     """The stable revision serves everything; no canary."""
     stable = t.stable_obs
     phase: Phase = "Stable"
+    d = t.draft
     if (stable is None or not stable.all_ready) and t.old.phase in (None, "Initializing"):
         phase = "Initializing"
-    d = t.draft
+        why = stable.failure or stable.problem if stable is not None else None
+        if stable is not None and why:
+            # A first revision that cannot start says why where users look (status and
+            # events), not only in its pods; an event each time the reason changes.
+            d.message = (
+                f"waiting for {stable.ready}/{stable.desired} ready replicas of revision"
+                f" {t.stable_rev}: {why}"
+            )
+            if d.message != t.old.message:
+                t.emit("Warning", "RevisionNotReady", d.message)
+        else:
+            d.message = None
     d.phase = phase
     d.canary_revision = None
     d.canary_weight = 0
@@ -45,6 +57,22 @@ def steady(t: Tick) -> None:
     d.canary_unready_since = None
     d.canary_replicas = None
     t.plan = Plan(t.stable_rev, None, 0, 0)
+
+
+def replace_first(t: Tick) -> None:
+    """The first revision never had all its replicas Ready: there is no served revision
+    to protect and nothing to compare a canary with, so a new spec replaces it at once
+    (as a Deployment would), and is the first revision in its place."""
+    old, new = t.stable_rev, t.obs.revision
+    t.emit(
+        "Normal",
+        "RevisionReplaced",
+        f"revision {old} never became ready; revision {new} replaces it without a canary",
+    )
+    t.stable_rev = new
+    t.stable_obs = t.obs.canary  # the current revision's Deployment, if it exists yet
+    t.draft.stable_revision = new
+    steady(t)
 
 
 def cancelled(t: Tick) -> None:

@@ -94,12 +94,9 @@ def _ready(replicas: int, stable: WorkloadObservation | None, revision: str) -> 
     ready = stable.ready if stable else 0
     all_ready = stable is not None and stable.all_ready
     reason = "ReplicasReady" if all_ready else "ReplicasNotReady"
-    return (
-        "Ready",
-        all_ready,
-        reason,
-        f"{ready}/{replicas} Triton replicas of revision {revision} are ready",
-    )
+    message = f"{ready}/{replicas} Triton replicas of revision {revision} are ready"
+    why = None if stable is None or all_ready else stable.failure or stable.problem
+    return "Ready", all_ready, reason, f"{message}: {why}" if why else message
 
 
 def _progressing(draft: Draft, stable_revision: str, note: str | None) -> Wanted:
