@@ -105,3 +105,38 @@ def test_examples_validate_against_the_models() -> None:
         for doc in yaml_documents(path.read_text()):
             if doc and doc.get("kind") == "LLMDeployment":
                 LLMDeploymentSpec.model_validate(doc["spec"])
+
+
+# What a structural schema node may hold (apiextensions.k8s.io/v1 JSONSchemaProps).
+_SCHEMA_KEYWORDS = {
+    "type", "format", "description", "default", "enum", "nullable", "pattern",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
+    "minProperties", "maxProperties", "required", "properties", "items",
+    "additionalProperties", "allOf", "anyOf", "oneOf", "not",
+    "x-kubernetes-validations", "x-kubernetes-int-or-string", "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+}  # fmt: skip
+
+
+def test_every_schema_keyword_is_one_the_api_server_knows() -> None:
+    """A constraint under a name the API server does not know (pydantic's ``ge`` where an
+    optional field's bound should be ``minimum``) is not enforced at admission at all,
+    and server-side apply of the CRD fails."""
+
+    def unknown(node: Any, path: str) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        found = [f"{path}.{k}" for k in node if k not in _SCHEMA_KEYWORDS]
+        for key in ("properties",):
+            for name, child in (node.get(key) or {}).items():
+                found += unknown(child, f"{path}.{name}")
+        for key in ("items", "additionalProperties", "not"):
+            found += unknown(node.get(key), f"{path}.{key}")
+        for key in ("allOf", "anyOf", "oneOf"):
+            for index, child in enumerate(node.get(key) or []):
+                found += unknown(child, f"{path}.{key}[{index}]")
+        return found
+
+    assert unknown(_schema(), "") == []

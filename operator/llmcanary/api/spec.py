@@ -215,7 +215,7 @@ class InstanceGroup(ApiModel):
 
     kind: InstanceKind | None = None
     """Where the model instances run (KIND_MODEL: the backend decides, as vLLM's does)."""
-    count: Int | None = Field(default=None, ge=1, le=64)
+    count: Annotated[int, Field(ge=1, le=64), INTEGRAL] | None = None
     """Model instances per pod."""
 
 
@@ -276,7 +276,7 @@ class TritonSpec(ApiModel):
             " Unset: the repository's config.pbtxt decides (python without one)."
         ),
     )
-    max_batch_size: Int | None = Field(default=None, ge=0, le=4096)
+    max_batch_size: Annotated[int, Field(ge=0, le=4096), INTEGRAL] | None = None
     """Largest batch Triton forms; 0: no batching. Unset: the repository's (8 without one)."""
     dynamic_batching: DynamicBatching | None = None
     """Overlaid on config.pbtxt's dynamic_batching; unset: the repository's, if any."""
@@ -443,7 +443,7 @@ class Toleration(ApiModel):
         default=None, max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
     )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: Annotated[Int, Field(ge=-(2**53), le=2**53)] | None = None
+    toleration_seconds: Annotated[int, Field(ge=-(2**53), le=2**53), INTEGRAL] | None = None
 
     @model_validator(mode="after")
     def _as_a_pod_allows(self) -> Self:
