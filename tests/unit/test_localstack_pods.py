@@ -86,10 +86,14 @@ def test_a_crash_loop_is_explained_by_the_log_tail_the_kubelet_kept() -> None:
     assert (pod_problem([ended]) or "").startswith("pod t: c0 Error (exit 1): failed to load")
     # A python model's exception, or a script's last words, when Triton's lines are absent.
     script = pod("s", back_off, last={"terminated": {"exitCode": 1, "message": "a\nno model"}})
-    assert pod_problem([script]) == "pod s: c0 CrashLoopBackOff (exit 1): no model"
+    assert pod_problem([script]) == (
+        "pod s: c0 CrashLoopBackOff (exit 1): no model; full log: kubectl logs s -c c0 --previous"
+    )
     # Without a termination message (a container that did not ask): the exit code.
     silent = pod("q", back_off, last={"terminated": {"exitCode": 2}})
-    assert pod_problem([silent]) == "pod q: c0 CrashLoopBackOff (exit 2)"
+    assert pod_problem([silent]) == (
+        "pod q: c0 CrashLoopBackOff (exit 2); full log: kubectl logs q -c c0 --previous"
+    )
     # A container that ended well (an init container done) explains nothing.
     done = pod("d", {"terminated": {"exitCode": 0, "reason": "Completed"}})
     assert pod_problem([done]) is None

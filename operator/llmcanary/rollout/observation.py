@@ -103,7 +103,14 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
             problem = _container_problem(container)
             if problem:
                 name = pod.get("metadata", {}).get("name", "?")
-                return f"pod {name}: {container.get('name')} {problem}"
+                text = f"pod {name}: {container.get('name')} {problem}"
+                if "(exit " in problem:
+                    # The kubelet keeps 2 KiB of the log; Triton's tables fill it, and
+                    # the model's own error is often above them.
+                    text += (
+                        f"; full log: kubectl logs {name} -c {container.get('name')} --previous"
+                    )
+                return text
     return None
 
 
