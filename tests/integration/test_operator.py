@@ -11,6 +11,7 @@ import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 
 from llmcanary.api.spec import LLMDeploymentSpec
+from llmcanary.builders.triton_config import parse_model_config
 from llmcanary.rollout.revision import revision_of
 
 pytestmark = pytest.mark.k8s
@@ -85,7 +86,8 @@ def test_create_reconciles_the_revision_to_stable(
     assert len(pods) == 2
     assert all(p["spec"]["nodeName"].startswith("gpu-") for p in pods)
     config = kids[f"ConfigMap/{NAME}-{REVISION}-config"]["data"]["config.pbtxt"]
-    assert "preferred_batch_size: [ 4, 8 ]" in config
+    batching = parse_model_config(config).dynamic_batching
+    assert list(batching.preferred_batch_size) == [4, 8]
     route = kids[f"HTTPRoute/{NAME}"]["spec"]["rules"][0]["backendRefs"]
     assert [(b["name"], b["weight"]) for b in route] == [
         (f"{NAME}-stable", 100),
