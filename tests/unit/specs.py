@@ -10,6 +10,19 @@ from llmcanary.analysis.histogram import Histogram
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading
 from llmcanary.api.spec import LLMDeploymentSpec
 
+#: spec.triton with every field the config.pbtxt overlay sets, none at its default.
+EVERY_TRITON_FIELD: dict[str, Any] = {
+    "maxBatchSize": 8,
+    "dynamicBatching": {
+        "maxQueueDelayMicroseconds": 1500,
+        "preferredBatchSizes": [4, 8],
+        "defaultQueuePolicy": {"timeoutAction": "DELAY", "maxQueueSize": 32},
+    },
+    "instanceGroup": {"kind": "KIND_CPU", "count": 2},
+    "decoupled": True,
+    "parameters": {"max_tokens": "64", "quote": 'say "hi"'},
+}
+
 
 def make_spec(**overrides: Any) -> LLMDeploymentSpec:
     base: dict[str, Any] = {

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import pytest
-from specs import make_spec
+from specs import EVERY_TRITON_FIELD, make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import PreflightStatus
@@ -152,19 +152,7 @@ def test_model_keys_without_annotations_come_from_the_staging_container(owner: O
 
 
 def test_config_pbtxt_fields_by_camel_case_path(owner: Owner) -> None:
-    spec = make_spec(
-        triton={
-            "maxBatchSize": 8,
-            "dynamicBatching": {
-                "maxQueueDelayMicroseconds": 1500,
-                "preferredBatchSizes": [4, 8],
-                "defaultQueuePolicy": {"timeoutAction": "DELAY", "maxQueueSize": 32},
-            },
-            "instanceGroup": {"kind": "KIND_CPU", "count": 2},
-            "decoupled": True,
-            "parameters": {"max_tokens": "64", "quote": 'say "hi"'},
-        }
-    )
+    spec = make_spec(triton=EVERY_TRITON_FIELD)
     assert parse_config_pbtxt(render_config_pbtxt(spec.model, spec.triton)) == {
         "triton.name": "tiny-llm",
         "triton.backend": "python",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from specs import make_spec
+from specs import EVERY_TRITON_FIELD, make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec, TritonSpec
 from llmcanary.builders import Owner
@@ -154,19 +154,7 @@ def test_overlay_never_changes_the_repository_message() -> None:
 
 
 def test_without_a_repository_config_the_spec_and_the_defaults() -> None:
-    spec = make_spec(
-        triton={
-            "maxBatchSize": 8,
-            "dynamicBatching": {
-                "maxQueueDelayMicroseconds": 1500,
-                "preferredBatchSizes": [4, 8],
-                "defaultQueuePolicy": {"timeoutAction": "DELAY", "maxQueueSize": 32},
-            },
-            "instanceGroup": {"kind": "KIND_CPU", "count": 2},
-            "decoupled": True,
-            "parameters": {"max_tokens": "64", "quote": 'say "hi"'},
-        }
-    )
+    spec = make_spec(triton=EVERY_TRITON_FIELD)
     got = parse_model_config(render_config_pbtxt(spec.model, spec.triton))
     expected = parse_model_config(
         """
