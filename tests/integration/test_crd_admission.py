@@ -93,11 +93,6 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.triton.dynamicBatching", "remove dynamicBatching"],
     ),
     (
-        "vllm backend on KIND_GPU instances",
-        _with("triton", {"backend": "vllm", "instanceGroup": {"kind": "KIND_GPU"}}),
-        ["spec.triton.instanceGroup.kind", "KIND_MODEL"],
-    ),
-    (
         "unknown dtype",
         _with("model.sizing", {"parameters": 7e9, "dtype": "fp12"}),
         ["spec.model.sizing.dtype", "Unsupported value"],

@@ -238,6 +238,7 @@ def test_a_router_switch_spares_someone_elses_service(
     assert theirs is not None
     doc = _minimal("chat")
     doc["spec"]["resources"] = {"gpus": 0}
+    doc["spec"]["triton"] = {"instanceGroup": {"kind": "KIND_CPU"}}  # no GPU: CPU instances
     doc["spec"]["traffic"] = {"router": "replicas"}
     kubectl.apply(doc, namespace)
     wait_for(
@@ -350,6 +351,7 @@ def test_triton_pods_are_admitted_by_a_namespace_that_enforces_pod_security_rest
     assert refused_pod.returncode != 0 and "violates PodSecurity" in refused_pod.stderr
     doc = _minimal("tight")
     doc["spec"]["resources"] = {"gpus": 0}
+    doc["spec"]["triton"] = {"instanceGroup": {"kind": "KIND_CPU"}}  # no GPU: CPU instances
     doc["spec"]["replicas"] = 2
     kubectl.apply(doc, namespace)
     wait_for("phase Stable", lambda: status_of_phase(kubectl, namespace, "tight") == "Stable", 90)

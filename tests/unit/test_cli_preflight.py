@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from llmcanary.cli import main
@@ -72,11 +73,25 @@ def test_json_output_carries_every_check() -> None:
     assert code == 0
     assert [c["check"] for c in report[0]["checks"]] == [
         "schema",
+        "model config",
         "gpu memory",
         "env diff",
         "dependencies",
     ]
     assert report[0]["checks"][0]["ok"] is True
+
+
+def test_a_config_triton_would_refuse_fails_preflight_with_the_field_and_the_fix() -> None:
+    doc = yaml.safe_load(SIZED)
+    doc["spec"]["resources"] = {"gpus": 0, "cpu": "2", "memory": "8Gi"}
+    doc["spec"]["triton"]["instanceGroup"] = {"kind": "KIND_GPU"}
+    code, out = run("-f", "-", "--offline", "-o", "json", stdin=yaml.safe_dump(doc))
+    report = json.loads(out[: out.rindex("]") + 1])
+    assert code == 1
+    (found,) = [c for c in report[0]["checks"] if c["check"] == "model config"]
+    assert found["ok"] is False
+    assert "instance_group.kind: KIND_GPU, but the pods get no GPU" in found["summary"]
+    assert "spec.triton.instanceGroup.kind KIND_CPU" in found["summary"]
 
 
 def test_without_a_kubeconfig_it_says_so_and_runs_the_offline_checks(tmp_path: Path) -> None:

@@ -59,11 +59,15 @@ def test_the_kubelet_keeps_a_log_tail_only_for_containers_that_ask() -> None:
     assert termination_message({"terminationMessagePolicy": "File"}, TRITON_LOG) == ""
 
 
-def pod(name: str, *states: dict, last: dict | None = None) -> dict:
+def pod(name: str, *states: dict, last: dict | None = None, restarts: int = 0) -> dict:
     statuses = [
-        {"name": f"c{i}", "state": st, "lastState": last or {}} for i, st in enumerate(states)
+        {"name": f"c{i}", "state": st, "lastState": last or {}, "restartCount": restarts}
+        for i, st in enumerate(states)
     ]
-    return {"metadata": {"name": name}, "status": {"containerStatuses": statuses}}
+    return {
+        "metadata": {"name": name, "namespace": "ml"},
+        "status": {"containerStatuses": statuses},
+    }
 
 
 def test_the_first_container_that_says_why_it_waits_explains_the_pod() -> None:
@@ -75,25 +79,38 @@ def test_the_first_container_that_says_why_it_waits_explains_the_pod() -> None:
 
 
 def test_a_crash_loop_is_explained_by_the_log_tail_the_kubelet_kept() -> None:
+    crash = {"exitCode": 1, "reason": "Error", "message": TRITON_LOG}
     back_off = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting"}}
-    crashed = pod("t", back_off, last={"terminated": {"exitCode": 1, "message": TRITON_LOG}})
-    problem = pod_problem([crashed])
+    waiting = pod("t", back_off, last={"terminated": crash}, restarts=2)
+    problem = pod_problem([waiting])
     assert problem is not None
     assert problem.startswith("pod t: c0 CrashLoopBackOff (exit 1): failed to load 'tiny-llm'")
+    assert problem.endswith("; full log: kubectl logs -n ml t -c c0 --previous")
     assert "back-off" not in problem  # the kubelet's words change every restart
-    # Between a crash and the next start the container reads terminated.
-    ended = pod("t", {"terminated": {"exitCode": 1, "reason": "Error", "message": TRITON_LOG}})
-    assert (pod_problem([ended]) or "").startswith("pod t: c0 Error (exit 1): failed to load")
-    # A python model's exception, or a script's last words, when Triton's lines are absent.
-    script = pod("s", back_off, last={"terminated": {"exitCode": 1, "message": "a\nno model"}})
-    assert pod_problem([script]) == (
-        "pod s: c0 CrashLoopBackOff (exit 1): no model; full log: kubectl logs s -c c0 --previous"
-    )
+    # The same words through the loop: terminated between a crash and the next start,
+    # and started again while Triton loads (not Ready yet).
+    ended = pod("t", {"terminated": crash}, last={"terminated": crash}, restarts=2)
+    again = pod("t", {"running": {}}, last={"terminated": crash}, restarts=2)
+    assert pod_problem([ended]) == problem.removesuffix(" --previous")
+    assert pod_problem([again]) == problem
+    # The very first crash: no previous run yet.
+    first = pod_problem([pod("t", {"terminated": crash})])
+    assert (first or "").startswith("pod t: c0 exited (exit 1): failed to load")
+    assert (first or "").endswith("kubectl logs -n ml t -c c0")
+    # The kubelet's reason when it is not just Error, e.g. the OOM killer.
+    oom = {"exitCode": 137, "reason": "OOMKilled"}
+    killed = pod_problem([pod("k", back_off, last={"terminated": oom}, restarts=1)])
+    assert (killed or "").startswith("pod k: c0 CrashLoopBackOff (exit 137, OOMKilled);")
+    # A script's last words, when Triton's lines are absent.
+    script = {"exitCode": 1, "message": "a\nno model"}
+    assert (
+        pod_problem([pod("s", back_off, last={"terminated": script}, restarts=1)]) or ""
+    ).startswith("pod s: c0 CrashLoopBackOff (exit 1): no model; full log:")
     # Without a termination message (a container that did not ask): the exit code.
-    silent = pod("q", back_off, last={"terminated": {"exitCode": 2}})
-    assert pod_problem([silent]) == (
-        "pod q: c0 CrashLoopBackOff (exit 2); full log: kubectl logs q -c c0 --previous"
-    )
-    # A container that ended well (an init container done) explains nothing.
-    done = pod("d", {"terminated": {"exitCode": 0, "reason": "Completed"}})
-    assert pod_problem([done]) is None
+    silent = pod_problem([pod("q", back_off, last={"terminated": {"exitCode": 2}}, restarts=1)])
+    assert (silent or "").startswith("pod q: c0 CrashLoopBackOff (exit 2); full log:")
+    # Ready again, or a container that ended well (an init container done): nothing.
+    healthy = pod("h", {"running": {}}, last={"terminated": crash}, restarts=1)
+    healthy["status"]["containerStatuses"][0]["ready"] = True
+    assert pod_problem([healthy]) is None
+    assert pod_problem([pod("d", {"terminated": {"exitCode": 0, "reason": "Completed"}})]) is None

@@ -893,3 +893,16 @@ def test_a_first_revision_that_never_became_ready_is_replaced_without_a_canary()
     third = spec_for("3")
     later = decide(third, 3, stable, Observation(revision_of(third), up), T0)
     assert later.draft.phase == "Preflight" and later.draft.canary_revision == revision_of(third)
+
+
+def test_a_first_revision_that_serves_from_some_replicas_gets_a_canary() -> None:
+    first, fixed = spec_for("1"), spec_for("2")
+    old, new = revision_of(first), revision_of(fixed)
+    partly = WorkloadObservation(old, 4, 3, 4, problem="pod p: 0/1 nodes are available")
+    status = settle(
+        decide(first, 1, LLMDeploymentStatus(), Observation(old, partly), T0), Applied()
+    ).status
+    assert status.phase == "Initializing"
+    decision = decide(fixed, 2, status, Observation(new, partly), T0)
+    assert decision.draft.phase == "Preflight" and decision.draft.canary_revision == new
+    assert decision.draft.stable_revision == old

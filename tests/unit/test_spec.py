@@ -30,10 +30,6 @@ def spec(**overrides: Any) -> dict[str, Any]:
             {"triton": {"backend": "vllm", "dynamicBatching": {}}},
             "remove dynamicBatching",
         ),
-        (
-            {"triton": {"backend": "vllm", "instanceGroup": {"kind": "KIND_GPU"}}},
-            "use instanceGroup.kind KIND_MODEL",
-        ),
         ({"traffic": {"router": "istio"}}, "router istio needs"),
         (
             {"traffic": {"router": "replicas"}, "canary": {"analysis": {"baseline": "fresh"}}},

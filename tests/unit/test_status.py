@@ -103,9 +103,15 @@ def test_a_first_revision_that_cannot_start_says_why_in_status_and_events() -> N
         "RevisionNotReady",
         status.message,
     )
-    # The same reason on the next pass: no second event.
+    # The same reason on the next pass: no second event, even when that pass's status
+    # message was an error of its own (a router that could not be written, say).
     again = settle(decide(spec, 1, status, Observation("abc", crashing), T0), Applied())
     assert again.events == () and again.status.message == status.message
+    failing = Applied(problem=Problem("MissingAPI", "no HTTPRoute API in this cluster"))
+    errored = settle(decide(spec, 1, status, Observation("abc", crashing), T0), failing).status
+    assert errored.message == "no HTTPRoute API in this cluster"
+    later = settle(decide(spec, 1, errored, Observation("abc", crashing), T0), failing)
+    assert later.events == ()
     # A Deployment that cannot create its pods at all says so instead.
     quota = WorkloadObservation("abc", 1, 0, 0, failure="FailedCreate: exceeded quota: gpus")
     blocked = steady_status(spec, 1, status, "abc", quota, None, T0)

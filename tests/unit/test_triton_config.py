@@ -17,7 +17,11 @@ from specs import EVERY_TRITON_FIELD, make_spec
 
 from llmcanary.api.spec import LLMDeploymentSpec, TritonSpec
 from llmcanary.builders import Owner
-from llmcanary.builders.triton_checks import check_model_config, check_overlay
+from llmcanary.builders.triton_checks import (
+    check_model_config,
+    check_overlay,
+    spec_config_problems,
+)
 from llmcanary.builders.triton_config import (
     ModelConfigError,
     flatten_model_config,
@@ -211,12 +215,12 @@ def test_vllm_with_batching_it_must_not_have_is_refused_with_the_fix() -> None:
     config.name = "llama"
     config.max_batch_size = 8
     config.dynamic_batching.max_queue_delay_microseconds = 100
+    # KIND_GPU is not refused: the vllm backend takes it with one GPU (tensor parallelism 1).
     config.instance_group[0].kind = ModelInstanceGroup.KIND_GPU
     found = problems(config)
-    assert len(found) == 3
+    assert len(found) == 2
     assert "model llama: max_batch_size: " in found[0] and "maxBatchSize to 0" in found[0]
     assert "remove it from config.pbtxt or from spec.triton.dynamicBatching" in found[1]
-    assert "use KIND_MODEL" in found[2]
 
 
 def test_preferred_batch_sizes_above_the_maximum_are_refused() -> None:
@@ -306,3 +310,20 @@ def test_the_generated_schema_code_is_what_protoc_makes_of_the_proto(tmp_path: P
         assert (made / name).read_text() == (SCHEMA / name).read_text(), (
             f"{name} is stale: run `make protos`"
         )
+
+
+def test_what_admission_lets_a_spec_leave_out_renders_a_config_triton_takes() -> None:
+    vllm = make_spec(triton={"backend": "vllm"}, resources={"gpus": 1})
+    rendered = parse_model_config(render_config_pbtxt(vllm.model, vllm.triton))
+    assert rendered.max_batch_size == 0
+    assert [g.kind for g in rendered.instance_group] == [ModelInstanceGroup.KIND_MODEL]
+    assert spec_config_problems(vllm) == []
+    # Preferred sizes are checked against the batch size the config gets, 8 when unset.
+    big = make_spec(triton={"dynamicBatching": {"preferredBatchSizes": [16]}})
+    (found,) = spec_config_problems(big)
+    assert "[16] outside 1..max_batch_size (8)" in found
+    no_gpu = make_spec(triton={}, resources={"gpus": 0, "cpu": "2", "memory": "8Gi"})
+    (found,) = spec_config_problems(no_gpu)
+    assert "KIND_GPU, but the pods get no GPU" in found
+    cpu = make_spec(triton={"instanceGroup": {"kind": "KIND_CPU"}}, resources={"gpus": 0})
+    assert spec_config_problems(cpu) == []

@@ -201,9 +201,10 @@ class DynamicBatching(ApiModel):
 
 InstanceKind = Literal["KIND_GPU", "KIND_CPU", "KIND_AUTO", "KIND_MODEL"]
 
-#: What a model whose repository has no config.pbtxt gets where the spec is silent (the
-#: operator's defaults before it read repositories; a spec that writes one of them out
-#: is the same revision as one that leaves it out, see rollout/revision.py).
+#: What the rendered config.pbtxt gets where the spec is silent (the operator does not
+#: read a repository's own config.pbtxt yet). These were the CRD's defaults before they
+#: became optional: a spec that writes one of them out is the same revision as one that
+#: leaves it out (rollout/revision.py).
 DEFAULT_BACKEND = "python"
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_INSTANCE_KIND: InstanceKind = "KIND_GPU"
@@ -211,7 +212,7 @@ DEFAULT_INSTANCE_COUNT = 1
 
 
 class InstanceGroup(ApiModel):
-    """Overlaid on every instance group of the model's config.pbtxt; unset: kept."""
+    """Model instances; a field left out takes its default (KIND_GPU, 1)."""
 
     kind: InstanceKind | None = None
     """Where the model instances run (KIND_MODEL: the backend decides, as vLLM's does)."""
@@ -250,13 +251,6 @@ class TritonSpec(ApiModel):
                     " remove dynamicBatching",
                     ".dynamicBatching",
                 ),
-                cel(
-                    "!has(self.backend) || self.backend != 'vllm' || !has(self.instanceGroup)"
-                    " || !has(self.instanceGroup.kind) || self.instanceGroup.kind == 'KIND_MODEL'",
-                    "the vllm backend places its own instances: use instanceGroup.kind"
-                    " KIND_MODEL or leave it out",
-                    ".instanceGroup.kind",
-                ),
             ]
         }
     )
@@ -273,26 +267,26 @@ class TritonSpec(ApiModel):
         max_length=64,
         description=(
             "Triton backend of the model (python, vllm, tensorrtllm, onnxruntime, ...)."
-            " Unset: the repository's config.pbtxt decides (python without one)."
+            " Unset: python."
         ),
     )
     max_batch_size: Annotated[int, Field(ge=0, le=4096), INTEGRAL] | None = None
-    """Largest batch Triton forms; 0: no batching. Unset: the repository's (8 without one)."""
+    """Largest batch Triton forms; 0: no batching. Unset: 8 (0 for the vllm backend)."""
     dynamic_batching: DynamicBatching | None = None
-    """Overlaid on config.pbtxt's dynamic_batching; unset: the repository's, if any."""
+    """Rendered as config.pbtxt's dynamic_batching; unset: no dynamic batching."""
     instance_group: InstanceGroup | None = None
-    """Overlaid on config.pbtxt's instance groups; unset: the repository's (KIND_GPU x1)."""
+    """Rendered as config.pbtxt's instance_group; unset: one KIND_GPU instance (KIND_MODEL
+    for the vllm backend)."""
     decoupled: bool | None = Field(
         default=None,
         description=(
-            "Streaming model: responses sent as tokens are generated."
-            " Unset: the repository's model_transaction_policy (false without one)."
+            "Streaming model: responses sent as tokens are generated. Unset: not decoupled."
         ),
     )
     parameters: dict[str, Word] = Field(
         default_factory=dict,
         max_length=64,
-        description="Backend parameters, merged by key into config.pbtxt's parameters.",
+        description="Backend parameters rendered into config.pbtxt.",
     )
     args: list[Word] = Field(
         default_factory=list, max_length=64, description="Extra tritonserver flags."
@@ -315,12 +309,6 @@ class TritonSpec(ApiModel):
                 raise ValueError(
                     "the vllm backend batches by itself (continuous batching):"
                     " remove dynamicBatching"
-                )
-            kind = self.instance_group.kind if self.instance_group else None
-            if kind not in (None, "KIND_MODEL"):
-                raise ValueError(
-                    "the vllm backend places its own instances: use instanceGroup.kind"
-                    " KIND_MODEL or leave it out"
                 )
         return self
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from llmcanary.api.spec import TritonSpec
+from llmcanary.api.spec import LLMDeploymentSpec, TritonSpec
+from llmcanary.builders.triton_config import overlay
 from llmcanary.builders.triton_schema import ModelConfig
 from llmcanary.builders.triton_schema.model_config_pb2 import ModelInstanceGroup
 
-__all__ = ["ConfigProblem", "check_model_config", "check_overlay"]
+__all__ = ["ConfigProblem", "check_model_config", "check_overlay", "spec_config_problems"]
 
 VLLM = "vllm"
 ENSEMBLE = "ensemble"
@@ -91,12 +92,6 @@ def check_model_config(
                 "the vllm backend batches continuously and refuses dynamic_batching:"
                 " remove it from config.pbtxt or from spec.triton.dynamicBatching",
             )
-        if any(g.kind != ModelInstanceGroup.KIND_MODEL for g in config.instance_group):
-            problem(
-                "instance_group.kind",
-                "the vllm backend places its own instances: use KIND_MODEL"
-                " (spec.triton.instanceGroup.kind)",
-            )
     if batching is not None:
         if largest == 0:
             problem(
@@ -128,3 +123,12 @@ def check_model_config(
                 f" {'them' if len(missing) > 1 else 'it'} there, or fix the step's model_name",
             )
     return problems
+
+
+def spec_config_problems(spec: LLMDeploymentSpec) -> list[str]:
+    """What Triton would refuse in the configuration the revision's ConfigMap holds, one
+    line each. The repository is not read yet, so that configuration is the spec's (and
+    the defaults); checked before any pod of the revision exists (the first revision's
+    Deployment, a canary's preflight, ``llmcanary preflight``)."""
+    config = overlay(None, spec.model, spec.triton)
+    return [str(p) for p in check_model_config(config, gpus=spec.resources.gpus)]

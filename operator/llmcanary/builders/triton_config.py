@@ -20,8 +20,15 @@ and rate-limiter policies, optimization settings.
 =====================  ================================================================
 
 A model whose repository has no ``config.pbtxt`` gets one with the spec's fields and the
-defaults of :mod:`llmcanary.api.spec` (``DEFAULT_*``); inputs and outputs are left to the
-backend's auto-complete, as Triton does for a missing config.
+defaults of :mod:`llmcanary.api.spec` (``DEFAULT_*``; for the vllm backend no batch
+dimension and a ``KIND_MODEL`` instance); inputs and outputs are left to the backend's
+auto-complete, as Triton does for a missing config.
+
+Not wired yet: the operator does not read a repository's ``config.pbtxt`` (it cannot see
+a PVC or a path inside the Triton image; a read before any pod exists is the open part of
+issue 16), so the ConfigMap holds ``overlay(None, ...)``, which replaces the repository's
+file. The overlay of a repository config and :func:`~llmcanary.builders.triton_checks.
+check_overlay` are exercised by the unit tests only, until then.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ __all__ = [
 
 
 Kind = ModelInstanceGroup.Kind
+VLLM_BACKEND = "vllm"
 
 
 class ModelConfigError(ValueError):
@@ -116,15 +124,18 @@ def overlay(base: ModelConfig | None, model: ModelSpec, triton: TritonSpec) -> M
         config.backend = triton.backend
     elif base is None:
         config.backend = DEFAULT_BACKEND
+    vllm = config.backend == VLLM_BACKEND
     if triton.max_batch_size is not None:
         config.max_batch_size = triton.max_batch_size
     elif base is None:
-        config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        # The vllm backend batches by itself and refuses a batch dimension.
+        config.max_batch_size = 0 if vllm else DEFAULT_MAX_BATCH_SIZE
     if triton.dynamic_batching is not None:
         _overlay_batching(config, triton.dynamic_batching)
     group = triton.instance_group
     if base is None or (group is not None and not config.instance_group):
-        config.instance_group.add(kind=DEFAULT_INSTANCE_KIND, count=DEFAULT_INSTANCE_COUNT)
+        kind = "KIND_MODEL" if vllm else DEFAULT_INSTANCE_KIND  # vLLM places its own
+        config.instance_group.add(kind=kind, count=DEFAULT_INSTANCE_COUNT)
     if group is not None:
         for existing in config.instance_group:
             if group.kind is not None:

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcanary.api.spec import (
-    DEFAULT_MAX_BATCH_SIZE,
     Dtype,
     LLMDeploymentSpec,
     ModelSizing,
     Toleration,
 )
 from llmcanary.api.status import GpuFit
+from llmcanary.builders.triton_config import overlay
 from llmcanary.rollout.steps import replicas_for
 
 __all__ = [
@@ -101,11 +101,10 @@ class MemoryEstimate:
         return self.total_bytes / GIB
 
 
-def max_batch_size(spec: LLMDeploymentSpec) -> int:
-    """The batch the KV cache is sized for: spec.triton.maxBatchSize, else the default a
-    model without config.pbtxt gets (a repository's own value is not read here)."""
-    chosen = spec.triton.max_batch_size
-    return DEFAULT_MAX_BATCH_SIZE if chosen is None else chosen
+def effective_max_batch_size(spec: LLMDeploymentSpec) -> int:
+    """The batch the KV cache is sized for: the rendered config.pbtxt's max_batch_size
+    (the spec's, else its default: 8, 0 for the vllm backend)."""
+    return overlay(None, spec.model, spec.triton).max_batch_size
 
 
 def estimate(sizing: ModelSizing, max_batch_size: int, headroom_percent: float) -> MemoryEstimate:
@@ -331,7 +330,7 @@ def capacity(
             message="model.sizing is not set, so the GPU memory fit does not apply: set"
             " model.sizing.parameters and dtype to check it"
         )
-    est = estimate(sizing, max_batch_size(spec), check.headroom_percent)
+    est = estimate(sizing, effective_max_batch_size(spec), check.headroom_percent)
     required = est.total_bytes
     gpus = spec.resources.gpus
     note = f" ({est.note})" if est.note else ""

@@ -29,12 +29,13 @@ from pydantic import ValidationError
 from llmcanary.api import API_VERSION, KIND
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
 from llmcanary.builders import Owner
+from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden, MissingApi, api_message
 from llmcanary.preflight.envdiff import diff_views, offending
 from llmcanary.preflight.envdiff_source import read_revision_view, revision_view
-from llmcanary.preflight.gpu import estimate, max_batch_size
+from llmcanary.preflight.gpu import effective_max_batch_size, estimate
 from llmcanary.preflight.gpu_cluster import check_gpu_fit
 from llmcanary.rollout.revision import revision_of
 
@@ -140,6 +141,13 @@ def server_validation(kube: Kube, manifest: Manifest, namespace: str) -> Finding
     return Finding("schema (server)", True, "accepted by the API server (dry run)")
 
 
+def model_config(spec: LLMDeploymentSpec) -> Finding:
+    problems = spec_config_problems(spec)
+    if problems:
+        return Finding("model config", False, "; ".join(problems))
+    return Finding("model config", True, "Triton would load the rendered config.pbtxt")
+
+
 def gpu_memory(
     spec: LLMDeploymentSpec, kube: Kube | None, namespace: str, now: datetime
 ) -> Finding:
@@ -149,7 +157,7 @@ def gpu_memory(
         return Finding("gpu memory", None, "preflight.gpuMemory.enabled is false")
     if sizing is None:
         return Finding("gpu memory", None, "not estimated: model.sizing is not set")
-    est = estimate(sizing, max_batch_size(spec), checks.headroom_percent)
+    est = estimate(sizing, effective_max_batch_size(spec), checks.headroom_percent)
     rows = [
         ("weights", f"{est.weights_gib:.1f} GiB"),
         ("KV cache", f"{est.kv_cache_gib:.1f} GiB" if est.kv_bytes_per_token else "not counted"),
@@ -232,6 +240,7 @@ def check(
         return findings
     if kube is not None:
         findings.append(server_validation(kube, manifest, namespace))
+    findings.append(model_config(spec))
     findings.append(gpu_memory(spec, kube, namespace, now))
     if kube is not None:
         findings.append(environment_diff(kube, manifest, spec, namespace))

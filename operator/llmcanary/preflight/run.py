@@ -18,6 +18,7 @@ from llmcanary.api.status import DependencyResult, EnvDifference, GpuFit, Prefli
 from llmcanary.api.times import timestamp
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION
+from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import HTTP_PORT, image_refusal
 from llmcanary.kube.client import Kube
 from llmcanary.kube.pods import pod_ready
@@ -74,9 +75,10 @@ class Preflight:
     ) -> PreflightStatus | None:
         """The preflight's result, or None while the opt-in GPU probe Job still runs."""
         checks = spec.preflight
-        refused = self.image_refusals(spec)
+        # Before any other check: a disallowed image, or a config Triton would refuse,
+        # starts nothing (no probe Job).
+        refused = self.image_refusals(spec) + spec_config_problems(spec)
         if refused:
-            # Before any other check: a disallowed image starts nothing (no probe Job).
             log.info(
                 "preflight failed for %s: %s",
                 canary_revision,

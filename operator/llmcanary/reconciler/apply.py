@@ -27,6 +27,7 @@ from llmcanary.builders.meta import (
     service_name,
 )
 from llmcanary.builders.services import build_service
+from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import build_config_map, build_deployment, image_refusal
 from llmcanary.kube.children import ensure, owned_by, remove
 from llmcanary.kube.client import KubeApi
@@ -126,7 +127,7 @@ class PlanApplier:
         # While the spec describes the stable revision, it is (re)built from the spec;
         # during a rollout the spec describes the canary, so only the stable's size follows.
         if plan.stable_revision == current:
-            self.check_image(owner, spec, current)
+            self.check_new_revision(owner, spec, current)
             ensure(self.kube, build_config_map(owner, spec, current))
             ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
         else:
@@ -227,16 +228,21 @@ class PlanApplier:
 
     # --- helpers ------------------------------------------------------------------
 
-    def check_image(self, owner: Owner, spec: LLMDeploymentSpec, revision: str) -> None:
-        """The first revision has no preflight: its image is checked against the allowlist
-        before its Deployment exists. One that exists was made before the allowlist (the
-        image is part of the revision), and refusing it would block an abort."""
+    def check_new_revision(self, owner: Owner, spec: LLMDeploymentSpec, revision: str) -> None:
+        """The first revision has no preflight: its image (the allowlist) and the config
+        Triton would load are checked before its Deployment exists. One that exists was
+        made before these checks (both are part of the revision), and refusing it would
+        block an abort."""
         refused = image_refusal(spec.triton.image, self.allowed_images)
-        if refused is None:
+        problems = spec_config_problems(spec)
+        if refused is None and not problems:
             return
         name = deployment_name(owner.name, revision)
-        if self.kube.get("apps/v1", "Deployment", owner.namespace, name) is None:
+        if self.kube.get("apps/v1", "Deployment", owner.namespace, name) is not None:
+            return
+        if refused is not None:
             raise ReconcileError("ImageNotAllowed", refused)
+        raise ReconcileError("InvalidModelConfig", "; ".join(problems))
 
     @staticmethod
     def tracks(plan: Plan, baseline: bool) -> dict[str, Track]:

@@ -63,7 +63,8 @@ def decide(
     current = observation.revision
     active = status.canary_revision is not None and status.phase in ACTIVE
 
-    if current != t.stable_rev and status.phase == "Initializing" and not active:
+    never_served = t.stable_obs is None or t.stable_obs.ready == 0
+    if current != t.stable_rev and status.phase == "Initializing" and never_served:
         phases.replace_first(t)
         phases.drop_promotion(t)
         return t.decision()

@@ -57,43 +57,64 @@ def triton_errors(log_tail: str) -> str:
     return "; ".join(reasons)[-MAX_REASON:]
 
 
-def _failure(reason: str, terminated: Mapping[str, Any]) -> str | None:
-    """``<reason> (exit 1): <errors>`` for a container that ended in failure, None if it
-    did not. Its message is the tail of its log when the container asks for it
+def _failure(terminated: Mapping[str, Any]) -> str | None:
+    """``(exit 1): <errors>`` (``(exit 137, OOMKilled)``) for a run that ended in failure,
+    None if it did not. Its message is the tail of its log when the container asks for it
     (terminationMessagePolicy FallbackToLogsOnError, as the operator's do): Triton's
     errors are taken from it, else its last line."""
     code = terminated.get("exitCode")
     if not code:
         return None
+    why = str(terminated.get("reason") or "")
+    ended = f"(exit {code}, {why})" if why and why != "Error" else f"(exit {code})"
     message = str(terminated.get("message") or "")
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     errors = triton_errors(message) or (lines[-1][-MAX_REASON:] if lines else "")
-    return f"{reason} (exit {code}): {errors}" if errors else f"{reason} (exit {code})"
+    return f"{ended}: {errors}" if errors else ended
 
 
-def _container_problem(container: Mapping[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class _Problem:
+    text: str
+    #: The text is a previous run's end: its whole log is ``kubectl logs --previous``.
+    previous: bool = False
+    #: The text is a run's end: its whole log says more.
+    crashed: bool = False
+
+
+def _container_problem(container: Mapping[str, Any]) -> _Problem | None:
+    """Why a container is not running, worded the same through a crash loop's states
+    (terminated, waiting in back-off, running again but not Ready), so that status and
+    events do not flap with them."""
     state = container.get("state") or {}
-    if "terminated" in state:  # between a crash and the kubelet's next start
-        ended = state["terminated"] or {}
-        return _failure(str(ended.get("reason") or "Error"), ended)
+    restarts = int(container.get("restartCount") or 0)
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    if "terminated" in state:
+        ended = _failure(state["terminated"] or {})
+        if ended is None:
+            return None
+        word = "CrashLoopBackOff" if restarts else "exited"
+        return _Problem(f"{word} {ended}", crashed=True)
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason")
-    if not reason or reason in _TRANSIENT:
-        return None
+    if reason and reason not in _TRANSIENT and reason != "CrashLoopBackOff":
+        detail = waiting.get("message") or ""
+        return _Problem(f"{reason}: {detail}" if detail else reason)
+    # In back-off, or started again (not Ready yet): the previous run says why. The
+    # kubelet's own words ("back-off 20s restarting ...") say less, and change.
+    ended = _failure(last) if restarts and not container.get("ready") else None
+    if ended is not None:
+        return _Problem(f"CrashLoopBackOff {ended}", previous=True, crashed=True)
     if reason == "CrashLoopBackOff":
-        # The kubelet's own words ("back-off 20s restarting ...") say less, and change.
-        last = (container.get("lastState") or {}).get("terminated") or {}
-        crashed = _failure(reason, last)
-        if crashed:
-            return crashed
-    detail = waiting.get("message") or ""
-    return f"{reason}: {detail}" if detail else reason
+        return _Problem(reason)
+    return None
 
 
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
     """The first reason a container of these pods gives for not running, e.g.
-    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): failed to load 'tiny-llm'
-    ...``; None when none gives one."""
+    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): error: creating server: ...;
+    full log: kubectl logs -n ml tiny-llm-6c9-x -c triton --previous``; None when none
+    gives one."""
     for pod in pods:
         status = pod.get("status") or {}
         for container in [
@@ -101,16 +122,18 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
             *(status.get("containerStatuses") or []),
         ]:
             problem = _container_problem(container)
-            if problem:
-                name = pod.get("metadata", {}).get("name", "?")
-                text = f"pod {name}: {container.get('name')} {problem}"
-                if "(exit " in problem:
-                    # The kubelet keeps 2 KiB of the log; Triton's tables fill it, and
-                    # the model's own error is often above them.
-                    text += (
-                        f"; full log: kubectl logs {name} -c {container.get('name')} --previous"
-                    )
-                return text
+            if problem is None:
+                continue
+            meta = pod.get("metadata") or {}
+            name, where = meta.get("name", "?"), container.get("name")
+            text = f"pod {name}: {where} {problem.text}"
+            if problem.crashed:
+                # The kubelet keeps 2 KiB of the log; Triton's tables fill it, and the
+                # model's own error is often above them.
+                namespace = f" -n {meta['namespace']}" if meta.get("namespace") else ""
+                previous = " --previous" if problem.previous else ""
+                text += f"; full log: kubectl logs{namespace} {name} -c {where}{previous}"
+            return text
     return None
 
 

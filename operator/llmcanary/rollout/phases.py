@@ -35,12 +35,15 @@ def steady(t: Tick) -> None:
         why = stable.failure or stable.problem if stable is not None else None
         if stable is not None and why:
             # A first revision that cannot start says why where users look (status and
-            # events), not only in its pods; an event each time the reason changes.
+            # events), not only in its pods; an event when the reason changes. The last
+            # pass's reason is in the Ready condition (status.message may hold an error
+            # of that pass instead).
             d.message = (
                 f"waiting for {stable.ready}/{stable.desired} ready replicas of revision"
                 f" {t.stable_rev}: {why}"
             )
-            if d.message != t.old.message:
+            said = next((c.message for c in t.old.conditions if c.type == "Ready"), None)
+            if not (said or "").endswith(f": {why}"):
                 t.emit("Warning", "RevisionNotReady", d.message)
         else:
             d.message = None
@@ -60,9 +63,10 @@ def steady(t: Tick) -> None:
 
 
 def replace_first(t: Tick) -> None:
-    """The first revision never had all its replicas Ready: there is no served revision
-    to protect and nothing to compare a canary with, so a new spec replaces it at once
-    (as a Deployment would), and is the first revision in its place."""
+    """The first revision has no Ready replica and never had all of them: nothing is
+    served to protect and there is nothing to compare a canary with, so a new spec
+    replaces it at once (as a Deployment would), as the first revision in its place. One
+    with some Ready replicas serves: a new spec gets a canary as usual."""
     old, new = t.stable_rev, t.obs.revision
     t.emit(
         "Normal",
