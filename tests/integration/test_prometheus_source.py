@@ -155,8 +155,13 @@ def test_a_histogram_is_also_read_block_by_block_through_the_window(
     counts = [block.count for block in ttft.blocks]
     # Two pods at 40 rps each over 2 s; a 2 s increase() extrapolates from two or three
     # 1 s scrapes, so each block is only roughly that, their sum closer to the window's.
-    assert all(count == pytest.approx(2 * 40 * 2, rel=0.5) for count in counts), counts
-    for block in ttft.blocks:
+    # On a loaded machine a scrape can come seconds late and leave one block with fewer
+    # than two samples, which reads empty (measured in CI: [0, 160, 160, 160, 160]): one
+    # such block is the machine, more would be the cutting.
+    read_blocks = [block for block in ttft.blocks if block.count]
+    assert len(read_blocks) >= len(ttft.blocks) - 1, counts
+    assert all(b.count == pytest.approx(2 * 40 * 2, rel=0.5) for b in read_blocks), counts
+    for block in read_blocks:
         assert block.quantile(0.95) == pytest.approx(30, rel=0.2)
     total = (
         source.read(
@@ -166,7 +171,9 @@ def test_a_histogram_is_also_read_block_by_block_through_the_window(
         .histogram
     )
     assert total is not None
-    assert sum(counts) == pytest.approx(total.count, rel=0.25)
+    # The blocks read add up to the window's count, less the share of an empty block.
+    share = len(read_blocks) / len(ttft.blocks)
+    assert sum(counts) == pytest.approx(total.count * share, rel=0.25)
     # The analysis interval itself as the window: too short to cut, and no range query.
     assert read(source, "stable").latency["ttft"].blocks == ()
 

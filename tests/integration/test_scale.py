@@ -37,6 +37,8 @@ def manifest(index: int, version: str = "1", **spec: Any) -> dict[str, Any]:
     doc["spec"]["model"]["version"] = version
     doc["spec"]["replicas"] = 1
     doc["spec"]["resources"]["gpus"] = 0  # KWOK pods; leave the GPUs to other tests
+    # Without a GPU, CPU instances: KIND_GPU is refused before any pod (InvalidModelConfig).
+    doc["spec"]["triton"]["instanceGroup"] = {"kind": "KIND_CPU", "count": 1}
     doc["spec"].update(spec)
     return doc
 
