@@ -13,13 +13,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from llmcanary.api.spec import LLMDeploymentSpec, TritonSpec
-from llmcanary.builders.triton_config import overlay
+from llmcanary.builders.triton_config import VLLM_BACKEND, overlay
 from llmcanary.builders.triton_schema import ModelConfig
 from llmcanary.builders.triton_schema.model_config_pb2 import ModelInstanceGroup
 
 __all__ = ["ConfigProblem", "check_model_config", "check_overlay", "spec_config_problems"]
 
-VLLM = "vllm"
 ENSEMBLE = "ensemble"
 
 
@@ -79,7 +78,7 @@ def check_model_config(
 
     batching = config.dynamic_batching if config.HasField("dynamic_batching") else None
     largest = config.max_batch_size
-    if config.backend == VLLM:
+    if config.backend == VLLM_BACKEND:
         if largest > 0:
             problem(
                 "max_batch_size",

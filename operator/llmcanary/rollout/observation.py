@@ -30,6 +30,12 @@ class WorkloadObservation:
     failure: str | None = None
 
     @property
+    def unready_reason(self) -> str | None:
+        """Why not every pod is Ready, when the cluster says: the Deployment's failure
+        first (no pod exists to say anything), else a pod's problem."""
+        return None if self.all_ready else self.failure or self.problem
+
+    @property
     def all_ready(self) -> bool:
         return self.desired > 0 and self.ready >= self.desired and self.updated >= self.desired
 

@@ -12,6 +12,7 @@ from llmcanary.api import ANNOTATION_PROMOTE
 from llmcanary.api.status import Outcome, Phase, PreflightStatus
 from llmcanary.api.times import parse_time, rfc3339, timestamp
 from llmcanary.rollout.checks import analysis_record
+from llmcanary.rollout.conditions import condition
 from llmcanary.rollout.decision import WEIGHT_CHANGED, WEIGHT_LOST, Plan
 from llmcanary.rollout.steps import (
     evidence_start,
@@ -32,7 +33,7 @@ def steady(t: Tick) -> None:
     d = t.draft
     if (stable is None or not stable.all_ready) and t.old.phase in (None, "Initializing"):
         phase = "Initializing"
-        why = stable.failure or stable.problem if stable is not None else None
+        why = stable.unready_reason if stable is not None else None
         if stable is not None and why:
             # A first revision that cannot start says why where users look (status and
             # events), not only in its pods; an event when the reason changes. The last
@@ -42,8 +43,8 @@ def steady(t: Tick) -> None:
                 f"waiting for {stable.ready}/{stable.desired} ready replicas of revision"
                 f" {t.stable_rev}: {why}"
             )
-            said = next((c.message for c in t.old.conditions if c.type == "Ready"), None)
-            if not (said or "").endswith(f": {why}"):
+            said = condition(t.old, "Ready")
+            if said is None or not said.message.endswith(f": {why}"):
                 t.emit("Warning", "RevisionNotReady", d.message)
         else:
             d.message = None

@@ -95,7 +95,7 @@ def _ready(replicas: int, stable: WorkloadObservation | None, revision: str) -> 
     all_ready = stable is not None and stable.all_ready
     reason = "ReplicasReady" if all_ready else "ReplicasNotReady"
     message = f"{ready}/{replicas} Triton replicas of revision {revision} are ready"
-    why = None if stable is None or all_ready else stable.failure or stable.problem
+    why = stable.unready_reason if stable is not None else None
     return "Ready", all_ready, reason, f"{message}: {why}" if why else message
 
 
