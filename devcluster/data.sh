@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copies the data files the dev cluster needs from pinned Go modules into
 # $LLMCANARY_CACHE: the Gateway API standard CRDs, Istio's VirtualService and
-# DestinationRule CRDs, and KWOK's default stages and RBAC. Run by build.sh
+# DestinationRule CRDs, and KWOK's default stages, RBAC and Logs CRD. Run by build.sh
 # (which holds the build lock); kept out of the binary's stamp so that a new
 # CRD release does not relink the binary.
 #
@@ -44,7 +44,7 @@ up_to_date() {
   local c
   for c in "${ISTIO_CRDS[@]}"; do [[ -s "$istiocrds/networking.istio.io_$c.yaml" ]] || return 1; done
   compgen -G "$gwcrds/*.yaml" >/dev/null && compgen -G "$kwokdata/stages/*.yaml" >/dev/null \
-    && [[ -f "$kwokdata/rbac/role.yaml" ]]
+    && [[ -f "$kwokdata/rbac/role.yaml" && -f "$kwokdata/crds/kwok.x-k8s.io_logs.yaml" ]]
 }
 
 if up_to_date; then
@@ -95,9 +95,11 @@ log "Istio $ISTIO_API_VERSION CRDs (${ISTIO_CRDS[*]}) in $istiocrds"
 
 # KWOK's default stages (what kwokctl feeds the kwok controller: nodes become
 # Ready and keep a lease, pods become Running and Ready, deleted pods go away)
-# and the ClusterRole its controller needs.
+# the ClusterRole its controller needs, and its Logs CRD: the local data plane
+# names each container's log file in a Logs object, and KWOK serves it to
+# `kubectl logs` as a kubelet would.
 kwok="$(cd "$here" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
-rm -rf "$kwokdata.tmp" && mkdir -p "$kwokdata.tmp/stages" "$kwokdata.tmp/rbac"
+rm -rf "$kwokdata.tmp" && mkdir -p "$kwokdata.tmp/stages" "$kwokdata.tmp/rbac" "$kwokdata.tmp/crds"
 cp "$kwok/kustomize/stage/node/fast/node-initialize.yaml" \
   "$kwok/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
   "$kwok/kustomize/stage/pod/fast/pod-ready.yaml" \
@@ -105,6 +107,7 @@ cp "$kwok/kustomize/stage/node/fast/node-initialize.yaml" \
   "$kwok/kustomize/stage/pod/fast/pod-delete.yaml" \
   "$kwokdata.tmp/stages/"
 cp "$kwok/kustomize/rbac/role.yaml" "$kwokdata.tmp/rbac/"
+cp "$kwok/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$kwokdata.tmp/crds/"
 publish "$kwokdata"
 
 printf '%s\n' "$stamp" >"$stampfile"

@@ -73,6 +73,9 @@ class FakeKube:
     # Kube words it), or any other exception as it is; a list is one per call, then none.
     # Verbs: get, list, apply, patch, patch_status, delete.
     faults: dict[tuple[str, str], BaseException | list[BaseException]] = field(default_factory=dict)
+    # (namespace, pod, container, previous) -> the log pods/log returns; reads are counted.
+    logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
+    log_reads: int = 0
     _version: int = 0
 
     def _check(self, api_version: str, kind: str) -> None:
@@ -112,6 +115,24 @@ class FakeKube:
         stored = copy.deepcopy(obj)
         self._stamp(stored)
         self.objects[key] = stored
+
+    def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        limit_bytes: int = 65536,
+        *,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> str | None:
+        self.log_reads += 1
+        self._fault("get", "Pod/log", namespace, name)
+        text = self.logs.get((namespace, name, container or "", previous))
+        if text is None:
+            return None
+        lines = text.splitlines()[-tail_lines:] if tail_lines is not None else text.splitlines()
+        return "\n".join(lines)[:limit_bytes]
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._check(api_version, kind)

@@ -4,6 +4,7 @@ from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.workload import tritonserver_args
 from llmcanary.rollout.observation import pod_problem, triton_errors
 from llmcanary_dev.localstack.pods import termination_message, triton_argv
+from llmcanary_dev.localstack.process import ManagedProcess, strip_cri
 from llmcanary_dev.localstack.triton import TritonInstall
 
 SPEC = {
@@ -114,3 +115,27 @@ def test_a_crash_loop_is_explained_by_the_log_tail_the_kubelet_kept() -> None:
     healthy["status"]["containerStatuses"][0]["ready"] = True
     assert pod_problem([healthy]) is None
     assert pod_problem([pod("d", {"terminated": {"exitCode": 0, "reason": "Completed"}})]) is None
+
+
+def test_a_pods_container_logs_like_a_runtime_and_keeps_the_previous_run(tmp_path: Path) -> None:
+    """What KWOK serves for `kubectl logs [--previous]`: CRI-format lines, one run per file."""
+    process = ManagedProcess("triton pod-a", tmp_path / "triton.log", cri_log=True)
+    for run in ("first", "second"):
+        process.start(["/bin/sh", "-c", f"echo {run} run; echo 'E1 error: it broke' >&2; exit 3"])
+        assert process.proc is not None
+        process.proc.wait(timeout=10)
+        assert process.exit_code() == 3
+        assert process.log_tail() == f"{run} run\nE1 error: it broke"
+        process.rotate_log()  # as the data plane does when it sees the container exit
+        process.proc = None
+    assert (tmp_path / "triton.log").exists() is False
+    process.start(["/bin/sh", "-c", "echo third run"])
+    assert process.proc is not None
+    process.proc.wait(timeout=10)
+    assert process.exit_code() == 0
+    current = (tmp_path / "triton.log").read_text().splitlines()
+    assert [line.split(" ", 3)[1:] for line in current] == [["stdout", "F", "third run"]]
+    assert current[0].split(" ")[0].endswith("Z")  # RFC 3339 in UTC, as CRI writes it
+    previous = process.previous_log_file.read_text()
+    assert "second run" in previous and "first run" not in previous
+    assert strip_cri("2026-11-30T16:00:00.1Z stdout F a b  c") == "a b  c"

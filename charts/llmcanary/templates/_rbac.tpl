@@ -42,6 +42,12 @@ docs/install.md has the same table for readers.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
+# Why a revision's Triton crashed: the crashed run's log (reconciler/observe.CrashLogs),
+# read once per crash; the kubelet's 2 KiB termination message rarely holds the model's
+# own error. Also the GPU probe's reading.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Preflight resolves spec.env valueFrom secretKeyRef to compare revisions; values are
 # only hashed, never logged or stored. Only get: the operator never lists Secrets.
 - apiGroups: [""]
@@ -64,13 +70,10 @@ docs/install.md has the same table for readers.
 {{- end }}
 {{- if .Values.rbac.gpuProbe }}
 # rbac.gpuProbe: the opt-in GPU memory probe Job (preflight/gpu_probe.run_probe: get, then
-# server-side apply) and its pod's log with the reading.
+# server-side apply); its reading is in its pod's log (pods/log, above).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create", "patch"]
-- apiGroups: [""]
-  resources: ["pods/log"]
-  verbs: ["get"]
 {{- end }}
 {{- end -}}
 

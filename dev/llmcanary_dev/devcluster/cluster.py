@@ -42,6 +42,7 @@ from llmcanary_dev.devcluster.pki import (
     CONTROLLER_MANAGER,
     ETCD_CLIENT,
     FRONT_PROXY_CLIENT,
+    KUBELET_CLIENT,
     KWOK,
     SCHEDULER,
     Pki,
@@ -309,6 +310,7 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
     peer_url = f"https://{h}:{p.etcd_peer}"
     sa_issuer = "https://kubernetes.default.svc.cluster.local"
     etcd_client = pki.client(ETCD_CLIENT)
+    kubelet_client = pki.client(KUBELET_CLIENT)
     advertise_loopback = ipaddress.ip_address(settings.advertise_address).is_loopback
     return {
         "etcd": [
@@ -363,6 +365,12 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             f"--service-cluster-ip-range={settings.service_cidr}",
             "--allow-privileged=true",
             "--profiling=false",
+            # ``kubectl logs`` (pods/log) reaches the node's kubelet: KWOK's server here,
+            # at the address and port KWOK gives its nodes, verified against our CA.
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
         ],
         "kube-controller-manager": [
             f"--kubeconfig={cfg['kube-controller-manager']}",
@@ -406,6 +414,13 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             "--node-lease-duration-seconds=40",
             f"--server-address={h}:{p.kwok}",
             f"--cidr={settings.pod_cidr}",
+            # The nodes' kubelet endpoint is KWOK's own server (HTTP and HTTPS on one
+            # port), which serves a container's log from the file its Logs object names.
+            f"--node-ip={h}",
+            f"--node-port={p.kwok}",
+            f"--tls-cert-file={pki.kwok_serving.cert}",
+            f"--tls-private-key-file={pki.kwok_serving.key}",
+            "--enable-crds=Logs",
         ],
     }
 
@@ -431,8 +446,8 @@ def _kwok_binding() -> dict[str, Any]:
     }
 
 
-def _ensure_node(api: ApiClient, node: GpuNode) -> None:
-    manifest = node_manifest(node)
+def _ensure_node(api: ApiClient, node: GpuNode, kubelet: tuple[str, int]) -> None:
+    manifest = node_manifest(node, kubelet)
     if api.create("/api/v1/nodes", manifest):
         log.info("created node %s (%d x %s)", node.name, node.count, node.product)
         return
@@ -441,7 +456,12 @@ def _ensure_node(api: ApiClient, node: GpuNode) -> None:
     api.merge_patch(path, {"metadata": {"labels": manifest["metadata"]["labels"]}})
     api.merge_patch(
         path + "/status",
-        {"status": {k: manifest["status"][k] for k in ("capacity", "allocatable")}},
+        {
+            "status": {
+                k: manifest["status"][k]
+                for k in ("capacity", "allocatable", "addresses", "daemonEndpoints")
+            }
+        },
     )
 
 
@@ -646,7 +666,7 @@ def _bring_up(
             # Meanwhile, the small objects over the open connection.
             api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", _kwok_binding())
             for node in gpu_nodes:
-                _ensure_node(api, node)
+                _ensure_node(api, node, (s.host, s.ports.kwok))
             _finish_apply(apply, "KWOK RBAC and the CRDs", deadline)
         if processes.running_pid(s, "kwok") is None:
             _release_node_leases(api)

@@ -64,9 +64,13 @@ DEFAULT_GPU_NODES: tuple[GpuNode, ...] = (
 )
 
 
-def node_manifest(node: GpuNode) -> dict[str, Any]:
-    """The Node object; status is accepted on create, KWOK fills in conditions and addresses."""
+def node_manifest(node: GpuNode, kubelet: tuple[str, int]) -> dict[str, Any]:
+    """The Node object; status is accepted on create, KWOK fills in its conditions.
+
+    ``kubelet``: the address and port of the node's kubelet endpoint, where the API server
+    goes for ``kubectl logs``: KWOK's server, for every node."""
     key, value = KWOK_ANNOTATION
+    address, port = kubelet
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -80,5 +84,10 @@ def node_manifest(node: GpuNode) -> dict[str, Any]:
             "capacity": node.resources(),
             "allocatable": node.resources(),
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": node.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         },
     }

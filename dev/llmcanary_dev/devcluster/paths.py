@@ -154,8 +154,8 @@ class Settings:
 
     @property
     def crd_dirs(self) -> tuple[Path, ...]:
-        """The third-party CRDs ``up`` installs: Gateway API's and Istio's."""
-        return (self.gateway_crds_dir, self.istio_crds_dir)
+        """The third-party CRDs ``up`` installs: Gateway API's, Istio's and KWOK's Logs."""
+        return (self.gateway_crds_dir, self.istio_crds_dir, self.kwok_crds_dir)
 
     @property
     def kwok_stages_dir(self) -> Path:
@@ -164,6 +164,11 @@ class Settings:
     @property
     def kwok_rbac_file(self) -> Path:
         return self.cache_dir / "kwok" / "rbac" / "role.yaml"
+
+    @property
+    def kwok_crds_dir(self) -> Path:
+        """KWOK's Logs CRD: where the data plane says which file holds a container's log."""
+        return self.cache_dir / "kwok" / "crds"
 
     # --- the running cluster's state -------------------------------------------
     @property

@@ -50,9 +50,18 @@ CONTROLLER_MANAGER = Identity("kube-controller-manager", "system:kube-controller
 SCHEDULER = Identity("kube-scheduler", "system:kube-scheduler")
 KWOK = Identity("kwok", "kwok-controller")
 ETCD_CLIENT = Identity("apiserver-etcd-client", "kube-apiserver-etcd-client")
+#: The API server's identity towards the kubelets (KWOK's server here): ``kubectl logs``.
+KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
 #: CN of the API server's front-proxy client cert (``--requestheader-allowed-names``).
 FRONT_PROXY_CLIENT = "front-proxy-client"
-CLIENT_IDENTITIES: tuple[Identity, ...] = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK, ETCD_CLIENT)
+CLIENT_IDENTITIES: tuple[Identity, ...] = (
+    ADMIN,
+    CONTROLLER_MANAGER,
+    SCHEDULER,
+    KWOK,
+    ETCD_CLIENT,
+    KUBELET_CLIENT,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class Pki:
     #: ports (otherwise they make up self-signed ones nobody can verify).
     controller_manager_serving: CertPair
     scheduler_serving: CertPair
+    #: KWOK's server: the nodes' kubelet endpoint, which the API server verifies.
+    kwok_serving: CertPair
     service_account_key: Path
     service_account_pub: Path
     clients: dict[str, CertPair]
@@ -237,6 +248,7 @@ def ensure_pki(settings: Settings) -> Pki:
         front_proxy_client=pair("front-proxy-client"),
         controller_manager_serving=pair("kube-controller-manager-serving"),
         scheduler_serving=pair("kube-scheduler-serving"),
+        kwok_serving=pair("kwok-serving"),
         service_account_key=d / "sa.key",
         service_account_pub=d / "sa.pub",
         clients={i.stem: pair(i.stem) for i in CLIENT_IDENTITIES},
@@ -275,6 +287,7 @@ def ensure_pki(settings: Settings) -> Pki:
     for serving, cn in (
         (pki.controller_manager_serving, "kube-controller-manager"),
         (pki.scheduler_serving, "kube-scheduler"),
+        (pki.kwok_serving, "kwok"),
     ):
         _issue(
             serving, ca, _name(cn), server=True, client=False, dns=loopback, ips=loopback_ips,

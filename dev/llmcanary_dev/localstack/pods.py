@@ -11,6 +11,10 @@ does what a kubelet would do with its ``triton`` container:
   the pod IP (a loopback address here) on the container's ports;
 - reports readiness from Triton's ``/v2/health/ready``: ``Ready`` and ``ContainersReady``
   go True only once Triton serves the model, and back to False if it stops;
+- keeps Triton's output as a container runtime does (CRI-format files, the previous
+  run's beside the current one) and names them in a KWOK ``Logs`` object owned by the
+  pod, so that ``kubectl logs [--previous]`` (and the operator's pods/log reads) get
+  them from KWOK's server, the nodes' kubelet endpoint;
 - restarts a Triton that exited, with the kubelet's back-off (10 s doubling to 5 min),
   and shows it as a kubelet would: ``CrashLoopBackOff``, and the end of Triton's log in
   ``lastState.terminated.message`` when the container asks for it
@@ -240,12 +244,45 @@ class PodRunner:
             ip=pod["status"]["podIP"],
             labels=dict(meta.get("labels") or {}),
             work_dir=work,
-            process=ManagedProcess(f"triton {meta['name']}", work / "triton.log"),
+            process=ManagedProcess(f"triton {meta['name']}", work / "triton.log", cri_log=True),
             http_port=_port(container, "http", 8000),
             metrics_port=_port(container, "metrics", 8002),
         )
         self.pods[running.key] = running
+        self._publish_logs(running)
         return running
+
+    def _publish_logs(self, pod: RunningPod) -> None:
+        """Name the pod's log files in a KWOK ``Logs`` object, which KWOK's server reads
+        for pods/log; owned by the pod, so it goes when the pod does."""
+        logs = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {
+                "name": pod.name,
+                "namespace": pod.namespace,
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}
+                ],
+            },
+            "spec": {
+                "logs": [
+                    {
+                        "containers": [CONTAINER],
+                        "logsFile": str(pod.process.log_file),
+                        "previousLogsFile": str(pod.process.previous_log_file),
+                        "follow": True,
+                    }
+                ]
+            },
+        }
+        try:
+            self.kube.apply(logs)
+        except Exception as exc:  # the pod runs without `kubectl logs`, as it did before
+            log.warning(
+                "could not publish the pod's logs to KWOK",
+                extra={"pod": pod.key, "error": str(exc)},
+            )
 
     def _remove(self, key: str, why: str) -> None:
         """SIGTERM the pod's Triton and move on: it drains on its own time, and the next
@@ -284,6 +321,7 @@ class PodRunner:
         code = pod.process.exit_code()
         if code is not None:
             log_tail = pod.process.log_tail(TERMINATION_LOG_LINES)
+            pod.process.rotate_log()
             reason = triton_errors(log_tail) or "tritonserver exited (no error in its log)"
             pod.process.proc = None
             pod.restarts += 1

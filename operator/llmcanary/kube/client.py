@@ -68,6 +68,17 @@ class KubeApi(ObjectReader, StatusPatcher, Protocol):
     """The calls the reconciler, the routers and the status writer make: :class:`Kube`
     against an API server, or an in-memory fake in unit tests."""
 
+    def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        limit_bytes: int = 65536,
+        *,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> str | None: ...
+
     def apply(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 
     def patch(
@@ -378,13 +389,25 @@ class Kube:
         return True
 
     def pod_log(
-        self, namespace: str, name: str, container: str | None = None, limit_bytes: int = 65536
+        self,
+        namespace: str,
+        name: str,
+        container: str | None = None,
+        limit_bytes: int = 65536,
+        *,
+        previous: bool = False,
+        tail_lines: int | None = None,
     ) -> str | None:
-        """A pod's log, its first ``limit_bytes`` at most; None if the pod is gone."""
+        """A pod's log (its last ``tail_lines`` lines when set; ``previous``: the run
+        before the current one), ``limit_bytes`` at most; None if the pod is gone."""
         core = client.CoreV1Api(self.api_client)
         kwargs: dict[str, Any] = {"limit_bytes": limit_bytes}
         if container:
             kwargs["container"] = container
+        if previous:
+            kwargs["previous"] = True
+        if tail_lines is not None:
+            kwargs["tail_lines"] = tail_lines
         try:
             text = self._request(
                 "get",

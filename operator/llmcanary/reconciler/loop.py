@@ -36,7 +36,7 @@ from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.preflight.run import Preflight
 from llmcanary.problems import Problem, ReconcileError
 from llmcanary.reconciler.apply import PlanApplier, internal_problem
-from llmcanary.reconciler.observe import commands_of, observe_workload
+from llmcanary.reconciler.observe import CrashLogs, commands_of, observe_workload
 from llmcanary.rollout.checks import judgement
 from llmcanary.rollout.decision import Settled
 from llmcanary.rollout.machine import decide
@@ -97,6 +97,7 @@ class Reconciler:
             own_metrics if own_metrics is not None else OperatorMetrics(process=False)
         )
         self.applier = PlanApplier(kube, allowed_images)
+        self.crash_logs = CrashLogs(kube)
         self._sources: dict[str, MetricSource] = {}
         self._sources_guard = threading.Lock()
         # Failed passes in a row per object (the retry backoff), and status writes refused
@@ -391,16 +392,20 @@ class Reconciler:
         """The workloads, then what :func:`~llmcanary.rollout.steps.needs` asks for."""
         current = revision_of(spec)
         stable_rev = status.stable_revision or current
-        canary = observe_workload(self.kube, owner, current) if current != stable_rev else None
+        canary = (
+            observe_workload(self.kube, owner, current, self.crash_logs)
+            if current != stable_rev
+            else None
+        )
         baseline = (
-            observe_workload(self.kube, owner, baseline_revision(stable_rev))
+            observe_workload(self.kube, owner, baseline_revision(stable_rev), self.crash_logs)
             if canary is not None and spec.baseline == "fresh"
             else None
         )
         wanted = needs(spec, status, current, commands, canary.ready if canary else 0, now)
         return Observation(
             revision=current,
-            stable=observe_workload(self.kube, owner, stable_rev),
+            stable=observe_workload(self.kube, owner, stable_rev, self.crash_logs),
             canary=canary,
             baseline=baseline,
             commands=commands,

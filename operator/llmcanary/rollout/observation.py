@@ -50,42 +50,86 @@ _NOISE = ("NVML", "CudaDriver")
 MAX_REASON = 600
 
 
+#: Where the Python backend's traceback starts in a logged error (newlines escaped).
+_TRACEBACK = "\\n\\nAt:\\n"
+#: The exception of a Python backend error: ``TritonModelException: ...``.
+_EXCEPTION = re.compile(r"\b\w+(?:Exception|Error): .*$")
+
+
+def _restated(earlier: str, later: str) -> bool:
+    """Whether ``later`` says what ``earlier`` says: Triton logs a model's failure as the
+    backend's error, then as ``failed to load 'NAME' ...`` with the same exception, then
+    ``failed to load all models`` in its last words."""
+    if later.endswith(earlier):
+        return True
+    if earlier.startswith("failed to load '"):
+        return False  # one per model: keep each model's name
+    exception = _EXCEPTION.search(earlier)
+    return exception is not None and later.endswith(exception.group(0))
+
+
 def triton_errors(log_tail: str) -> str:
     """The telling lines of the end of a Triton log: its error-level lines and its last
-    words (``error: creating server: ...``), not its banner; "" when it has none."""
+    words (``error: creating server: ...``), not its banner, each said once, without the
+    Python backend's traceback (the log the status names has it); "" when it has none."""
     reasons: list[str] = []
     for line in log_tail.splitlines():
         match = _ERROR_LINE.match(line)
         text = match.group(1) if match else line if line.startswith("error:") else ""
-        text = text.strip().strip('"').replace("\\n", " ").strip()
+        text = text.strip().strip('"').split(_TRACEBACK, 1)[0]
+        text = text.replace("\\n", " ").strip()
         if text and not any(n in text for n in _NOISE) and text not in reasons:
             reasons.append(text)
-    return "; ".join(reasons)[-MAX_REASON:]
+    kept = [r for i, r in enumerate(reasons) if not any(_restated(r, b) for b in reasons[i + 1 :])]
+    return "; ".join(kept)[-MAX_REASON:]
 
 
-def _failure(terminated: Mapping[str, Any]) -> str | None:
-    """``(exit 1): <errors>`` (``(exit 137, OOMKilled)``) for a run that ended in failure,
-    None if it did not. Its message is the tail of its log when the container asks for it
-    (terminationMessagePolicy FallbackToLogsOnError, as the operator's do): Triton's
-    errors are taken from it, else its last line."""
+@dataclass(frozen=True)
+class _Ended:
+    """A run that ended in failure: how (``(exit 1)``, ``(exit 137, OOMKilled)``), its
+    errors as its termination message gives them, and which run it was."""
+
+    how: str
+    errors: str
+    #: The end of the run (``finishedAt``, else ``startedAt``): with the pod's uid and the
+    #: container's name, which run this was (a crash's whole log is read once).
+    when: str
+
+    def text(self, errors: str | None = None) -> str:
+        errors = self.errors if errors is None else errors
+        return f"{self.how}: {errors}" if errors else self.how
+
+
+def _failure(terminated: Mapping[str, Any]) -> _Ended | None:
+    """How a run that ended in failure ended; None if it did not. Its message is the tail
+    of its log when the container asks for it (terminationMessagePolicy
+    FallbackToLogsOnError, as the operator's do): Triton's errors are taken from it, else
+    its last line."""
     code = terminated.get("exitCode")
     if not code:
         return None
     why = str(terminated.get("reason") or "")
-    ended = f"(exit {code}, {why})" if why and why != "Error" else f"(exit {code})"
+    how = f"(exit {code}, {why})" if why and why != "Error" else f"(exit {code})"
     message = str(terminated.get("message") or "")
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     errors = triton_errors(message) or (lines[-1][-MAX_REASON:] if lines else "")
-    return f"{ended}: {errors}" if errors else ended
+    when = str(terminated.get("finishedAt") or terminated.get("startedAt") or "")
+    return _Ended(how, errors, when)
 
 
 @dataclass(frozen=True)
 class _Problem:
-    text: str
-    #: The text is a previous run's end: its whole log is ``kubectl logs --previous``.
+    #: What the container is doing: ``exited``, ``CrashLoopBackOff``, or a waiting
+    #: reason with its message (then nothing ended).
+    state: str
+    ended: _Ended | None = None
+    #: The run that ended is a previous one: its log is ``kubectl logs --previous``.
     previous: bool = False
-    #: The text is a run's end: its whole log says more.
-    crashed: bool = False
+
+    def text(self, errors: str | None = None) -> str:
+        if self.ended is None:
+            return self.state
+        return f"{self.state} {self.ended.text(errors)}"
 
 
 def _container_problem(container: Mapping[str, Any]) -> _Problem | None:
@@ -99,8 +143,7 @@ def _container_problem(container: Mapping[str, Any]) -> _Problem | None:
         ended = _failure(state["terminated"] or {})
         if ended is None:
             return None
-        word = "CrashLoopBackOff" if restarts else "exited"
-        return _Problem(f"{word} {ended}", crashed=True)
+        return _Problem("CrashLoopBackOff" if restarts else "exited", ended)
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason")
     if reason and reason not in _TRANSIENT and reason != "CrashLoopBackOff":
@@ -110,17 +153,30 @@ def _container_problem(container: Mapping[str, Any]) -> _Problem | None:
     # kubelet's own words ("back-off 20s restarting ...") say less, and change.
     ended = _failure(last) if restarts and not container.get("ready") else None
     if ended is not None:
-        return _Problem(f"CrashLoopBackOff {ended}", previous=True, crashed=True)
+        return _Problem("CrashLoopBackOff", ended, previous=True)
     if reason == "CrashLoopBackOff":
         return _Problem(reason)
     return None
 
 
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    """The first reason a container of these pods gives for not running, e.g.
-    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): error: creating server: ...;
-    full log: kubectl logs -n ml tiny-llm-6c9-x -c triton --previous``; None when none
-    gives one."""
+@dataclass(frozen=True)
+class CrashedRun:
+    """A container run that ended in failure, as :func:`pod_problem` reports it. Its whole
+    log says more than its termination message: the kubelet keeps only 2 KiB of the log's
+    end, which Triton's model tables fill, and the model's own error is above them."""
+
+    namespace: str
+    pod: str
+    container: str
+    #: Read it with ``previous`` (the container has started again since).
+    previous: bool
+    #: Which run: the pod's uid, the container, when the run ended. A log is read once.
+    key: tuple[str, str, str]
+
+
+def _first_problem(
+    pods: Sequence[Mapping[str, Any]],
+) -> tuple[Mapping[str, Any], str, _Problem] | None:
     for pod in pods:
         status = pod.get("status") or {}
         for container in [
@@ -128,19 +184,46 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
             *(status.get("containerStatuses") or []),
         ]:
             problem = _container_problem(container)
-            if problem is None:
-                continue
-            meta = pod.get("metadata") or {}
-            name, where = meta.get("name", "?"), container.get("name")
-            text = f"pod {name}: {where} {problem.text}"
-            if problem.crashed:
-                # The kubelet keeps 2 KiB of the log; Triton's tables fill it, and the
-                # model's own error is often above them.
-                namespace = f" -n {meta['namespace']}" if meta.get("namespace") else ""
-                previous = " --previous" if problem.previous else ""
-                text += f"; full log: kubectl logs{namespace} {name} -c {where}{previous}"
-            return text
+            if problem is not None:
+                return pod.get("metadata") or {}, str(container.get("name")), problem
     return None
+
+
+def crashed_run(pods: Sequence[Mapping[str, Any]]) -> CrashedRun | None:
+    """The run :func:`pod_problem` would report, when it is one that crashed."""
+    first = _first_problem(pods)
+    if first is None or first[2].ended is None:
+        return None
+    meta, container, problem = first
+    assert problem.ended is not None
+    return CrashedRun(
+        namespace=str(meta.get("namespace", "")),
+        pod=str(meta.get("name", "?")),
+        container=container,
+        previous=problem.previous,
+        key=(str(meta.get("uid", "")), container, problem.ended.when),
+    )
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]], crash_log: str = "") -> str | None:
+    """The first reason a container of these pods gives for not running, e.g.
+    ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): error: creating server: ...;
+    full log: kubectl logs -n ml tiny-llm-6c9-x -c triton --previous``; None when none
+    gives one.
+
+    ``crash_log``: the whole log of that run (:func:`crashed_run`), when it was read:
+    Triton's errors are taken from it rather than from the termination message."""
+    first = _first_problem(pods)
+    if first is None:
+        return None
+    meta, where, problem = first
+    name = meta.get("name", "?")
+    text = f"pod {name}: {where} {problem.text(triton_errors(crash_log) or None)}"
+    if problem.ended is not None:
+        namespace = f" -n {meta['namespace']}" if meta.get("namespace") else ""
+        previous = " --previous" if problem.previous else ""
+        text += f"; full log: kubectl logs{namespace} {name} -c {where}{previous}"
+    return text
 
 
 def deployment_failure(deployment: Mapping[str, Any]) -> str | None:
