@@ -170,6 +170,27 @@ CATALOGUE: dict[str, Value] = {
         {}, {"a": "b"}, {"k": "x" * 1024}, {"k": "x" * 1025}, {f"k{i}": "v" for i in range(65)}
     ),
     "triton.args": _one_of([], ["--log-verbose=1"], ["x" * 1025], ["a"] * 65, [1]),
+    "triton.modelWarmup": _one_of(
+        [],
+        [
+            {
+                "name": "w",
+                "inputs": {"P": {"dataType": "TYPE_STRING", "dims": [1], "zeroData": True}},
+            }
+        ],
+        [
+            {
+                "name": "w",
+                "batchSize": 9,
+                "inputs": {"P": {"dataType": "TYPE_FP32", "randomData": True}},
+            }
+        ],
+        [{"name": "w", "inputs": {"P": {"dataType": "TYPE_FP32", "zeroData": False}}}],
+        [{"name": "w", "inputs": {"P": {"dataType": "TYPE_FP32", "inputDataFile": "../x"}}}],
+        [{"name": "w", "inputs": {}}],
+        [{"name": "w", "count": 0, "inputs": {"P": {"dataType": "X", "zeroData": True}}}],
+        [{"name": "w", "inputs": {"P": {"dataType": "TYPE_FP32", "dims": [-1], "zeroData": True}}}],
+    ),
     "replicas": _one_of(1, 2, 0, -1, 1000, 1001, "2", 1.5, 2.0),
     "resources.cpu": _QUANTITIES,
     "resources.memory": _QUANTITIES,

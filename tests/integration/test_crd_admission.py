@@ -93,6 +93,44 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.triton.dynamicBatching", "remove dynamicBatching"],
     ),
     (
+        "warm-up batch larger than the model takes",
+        _with(
+            "triton",
+            {
+                "maxBatchSize": 0,
+                "modelWarmup": [
+                    {
+                        "name": "w",
+                        "batchSize": 4,
+                        "inputs": {"PROMPT": {"dataType": "TYPE_STRING", "zeroData": True}},
+                    }
+                ],
+            },
+        ),
+        ["spec.triton.modelWarmup", "at most maxBatchSize (1 when maxBatchSize is 0)"],
+    ),
+    (
+        "warm-up input with two data sources",
+        _with(
+            "triton",
+            {
+                "modelWarmup": [
+                    {
+                        "name": "w",
+                        "inputs": {
+                            "PROMPT": {
+                                "dataType": "TYPE_STRING",
+                                "zeroData": True,
+                                "inputDataFile": "prompt",
+                            }
+                        },
+                    }
+                ]
+            },
+        ),
+        ["spec.triton.modelWarmup[0].inputs[PROMPT]", "exactly one of zeroData"],
+    ),
+    (
         "unknown dtype",
         _with("model.sizing", {"parameters": 7e9, "dtype": "fp12"}),
         ["spec.model.sizing.dtype", "Unsupported value"],

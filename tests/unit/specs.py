@@ -21,6 +21,13 @@ EVERY_TRITON_FIELD: dict[str, Any] = {
     "instanceGroup": {"kind": "KIND_CPU", "count": 2},
     "decoupled": True,
     "parameters": {"max_tokens": "64", "quote": 'say "hi"'},
+    "modelWarmup": [
+        {
+            "name": "warm",
+            "batchSize": 2,
+            "inputs": {"PROMPT": {"dataType": "TYPE_STRING", "dims": [1], "zeroData": True}},
+        }
+    ],
 }
 
 

@@ -31,6 +31,9 @@ def _walk_schema(node: dict[str, Any], path: str = "") -> dict[str, dict[str, An
         out.update(_walk_schema(child, f"{path}.{key}"))
     if node.get("items", {}).get("type") == "object":
         out.update(_walk_schema(node["items"], f"{path}[]"))
+    values = node.get("additionalProperties")
+    if isinstance(values, dict) and values.get("type") == "object":
+        out.update(_walk_schema(values, f"{path}{{}}"))
     return out
 
 
@@ -44,12 +47,17 @@ def _walk_model(model: type[BaseModel], path: str = "") -> set[str]:
 
 
 def _walk_annotation(annotation: Any, key: str) -> set[str]:
-    """The models inside a field's type: ``X``, ``X | None``, ``list[X]``, ``list[X] | None``."""
+    """The models inside a field's type: ``X``, ``X | None``, ``list[X]``, ``list[X] | None``,
+    ``dict[str, X]`` (its values, ``key{}``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _walk_model(annotation, key)
-    item = f"{key}[]" if getattr(annotation, "__origin__", None) is list else key
+    origin = getattr(annotation, "__origin__", None)
+    args = getattr(annotation, "__args__", ())
+    if origin is dict:
+        return _walk_annotation(args[1], f"{key}{{}}")
+    item = f"{key}[]" if origin is list else key
     out: set[str] = set()
-    for arg in getattr(annotation, "__args__", ()):
+    for arg in args:
         out |= _walk_annotation(arg, item)
     return out
 

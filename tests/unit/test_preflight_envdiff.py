@@ -166,6 +166,12 @@ def test_config_pbtxt_fields_by_camel_case_path(owner: Owner) -> None:
         "triton.modelTransactionPolicy.decoupled": "true",
         "triton.parameters.max_tokens": "64",
         "triton.parameters.quote": 'say "hi"',
+        "triton.modelWarmup.name": "warm",
+        "triton.modelWarmup.batchSize": "2",
+        "triton.modelWarmup.inputs.PROMPT.dataType": "TYPE_STRING",
+        "triton.modelWarmup.inputs.PROMPT.dims": "[1]",
+        "triton.modelWarmup.inputs.PROMPT.zeroData": "true",
+        "triton.modelWarmup.count": "1",
     }
 
 

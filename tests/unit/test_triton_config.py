@@ -30,7 +30,7 @@ from llmcanary.builders.triton_config import (
     render_config_pbtxt,
 )
 from llmcanary.builders.triton_schema import ModelConfig
-from llmcanary.builders.triton_schema.model_config_pb2 import ModelInstanceGroup
+from llmcanary.builders.triton_schema.model_config_pb2 import DataType, ModelInstanceGroup
 from llmcanary.builders.workload import build_config_map
 from llmcanary.rollout.revision import revision_of
 
@@ -142,6 +142,60 @@ def test_a_tensorrt_llm_model_keeps_warmup_cache_policy_and_engine_parameters() 
     assert len(got.parameters) == 7
 
 
+WARMUP = [
+    {
+        "name": "one prompt",
+        "batchSize": 1,
+        "inputs": {
+            "PROMPT": {"dataType": "TYPE_STRING", "dims": [1], "zeroData": True},
+            "MAX_TOKENS": {"dataType": "TYPE_INT32", "dims": [1], "inputDataFile": "max_tokens"},
+        },
+        "count": 3,
+    }
+]
+
+
+def test_the_specs_warmup_replaces_the_repositorys_and_nothing_else() -> None:
+    base = repository("tensorrt_llm")
+    got = round_trip(base, "tensorrt_llm", modelWarmup=WARMUP)
+    expected = ModelConfig()
+    expected.CopyFrom(base)
+    del expected.model_warmup[:]
+    sample = expected.model_warmup.add(name="one prompt", batch_size=1, count=3)
+    sample.inputs["PROMPT"].data_type = DataType.TYPE_STRING
+    sample.inputs["PROMPT"].dims.append(1)
+    sample.inputs["PROMPT"].zero_data = True
+    sample.inputs["MAX_TOKENS"].data_type = DataType.TYPE_INT32
+    sample.inputs["MAX_TOKENS"].dims.append(1)
+    sample.inputs["MAX_TOKENS"].input_data_file = "max_tokens"
+    assert got == expected
+    # [] takes the repository's samples away; unset keeps them.
+    assert not round_trip(base, "tensorrt_llm", modelWarmup=[]).model_warmup
+    assert round_trip(base, "tensorrt_llm").model_warmup == base.model_warmup
+
+
+def test_a_warmup_batch_larger_than_the_model_takes_is_refused() -> None:
+    with pytest.raises(ValueError, match="warm-up batchSize must be at most maxBatchSize"):
+        spec_of("m", maxBatchSize=0, modelWarmup=[{**WARMUP[0], "batchSize": 2}])
+    with pytest.raises(ValueError, match="exactly one of zeroData"):
+        spec_of("m", modelWarmup=[{**WARMUP[0], "inputs": {"X": {"dataType": "TYPE_FP32"}}}])
+    # The repository's max_batch_size with the spec's samples: found before any pod.
+    config = overlay(
+        repository("vllm"), spec_of("m").model, spec_of("m", modelWarmup=WARMUP).triton
+    )
+    config.model_warmup[0].batch_size = 4
+    (found,) = problems(config)
+    assert "model_warmup.batch_size: sample 'one prompt' sends batches of 4, more than 1" in found
+
+
+def test_warmup_on_an_ensemble_is_refused() -> None:
+    config = overlay(
+        repository("ensemble"), spec_of("m").model, spec_of("m", modelWarmup=WARMUP).triton
+    )
+    found = problems(config)
+    assert any("model_warmup: Triton refuses warm-up samples on an ensemble" in f for f in found)
+
+
 def test_an_empty_spec_changes_nothing_but_the_name() -> None:
     for name in ("add_sub", "ensemble", "bls", "vllm", "tensorrt_llm"):
         base = repository(name)
@@ -171,6 +225,10 @@ def test_without_a_repository_config_the_spec_and_the_defaults() -> None:
         model_transaction_policy { decoupled: true }
         parameters { key: "max_tokens" value: { string_value: "64" } }
         parameters { key: "quote" value: { string_value: "say \\"hi\\"" } }
+        model_warmup {
+          name: "warm" batch_size: 2 count: 1
+          inputs { key: "PROMPT" value { data_type: TYPE_STRING dims: 1 zero_data: true } }
+        }
         """
     )
     assert got == expected

@@ -38,6 +38,8 @@ What makes it useful for canaries:
   On a Triton without histogram metrics the model serves without them (with a warning).
 
 Inputs: ``PROMPT`` (string) and optional ``MAX_TOKENS`` (int32). Output: ``TEXT``.
+``../warmup/four`` is MAX_TOKENS 4 as raw little-endian int32, for a warm-up sample's
+``inputDataFile`` (Triton reads it from the model's ``warmup/`` directory).
 The instance kind chooses the device: ``KIND_GPU`` runs on the instance's GPU, ``KIND_CPU``
 on the CPU. ``MODEL_TEMPERATURE`` in the environment sets sampling (0: greedy).
 """

@@ -220,6 +220,77 @@ class InstanceGroup(ApiModel):
     """Model instances per pod."""
 
 
+TensorType = Literal[
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+]
+
+_ONE_SOURCE = (
+    "[has(self.zeroData) && self.zeroData, has(self.randomData) && self.randomData,"
+    " has(self.inputDataFile)].filter(x, x).size() == 1"
+)
+
+
+class WarmupInput(ApiModel):
+    """One input tensor of a warm-up request (Triton's `ModelWarmup.Input`): its type,
+    its shape without the batch dimension, and its data: exactly one of `zeroData`,
+    `randomData` or `inputDataFile`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_ONE_SOURCE, "set exactly one of zeroData: true, randomData: true or"
+                    " inputDataFile")
+            ]
+        }
+    )  # fmt: skip
+
+    data_type: TensorType
+    dims: list[Annotated[int, Field(ge=0, le=1 << 24), INTEGRAL]] = Field(
+        default_factory=list, max_length=8
+    )
+    """The tensor's shape, without the batch dimension; no -1: a request has one shape."""
+    zero_data: bool | None = None
+    """Zeros (empty strings for TYPE_STRING)."""
+    random_data: bool | None = None
+    """Random values (zeros for TYPE_STRING)."""
+    input_data_file: str | None = Field(
+        default=None, max_length=255, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )
+    """A file in the model's `warmup/` directory of the repository, with the raw data."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        sources = [bool(self.zero_data), bool(self.random_data), self.input_data_file is not None]
+        if sum(sources) != 1:
+            raise ValueError("set exactly one of zeroData: true, randomData: true or inputDataFile")
+        return self
+
+
+class WarmupSample(ApiModel):
+    """A warm-up request Triton sends the model while loading it (`model_warmup`)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    batch_size: Int = Field(default=1, ge=1, le=4096)
+    """1 for a model without batching (maxBatchSize 0); at most maxBatchSize otherwise."""
+    inputs: dict[str, WarmupInput] = Field(min_length=1, max_length=64)
+    """By input name, as the model declares its inputs."""
+    count: Int = Field(default=1, ge=1, le=1000)
+    """How many times the request is sent."""
+
+
 class TritonSpec(ApiModel):
     """How Triton serves the model."""
 
@@ -244,6 +315,13 @@ class TritonSpec(ApiModel):
                     " || !has(self.maxBatchSize) || self.maxBatchSize == 0",
                     "the vllm backend batches by itself: set maxBatchSize to 0 or leave it out",
                     ".maxBatchSize",
+                ),
+                cel(
+                    "!has(self.modelWarmup) || !has(self.maxBatchSize) || self.modelWarmup.all("
+                    "w, !has(w.batchSize) || (self.maxBatchSize == 0 ? w.batchSize == 1"
+                    " : w.batchSize <= self.maxBatchSize))",
+                    "a warm-up batchSize must be at most maxBatchSize (1 when maxBatchSize is 0)",
+                    ".modelWarmup",
                 ),
                 cel(
                     "!has(self.backend) || self.backend != 'vllm' || !has(self.dynamicBatching)",
@@ -288,6 +366,15 @@ class TritonSpec(ApiModel):
         max_length=64,
         description="Backend parameters rendered into config.pbtxt.",
     )
+    model_warmup: list[WarmupSample] | None = Field(
+        default=None,
+        max_length=32,
+        description=(
+            "Requests Triton runs while it loads the model (config.pbtxt's model_warmup):"
+            " the model, and so the pod, is ready only once they have run, and the first"
+            " users' requests do not pay for a cold model. Set: these samples ([] none)."
+        ),
+    )
     args: list[Word] = Field(
         default_factory=list, max_length=64, description="Extra tritonserver flags."
     )
@@ -300,6 +387,12 @@ class TritonSpec(ApiModel):
                 raise ValueError("dynamicBatching needs maxBatchSize > 0")
             if any(b > largest for b in batching.preferred_batch_sizes):
                 raise ValueError("every preferred batch size must be between 1 and maxBatchSize")
+        if largest is not None and any(
+            w.batch_size > max(largest, 1) for w in self.model_warmup or ()
+        ):
+            raise ValueError(
+                "a warm-up batchSize must be at most maxBatchSize (1 when maxBatchSize is 0)"
+            )
         if self.backend == "vllm":
             if largest:
                 raise ValueError(

@@ -107,6 +107,21 @@ def check_model_config(
                     " (spec.triton.dynamicBatching.preferredBatchSizes) or raise"
                     " spec.triton.maxBatchSize",
                 )
+    if config.platform == ENSEMBLE and config.model_warmup:
+        problem(
+            "model_warmup",
+            "Triton refuses warm-up samples on an ensemble: warm its steps up in their own"
+            " config.pbtxt, and remove spec.triton.modelWarmup",
+        )
+    for sample in config.model_warmup:
+        if sample.batch_size > max(largest, 1):
+            limit = f"max_batch_size ({largest})" if largest else "1 (max_batch_size is 0)"
+            problem(
+                "model_warmup.batch_size",
+                f"sample {sample.name!r} sends batches of {sample.batch_size}, more than"
+                f" {limit}: lower its batchSize (spec.triton.modelWarmup) or raise"
+                " spec.triton.maxBatchSize",
+            )
     if gpus == 0 and any(g.kind == ModelInstanceGroup.KIND_GPU for g in config.instance_group):
         problem(
             "instance_group.kind",

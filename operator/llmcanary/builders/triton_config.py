@@ -17,6 +17,7 @@ and rate-limiter policies, optimization settings.
 ``instance_group``     ``kind`` and ``count`` when set, on every group (or one new group)
 ``decoupled``          ``model_transaction_policy.decoupled``, when set
 ``parameters``         merged by key: the spec's keys win, the others stay
+``model_warmup``       when set: the spec's samples replace the repository's (``[]``: none)
 =====================  ================================================================
 
 A model whose repository has no ``config.pbtxt`` gets one with the spec's fields and the
@@ -33,7 +34,7 @@ check_overlay` are exercised by the unit tests only, until then.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from google.protobuf import text_format
@@ -48,9 +49,14 @@ from llmcanary.api.spec import (
     DynamicBatching,
     ModelSpec,
     TritonSpec,
+    WarmupSample,
 )
 from llmcanary.builders.triton_schema import ModelConfig
-from llmcanary.builders.triton_schema.model_config_pb2 import ModelInstanceGroup, ModelQueuePolicy
+from llmcanary.builders.triton_schema.model_config_pb2 import (
+    DataType,
+    ModelInstanceGroup,
+    ModelQueuePolicy,
+)
 
 __all__ = [
     "ModelConfigError",
@@ -146,7 +152,29 @@ def overlay(base: ModelConfig | None, model: ModelSpec, triton: TritonSpec) -> M
         config.model_transaction_policy.decoupled = triton.decoupled
     for key in sorted(triton.parameters):
         config.parameters[key].string_value = triton.parameters[key]
+    if triton.model_warmup is not None:
+        _overlay_warmup(config, triton.model_warmup)
     return config
+
+
+def _overlay_warmup(config: ModelConfig, samples: Sequence[WarmupSample]) -> None:
+    # The spec's samples replace the repository's: a list has no key to merge on.
+    del config.model_warmup[:]
+    for sample in samples:
+        warmup = config.model_warmup.add(
+            name=sample.name, batch_size=sample.batch_size, count=sample.count
+        )
+        for name in sorted(sample.inputs):
+            given = sample.inputs[name]
+            tensor = warmup.inputs[name]
+            tensor.data_type = cast(DataType, DataType.Value(given.data_type))
+            tensor.dims.extend(given.dims)
+            if given.input_data_file is not None:
+                tensor.input_data_file = given.input_data_file
+            elif given.random_data:
+                tensor.random_data = True
+            else:
+                tensor.zero_data = True
 
 
 def render_config_pbtxt(
