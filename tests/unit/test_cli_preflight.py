@@ -109,3 +109,34 @@ def test_unusable_input_is_a_usage_error() -> None:
     code, out = run("-f", "-", "--offline", stdin="apiVersion: v1\nkind: ConfigMap\n")
     assert code == 2
     assert "no LLMDeployment (llmcanary.io/v1alpha1) in the input" in out
+
+
+def test_a_local_repository_is_read_and_an_ensembles_steps_are_checked(tmp_path: Path) -> None:
+    configs = ROOT / "tests" / "unit" / "model_configs"
+    for name, source in (
+        ("ensemble", "ensemble"),
+        ("preprocessing", None),
+        ("tensorrt_llm", "tensorrt_llm"),
+        ("postprocessing", None),
+    ):
+        (tmp_path / name / "1").mkdir(parents=True)
+        if source is not None:
+            text = (configs / f"{source}.pbtxt").read_text()
+            (tmp_path / name / "config.pbtxt").write_text(text)
+    doc = yaml.safe_load(SIZED)
+    doc["spec"]["model"]["name"] = "ensemble"
+    doc["spec"]["triton"] = {}
+    manifest = yaml.safe_dump(doc)
+    code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
+    print(out)
+    assert code == 0
+    assert "Triton would load 4 model(s) from the repository, the spec overlaid on ensemble" in out
+    assert "tensorrt_llm    ensemble step  config.pbtxt" in out
+    assert "postprocessing  ensemble step  auto-complete (no config.pbtxt)" in out
+    # A step the repository lacks fails the check, naming the step and the fix.
+    (tmp_path / "tensorrt_llm" / "config.pbtxt").unlink()
+    (tmp_path / "tensorrt_llm" / "1").rmdir()
+    (tmp_path / "tensorrt_llm").rmdir()
+    code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
+    assert code == 1
+    assert "model ensemble: ensemble_scheduling.step: names tensorrt_llm, not in the" in out

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from kubernetes import client
 from kubernetes.config import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from llmcanary.builders.repository import MAX_CONFIG_BYTES, ListedModel, Listing
 from llmcanary.cli.render import table
 from llmcanary.kube.client import Kube, kubeconfig_namespace
 from llmcanary.preflight.offline import Finding, Manifest, check, read_manifests
@@ -54,6 +56,31 @@ def _namespace(
         return "default"
 
 
+def list_repository(root: Path) -> Listing:
+    """A local repository as the cluster's read lists it (READ_SCRIPT): every model
+    directory, its config.pbtxt, its numeric version directories."""
+    models: dict[str, ListedModel] = {}
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        config_path = directory / "config.pbtxt"
+        config, too_large = None, None
+        if config_path.is_file():
+            size = config_path.stat().st_size
+            if size > MAX_CONFIG_BYTES:
+                too_large = size
+            else:
+                try:
+                    config = config_path.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    return Listing(error=f"{directory.name}/config.pbtxt is not UTF-8 text")
+        versions = tuple(
+            sorted(
+                (v.name for v in directory.iterdir() if v.is_dir() and v.name.isdigit()), key=int
+            )
+        )
+        models[directory.name] = ListedModel(directory.name, config, versions, too_large)
+    return Listing(models=models)
+
+
 def render(manifest: Manifest, namespace: str, where: str, findings: list[Finding]) -> str:
     lines = [f"LLMDeployment {namespace}/{manifest.name}  ({where})"]
     lines += table(
@@ -84,6 +111,14 @@ def render(manifest: Manifest, namespace: str, where: str, findings: list[Findin
 @click.option("--context", default=None, help="Kubeconfig context.")
 @click.option("--offline", is_flag=True, help="Do not contact any cluster.")
 @click.option(
+    "--repository",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A local copy of the model repository spec.model.repository names: its"
+    " config.pbtxt files are read, the spec overlaid, an ensemble's steps followed, and"
+    " all of them checked as Triton would.",
+)
+@click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 def preflight(
@@ -92,6 +127,7 @@ def preflight(
     kubeconfig: str | None,
     context: str | None,
     offline: bool,
+    repository: Path | None,
     output: str,
 ) -> None:
     """Check a manifest before it reaches the cluster: schema, GPU memory, environment diff.
@@ -105,13 +141,14 @@ def preflight(
     except ValueError as exc:
         raise click.UsageError(f"{source.name}: {exc}") from exc
     kube, where = (None, "offline") if offline else _connect(kubeconfig, context)
+    listing = list_repository(repository) if repository is not None else None
     now = datetime.now(UTC)
     failed = False
     reports: list[dict[str, Any]] = []
     for manifest in manifests:
         ns = _namespace(manifest, namespace, kubeconfig, context)
         try:
-            findings = check(manifest, kube, ns, now)
+            findings = check(manifest, kube, ns, now, listing)
         except ReconcileError as exc:
             raise click.ClickException(exc.message) from exc
         failed |= any(f.ok is False for f in findings)

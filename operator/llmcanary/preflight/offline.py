@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from llmcanary.api import API_VERSION, KIND
 from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
 from llmcanary.builders import Owner
+from llmcanary.builders.repository import Listing, plan_revision
 from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.client import Kube
@@ -141,11 +142,40 @@ def server_validation(kube: Kube, manifest: Manifest, namespace: str) -> Finding
     return Finding("schema (server)", True, "accepted by the API server (dry run)")
 
 
-def model_config(spec: LLMDeploymentSpec) -> Finding:
-    problems = spec_config_problems(spec)
-    if problems:
-        return Finding("model config", False, "; ".join(problems))
-    return Finding("model config", True, "Triton would load the rendered config.pbtxt")
+def model_config(spec: LLMDeploymentSpec, listing: Listing | None = None) -> Finding:
+    """What Triton would refuse in what the revision loads: with ``listing`` (a local copy
+    of the repository, ``--repository``), the repository's configs with the spec overlaid
+    on the served model's and an ensemble's steps; without, the spec's config alone."""
+    if listing is None:
+        problems = spec_config_problems(spec)
+        if problems:
+            return Finding("model config", False, "; ".join(problems))
+        return Finding("model config", True, "Triton would load the rendered config.pbtxt")
+    plan = plan_revision(spec, listing)
+    rows = [
+        (
+            name,
+            "served" if name == spec.model.name else "ensemble step",
+            "auto-complete (no config.pbtxt)" if text is None else "config.pbtxt",
+        )
+        for name, text in plan.configs.items()
+    ]
+    if plan.problems:
+        return Finding(
+            "model config",
+            False,
+            "; ".join(str(p) for p in plan.problems),
+            rows=rows,
+            header=("MODEL", "ROLE", "CONFIG"),
+        )
+    return Finding(
+        "model config",
+        True,
+        f"Triton would load {len(plan.configs)} model(s) from the repository, the spec"
+        f" overlaid on {spec.model.name}",
+        rows=rows,
+        header=("MODEL", "ROLE", "CONFIG"),
+    )
 
 
 def gpu_memory(
@@ -232,15 +262,17 @@ def check(
     kube: Kube | None,
     namespace: str,
     now: datetime,
+    repository: Listing | None = None,
 ) -> list[Finding]:
-    """Every offline check of one manifest. With ``kube`` None, only what needs no cluster."""
+    """Every offline check of one manifest. With ``kube`` None, only what needs no cluster;
+    with ``repository``, the model config check reads it."""
     spec, schema = validate(manifest)
     findings = [schema]
     if spec is None:
         return findings
     if kube is not None:
         findings.append(server_validation(kube, manifest, namespace))
-    findings.append(model_config(spec))
+    findings.append(model_config(spec, repository))
     findings.append(gpu_memory(spec, kube, namespace, now))
     if kube is not None:
         findings.append(environment_diff(kube, manifest, spec, namespace))

@@ -1,0 +1,160 @@
+"""A repository's listing, from the read script run for real on repositories laid out like
+Triton's examples, and what a revision loads from it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from specs import make_spec
+
+from llmcanary.builders.repository import (
+    MAX_CONFIG_BYTES,
+    READ_SCRIPT,
+    ListedModel,
+    Listing,
+    parse_listing,
+    plan_revision,
+)
+from llmcanary.builders.triton_config import parse_model_config
+from llmcanary.cli.preflight import list_repository
+
+CONFIGS = Path(__file__).parent / "model_configs"
+
+
+def layout(root: Path, models: dict[str, str | None]) -> Path:
+    """A repository: each model a directory with version 1 and, unless None, a config."""
+    for name, config in models.items():
+        (root / name / "1").mkdir(parents=True)
+        if config is not None:
+            (root / name / "config.pbtxt").write_text(config)
+    return root
+
+
+def read(root: Path) -> str:
+    done = subprocess.run(
+        ["/bin/sh", "-c", READ_SCRIPT],
+        env={"MODEL_REPOSITORY_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout
+
+
+def ensemble_repository(root: Path) -> Path:
+    text = (CONFIGS / "ensemble.pbtxt").read_text()
+    return layout(
+        root,
+        {
+            "ensemble": text,
+            "preprocessing": (CONFIGS / "add_sub.pbtxt").read_text().replace("add_sub", "pre"),
+            "tensorrt_llm": (CONFIGS / "tensorrt_llm.pbtxt").read_text(),
+            "postprocessing": None,
+            "unrelated": 'name: "unrelated" backend: "python"',
+        },
+    )
+
+
+def test_the_script_lists_every_model_with_its_config_and_versions(tmp_path: Path) -> None:
+    root = ensemble_repository(tmp_path)
+    (root / "tensorrt_llm" / "2").mkdir()
+    (root / "tensorrt_llm" / "warmup").mkdir()  # not a version
+    listing = parse_listing("an image's banner\n" + read(root))
+    assert listing.error is None
+    assert sorted(listing.models) == [
+        "ensemble",
+        "postprocessing",
+        "preprocessing",
+        "tensorrt_llm",
+        "unrelated",
+    ]
+    assert listing.models["tensorrt_llm"].versions == ("1", "2")
+    assert listing.models["ensemble"].config == (CONFIGS / "ensemble.pbtxt").read_text()
+    assert listing.models["postprocessing"].config is None
+
+
+def test_a_missing_repository_and_a_cut_listing_are_errors(tmp_path: Path) -> None:
+    gone = parse_listing(read(tmp_path / "nowhere"))
+    assert (
+        gone.error == f"no model repository at {tmp_path / 'nowhere'}: check spec.model.repository"
+    )
+    whole = read(layout(tmp_path / "r", {"m": 'name: "m"'}))
+    assert parse_listing(whole.removesuffix("end\n")).error == (
+        "the repository listing was cut short (no 'end')"
+    )
+    assert parse_listing("").error == "the repository read printed no listing"
+
+
+def test_a_config_too_large_is_not_read(tmp_path: Path) -> None:
+    root = layout(tmp_path, {"m": "#" * (MAX_CONFIG_BYTES + 1)})
+    listing = parse_listing(read(root))
+    assert listing.models["m"].too_large == MAX_CONFIG_BYTES + 1
+    plan = plan_revision(make_spec(model={"name": "m", "repository": "/r"}), listing)
+    assert [p.field for p in plan.problems] == ["config.pbtxt"]
+
+
+def test_an_ensemble_loads_its_steps_with_their_own_configs(tmp_path: Path) -> None:
+    listing = parse_listing(read(ensemble_repository(tmp_path)))
+    spec = make_spec(model={"name": "ensemble", "repository": "pvc://m/r"}, triton={})
+    plan = plan_revision(spec, listing)
+    assert plan.problems == ()
+    # The steps, not the unrelated model; a step without config.pbtxt is auto-completed.
+    assert sorted(plan.configs) == ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
+    assert plan.configs["postprocessing"] is None
+    step = plan.configs["tensorrt_llm"]
+    assert step is not None
+    assert parse_model_config(step) == parse_model_config(
+        (CONFIGS / "tensorrt_llm.pbtxt").read_text()
+    )
+    served = plan.configs["ensemble"]
+    assert served is not None and "ensemble_scheduling" in served
+
+
+def test_a_step_missing_from_the_repository_is_refused(tmp_path: Path) -> None:
+    root = ensemble_repository(tmp_path)
+    (root / "tensorrt_llm" / "config.pbtxt").unlink()
+    (root / "tensorrt_llm" / "1").rmdir()
+    (root / "tensorrt_llm").rmdir()
+    spec = make_spec(model={"name": "ensemble", "repository": "/r"}, triton={})
+    (problem,) = plan_revision(spec, parse_listing(read(root))).problems
+    assert str(problem).startswith("model ensemble: ensemble_scheduling.step: names tensorrt_llm")
+
+
+@pytest.mark.parametrize(
+    ("listing", "words"),
+    [
+        (Listing(error="no model repository at /x"), "spec.model.repository: no model repository"),
+        (
+            Listing(models={"other": ListedModel("other")}),
+            "spec.model.name: no model directory 'tiny-llm' in pvc://models/repo (it holds other)",
+        ),
+        (
+            Listing(models={"tiny-llm": ListedModel("tiny-llm", "max_batch_size: x")}),
+            "config.pbtxt: tiny-llm/config.pbtxt:",
+        ),
+    ],
+)
+def test_what_cannot_be_loaded_says_which_field(listing: Listing, words: str) -> None:
+    (problem,) = plan_revision(make_spec(), listing).problems
+    assert words in str(problem)
+
+
+def test_the_served_model_takes_the_spec_and_keeps_its_tensors(tmp_path: Path) -> None:
+    root = layout(tmp_path, {"tiny-llm": (CONFIGS / "add_sub.pbtxt").read_text()})
+    plan = plan_revision(make_spec(), parse_listing(read(root)))
+    assert plan.problems == ()
+    text = plan.configs["tiny-llm"]
+    assert text is not None
+    config = parse_model_config(text)
+    assert config.name == "tiny-llm" and config.max_batch_size == 8
+    assert [i.name for i in config.input] == ["INPUT0", "INPUT1"]
+
+
+def test_a_local_copy_is_listed_as_the_script_lists_it(tmp_path: Path) -> None:
+    root = ensemble_repository(tmp_path)
+    for version in ("2", "10"):
+        (root / "tensorrt_llm" / version).mkdir()
+    assert list_repository(root) == parse_listing(read(root))
