@@ -129,14 +129,36 @@ def test_a_local_repository_is_read_and_an_ensembles_steps_are_checked(tmp_path:
     manifest = yaml.safe_dump(doc)
     code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
     print(out)
-    assert code == 0
-    assert "Triton would load 4 model(s) from the repository, the spec overlaid on ensemble" in out
-    assert "tensorrt_llm    ensemble step  config.pbtxt" in out
-    assert "postprocessing  ensemble step  auto-complete (no config.pbtxt)" in out
-    # A step the repository lacks fails the check, naming the step and the fix.
+    # Today the operator renders the served model's config from the spec alone: an
+    # ensemble would lose what makes it one, and the check says so.
+    assert code == 1
+    assert (
+        "model ensemble: the operator replaces its config.pbtxt with one rendered from the"
+        " spec, which drops ensemble_scheduling, input, output, platform"
+    ) in out
+    # What it will load once repositories are read: the steps, with their own configs.
+    assert "ensemble        served         its config.pbtxt, the spec overlaid" in out
+    assert "tensorrt_llm    ensemble step  its config.pbtxt" in out
+    assert "postprocessing  ensemble step  auto-complete" in out
+    # A step the repository lacks is named, with the fix.
     (tmp_path / "tensorrt_llm" / "config.pbtxt").unlink()
     (tmp_path / "tensorrt_llm" / "1").rmdir()
     (tmp_path / "tensorrt_llm").rmdir()
     code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
     assert code == 1
-    assert "model ensemble: ensemble_scheduling.step: names tensorrt_llm, not in the" in out
+    assert (
+        "once repositories are read: model ensemble: ensemble_scheduling.step: names"
+        " tensorrt_llm, not in the repository"
+    ) in out
+
+
+def test_a_model_that_declares_nothing_of_its_own_passes_with_its_repository() -> None:
+    doc = yaml.safe_load(SIZED)
+    doc["spec"]["model"]["name"] = "tiny-llm"
+    code, out = run(
+        "-f", "-", "--offline", "--repository", str(ROOT / "model_repo"), stdin=yaml.safe_dump(doc)
+    )
+    print(out)
+    assert code == 0
+    assert "Triton would load the rendered config.pbtxt; the repository's 1 model(s) pass" in out
+    assert "tiny-llm  served  rendered from the spec" in out

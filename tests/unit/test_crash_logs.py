@@ -43,7 +43,9 @@ WHOLE_LOG = "\n".join(
 )
 
 
-def crashed(kube: FakeKube, finished_at: str = "2026-11-30T17:01:03Z") -> None:
+def crashed(
+    kube: FakeKube, finished_at: str = "2026-11-30T17:01:03Z", *, restarted: bool = True
+) -> None:
     deployment = build_deployment(OWNER, make_spec(), REVISION, "stable", 1)
     deployment["status"] = {"readyReplicas": 0, "updatedReplicas": 1}
     kube.add(deployment)
@@ -67,12 +69,16 @@ def crashed(kube: FakeKube, finished_at: str = "2026-11-30T17:01:03Z") -> None:
             },
             "status": {
                 "containerStatuses": [
+                    # Restarted: in back-off, the crash is the last state. Not yet: the
+                    # crash is the current state (the first crash, before any restart).
                     {
                         "name": "triton",
                         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                         "lastState": last,
                         "restartCount": 1,
                     }
+                    if restarted
+                    else {"name": "triton", "state": last, "lastState": {}, "restartCount": 0}
                 ]
             },
         }
@@ -118,4 +124,29 @@ def test_a_new_crash_is_read_again() -> None:
     kube.objects.clear()
     crashed(kube, finished_at="2026-11-30T17:02:03Z")
     observe_workload(kube, OWNER, REVISION, logs)
-    assert kube.log_reads == 2 and len(logs._logs) == 1
+    assert kube.log_reads == 2 and len(logs._errors) == 1
+
+
+def test_the_first_crash_is_read_from_the_current_run() -> None:
+    kube = FakeKube()
+    kube.logs[(OWNER.namespace, POD, "triton", False)] = WHOLE_LOG
+    crashed(kube, restarted=False)
+    observed = observe_workload(kube, OWNER, REVISION, CrashLogs(kube))
+    assert observed is not None and observed.problem is not None
+    assert observed.problem.startswith(f"pod {POD}: triton exited (exit 1): failed to load 'adder'")
+    assert observed.problem.endswith(f"kubectl logs -n ml {POD} -c triton")
+
+
+def test_a_read_that_failed_for_a_passing_reason_is_tried_again_later() -> None:
+    kube = FakeKube(faults={("get", "Pod/log"): [ApiException(status=503, reason="Unavailable")]})
+    kube.logs[(OWNER.namespace, POD, "triton", True)] = WHOLE_LOG
+    crashed(kube)
+    clock = [1000.0]
+    logs = CrashLogs(kube, monotonic=lambda: clock[0])
+    first = observe_workload(kube, OWNER, REVISION, logs)
+    assert first is not None and "failed to load 'adder'" not in (first.problem or "")
+    assert observe_workload(kube, OWNER, REVISION, logs) == first  # not every pass
+    clock[0] += CrashLogs.RETRY_S
+    again = observe_workload(kube, OWNER, REVISION, logs)
+    assert again is not None and "failed to load 'adder'" in (again.problem or "")
+    assert kube.log_reads == 2

@@ -3,6 +3,8 @@ Triton's examples, and what a revision loads from it."""
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 from pathlib import Path
 
@@ -158,3 +160,34 @@ def test_a_local_copy_is_listed_as_the_script_lists_it(tmp_path: Path) -> None:
     for version in ("2", "10"):
         (root / "tensorrt_llm" / version).mkdir()
     assert list_repository(root) == parse_listing(read(root))
+
+
+def test_what_triton_ignores_or_cannot_be_read_is_listed_as_such(tmp_path: Path) -> None:
+    root = layout(tmp_path, {"m": 'name: "m"', "locked": 'name: "locked"', "a\\tb": None})
+    for version in ("0", "01", "v2", "12"):
+        (root / "m" / version).mkdir()
+    (root / ".git").mkdir()
+    (root / "locked" / "config.pbtxt").chmod(0)
+    listing = parse_listing(read(root))
+    assert listing == list_repository(root)
+    assert listing.models["m"].versions == ("1", "12")  # Triton skips 0, 01 and v2
+    assert sorted(listing.models) == ["a\\tb", "locked", "m"]  # names as they are
+    if os.geteuid() != 0:  # root reads any file
+        assert listing.models["locked"].unreadable
+        spec = make_spec(model={"name": "locked", "repository": "/r"})
+        (problem,) = plan_revision(spec, listing).problems
+        assert "cannot open it: make it readable by all" in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("config !!!", "m: its config.pbtxt came through garbled (not base64)"),
+        ("config " + base64.b64encode(b"\xff").decode(), "m: its config.pbtxt is not UTF-8"),
+        ("version x", "m: a line the listing does not have: 'version x'"),
+        ("toolarge", "m: a line the listing does not have: 'toolarge '"),
+    ],
+)
+def test_a_garbled_listing_is_an_error_never_an_exception(line: str, error: str) -> None:
+    listing = parse_listing(f"llmcanary-repository 1\nmodel m\n{line}\nend\n")
+    assert listing.error is not None and listing.error.startswith(error)

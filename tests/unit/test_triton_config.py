@@ -177,8 +177,14 @@ def test_the_specs_warmup_replaces_the_repositorys_and_nothing_else() -> None:
 def test_a_warmup_batch_larger_than_the_model_takes_is_refused() -> None:
     with pytest.raises(ValueError, match="warm-up batchSize must be at most maxBatchSize"):
         spec_of("m", maxBatchSize=0, modelWarmup=[{**WARMUP[0], "batchSize": 2}])
-    with pytest.raises(ValueError, match="exactly one of zeroData"):
-        spec_of("m", modelWarmup=[{**WARMUP[0], "inputs": {"X": {"dataType": "TYPE_FP32"}}}])
+    for sources in (
+        {},
+        {"zeroData": True, "randomData": True},
+        {"inputDataFile": "f", "zeroData": True},
+    ):
+        inputs = {"X": {"dataType": "TYPE_FP32", **sources}}
+        with pytest.raises(ValueError, match="exactly one of zeroData"):
+            spec_of("m", modelWarmup=[{**WARMUP[0], "inputs": inputs}])
     # The repository's max_batch_size with the spec's samples: found before any pod.
     config = overlay(
         repository("vllm"), spec_of("m").model, spec_of("m", modelWarmup=WARMUP).triton

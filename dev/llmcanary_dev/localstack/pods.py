@@ -132,6 +132,8 @@ class RunningPod:
     next_start: float = 0.0
     reported_ready: bool | None = None
     last_failure: str | None = None
+    #: Its KWOK Logs object exists (``kubectl logs`` works).
+    logs_published: bool = False
 
     @property
     def key(self) -> str:
@@ -171,6 +173,8 @@ class PodRunner:
                 continue
             running = self.pods.get(key) or self._adopt(pod)
             running.labels = dict(pod["metadata"].get("labels") or {})
+            if not running.logs_published:
+                self._publish_logs(running)
             self._supervise(running, pod)
 
     def targets(self) -> list[tuple[str, dict[str, str]]]:
@@ -249,7 +253,6 @@ class PodRunner:
             metrics_port=_port(container, "metrics", 8002),
         )
         self.pods[running.key] = running
-        self._publish_logs(running)
         return running
 
     def _publish_logs(self, pod: RunningPod) -> None:
@@ -271,18 +274,19 @@ class PodRunner:
                         "containers": [CONTAINER],
                         "logsFile": str(pod.process.log_file),
                         "previousLogsFile": str(pod.process.previous_log_file),
-                        "follow": True,
                     }
                 ]
             },
         }
         try:
             self.kube.apply(logs)
-        except Exception as exc:  # the pod runs without `kubectl logs`, as it did before
+        except Exception as exc:  # tried again next pass; the pod runs meanwhile
             log.warning(
                 "could not publish the pod's logs to KWOK",
                 extra={"pod": pod.key, "error": str(exc)},
             )
+        else:
+            pod.logs_published = True
 
     def _remove(self, key: str, why: str) -> None:
         """SIGTERM the pod's Triton and move on: it drains on its own time, and the next

@@ -49,10 +49,17 @@ def strip_cri(text: str) -> str:
 
 
 def _copy_as_cri(source: IO[bytes], log_file: Path) -> None:
-    with source, log_file.open("ab") as out:
-        for line in iter(source.readline, b""):
-            out.write(cri_line(line))
-            out.flush()
+    # The pipe is drained to its end whatever happens to the file: a writer that stopped
+    # reading would stall the process on a full pipe (or kill it with SIGPIPE).
+    with source:
+        try:
+            with log_file.open("ab") as out:
+                for line in iter(source.readline, b""):
+                    out.write(cri_line(line))
+                    out.flush()
+        except OSError:
+            for _ in iter(source.readline, b""):
+                pass
 
 
 class ManagedProcess:
@@ -81,6 +88,8 @@ class ManagedProcess:
             with self.log_file.open("ab") as out:
                 self.proc = self._popen(argv, env, cwd, out)
         else:
+            # A new run, a new file: the run before stays in previous_log_file.
+            self.log_file.unlink(missing_ok=True)
             self.log_file.touch()
             self.proc = self._popen(argv, env, cwd, subprocess.PIPE)
             assert self.proc.stdout is not None
@@ -114,6 +123,8 @@ class ManagedProcess:
             return None
         code = self.proc.poll()
         if code is not None and self._copier is not None:
+            # What it spawned (a Python backend's stub) would hold the pipe open.
+            _signal_group(self.proc.pid, signal.SIGKILL)
             self._copier.join(DRAIN_TIMEOUT_S)
         return code
 
@@ -148,10 +159,12 @@ class ManagedProcess:
         _signal_group(proc.pid, signal.SIGKILL)
 
     def rotate_log(self) -> None:
-        """The run that ended becomes the previous one (``kubectl logs --previous``, which
-        a kubelet serves from the moment the container exits); the next run logs afresh."""
+        """The run that ended is also the previous one from now on: a kubelet serves it
+        for ``kubectl logs --previous`` from the moment the container exits, and for
+        ``kubectl logs`` until the next run starts (which logs to a new file)."""
         if self.log_file.exists():
-            self.log_file.replace(self.previous_log_file)
+            self.previous_log_file.unlink(missing_ok=True)
+            os.link(self.log_file, self.previous_log_file)
 
     def log_tail(self, lines: int = 20) -> str:
         text = tail(self.log_file, lines)

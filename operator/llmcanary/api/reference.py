@@ -65,6 +65,8 @@ def _sections(path: str, node: dict[str, Any]) -> Iterator[_Section]:
             yield from _sections(f"{path}.{key}" if path else key, child)
     elif node.get("type") == "array" and isinstance(node.get("items"), dict):
         yield from _sections(f"{path}[]", node["items"])
+    elif node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+        yield from _sections(f"{path}{{}}", node["additionalProperties"])
 
 
 def _type(path: str, node: dict[str, Any]) -> str:
@@ -74,7 +76,10 @@ def _type(path: str, node: dict[str, Any]) -> str:
     if _is_object(node):
         return f"[object](#{_anchor(path)})"
     if kind == "object" and isinstance(node.get("additionalProperties"), dict):
-        return f"map[string]{node['additionalProperties'].get('type', 'any')}"
+        values = node["additionalProperties"]
+        if _is_object(values):
+            return f"[map[string]object](#{_anchor(path + '{}')})"
+        return f"map[string]{values.get('type', 'any')}"
     if kind == "array" and isinstance(node.get("items"), dict):
         items = node["items"]
         if _is_object(items):
@@ -115,6 +120,10 @@ def _validation(node: dict[str, Any]) -> list[str]:
         rules.append(f"at least {node['minItems']} items")
     if "maxItems" in node:
         rules.append(f"at most {node['maxItems']} items")
+    if "minProperties" in node:
+        rules.append(f"at least {node['minProperties']} entries")
+    if "maxProperties" in node:
+        rules.append(f"at most {node['maxProperties']} entries")
     if node.get("x-kubernetes-list-type") == "map":
         keys = ", ".join(node.get("x-kubernetes-list-map-keys", []))
         rules.append(f"unique by {keys}")

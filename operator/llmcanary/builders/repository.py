@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_checks import (
@@ -63,34 +63,43 @@ __all__ = [
 MAX_CONFIG_BYTES = 1 << 20
 HEADER = "llmcanary-repository 1"
 
+# printf, not echo: dash's echo (Ubuntu's /bin/sh, the Triton image's) expands
+# backslashes in names. A model's config is base64 on one line, or a line saying why not;
+# the commands' own complaints go to stderr, which the listing never needs.
 READ_SCRIPT = f"""\
-set -eu
-root="$MODEL_REPOSITORY_ROOT"
-if [ ! -d "$root" ]; then
-  echo "error no model repository at $root: check spec.model.repository"
+set -u
+root="${{MODEL_REPOSITORY_ROOT:-}}"
+if [ -z "$root" ] || [ ! -d "$root" ]; then
+  printf 'error no model repository at %s: check spec.model.repository\\n' "$root"
   exit 1
 fi
-echo "{HEADER}"
+printf '%s\\n' "{HEADER}"
 for dir in "$root"/*/; do
   [ -d "$dir" ] || continue
-  echo "model $(basename "$dir")"
-  if [ -f "$dir/config.pbtxt" ]; then
-    size=$(wc -c < "$dir/config.pbtxt")
-    if [ "$size" -gt {MAX_CONFIG_BYTES} ]; then
-      echo "toolarge $size"
+  printf 'model %s\\n' "$(basename "$dir")"
+  file="$dir/config.pbtxt"
+  if [ -f "$file" ]; then
+    if [ ! -r "$file" ]; then
+      printf 'unreadable\\n'
     else
-      printf 'config '
-      base64 -w0 "$dir/config.pbtxt"
-      echo
+      size=$(wc -c < "$file" 2>/dev/null || printf 0)
+      if [ "$size" -gt {MAX_CONFIG_BYTES} ]; then
+        printf 'toolarge %s\\n' "$size"
+      elif encoded=$(base64 -w0 "$file" 2>/dev/null); then
+        printf 'config %s\\n' "$encoded"
+      else
+        printf 'unreadable\\n'
+      fi
     fi
   fi
   for version in "$dir"*/; do
     [ -d "$version" ] || continue
     name=$(basename "$version")
-    case "$name" in *[!0-9]*) ;; *) echo "version $name" ;; esac
+    # Triton loads numeric versions; it ignores names that start with 0.
+    case "$name" in *[!0-9]* | 0*) ;; *) printf 'version %s\\n' "$name" ;; esac
   done
 done
-echo "end"
+printf 'end\\n'
 """
 
 
@@ -102,6 +111,8 @@ class ListedModel:
     versions: tuple[str, ...] = ()
     #: Its config.pbtxt is larger than :data:`MAX_CONFIG_BYTES`, and was not read.
     too_large: int | None = None
+    #: Its config.pbtxt exists but the read could not open it (permissions).
+    unreadable: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,8 @@ class Listing:
 
 def parse_listing(text: str) -> Listing:
     """The listing :data:`READ_SCRIPT` prints; lines before its header (an image's banner)
-    are skipped. A listing that does not end with ``end`` was cut short, and is an error."""
+    are skipped. A listing that does not end with ``end`` was cut short, and is an error;
+    so is a line this parser cannot read (never an exception)."""
     lines = text.splitlines()
     for index, line in enumerate(lines):
         if line.startswith("error "):
@@ -126,42 +138,71 @@ def parse_listing(text: str) -> Listing:
         return Listing(error="the repository read printed no listing")
     models: dict[str, ListedModel] = {}
     current: ListedModel | None = None
-
-    def keep() -> None:
-        if current is not None:
-            models[current.name] = current
-
     for line in lines:
         word, _, rest = line.partition(" ")
         if word == "end":
-            keep()
+            if current is not None:
+                models[current.name] = current
             return Listing(models=models)
         if word == "model":
-            keep()
+            if current is not None:
+                models[current.name] = current
             current = ListedModel(rest)
-        elif current is None:
+            continue
+        if current is None:
             return Listing(error=f"the listing names no model before {line[:80]!r}")
-        elif word == "config":
-            try:
-                text_of = base64.b64decode(rest, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return Listing(error=f"{current.name}/config.pbtxt is not UTF-8 text")
-            current = ListedModel(current.name, text_of, current.versions)
-        elif word == "toolarge":
-            current = ListedModel(current.name, None, current.versions, int(rest or 0))
-        elif word == "version":
-            versions = tuple(sorted((*current.versions, rest), key=int))
-            current = ListedModel(current.name, current.config, versions, current.too_large)
+        try:
+            current = _listed(current, word, rest)
+        except ValueError as error:
+            return Listing(error=f"{current.name}: {error}")
     return Listing(error="the repository listing was cut short (no 'end')")
+
+
+def _listed(model: ListedModel, word: str, rest: str) -> ListedModel:
+    """``model`` with one more line of the listing. Raises ValueError on a bad line."""
+    if word == "config":
+        try:
+            raw = base64.b64decode(rest, validate=True)
+        except binascii.Error:
+            raise ValueError("its config.pbtxt came through garbled (not base64)") from None
+        try:
+            return replace(model, config=raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError("its config.pbtxt is not UTF-8 text") from None
+    if word == "toolarge" and rest.isascii() and rest.isdigit():
+        return replace(model, too_large=int(rest))
+    if word == "unreadable":
+        return replace(model, unreadable=True)
+    if word == "version" and rest.isascii() and rest.isdigit():
+        return replace(model, versions=tuple(sorted((*model.versions, rest), key=int)))
+    raise ValueError(f"a line the listing does not have: {(word + ' ' + rest)[:80]!r}")
 
 
 @dataclass(frozen=True)
 class RevisionPlan:
     """What a revision loads: each model's configuration, rendered (None: the model has
-    none, Triton auto-completes it), and what Triton would refuse, before any pod."""
+    none, Triton auto-completes it), and what Triton would refuse, before any pod. A model
+    whose configuration cannot be used (unreadable, too large, not Triton's schema) is
+    not in ``configs``; a problem names it."""
 
     configs: Mapping[str, str | None]
     problems: tuple[ConfigProblem, ...] = ()
+
+
+def _repository_config(listed: ListedModel) -> tuple[ModelConfig | None, ConfigProblem | None]:
+    """A listed model's own configuration (None: it has none), or why it cannot be used."""
+    if listed.unreadable:
+        why = "the read pod (the Triton image's user) cannot open it: make it readable by all"
+        return None, ConfigProblem(listed.name, "config.pbtxt", why)
+    if listed.too_large is not None:
+        why = f"{listed.too_large} bytes, above the {MAX_CONFIG_BYTES} read: shorten it"
+        return None, ConfigProblem(listed.name, "config.pbtxt", why)
+    if listed.config is None:
+        return None, None
+    try:
+        return parse_model_config(listed.config, f"{listed.name}/config.pbtxt"), None
+    except ModelConfigError as error:
+        return None, ConfigProblem(listed.name, "config.pbtxt", str(error))
 
 
 def _steps(config: ModelConfig) -> list[str]:
@@ -189,44 +230,28 @@ def plan_revision(spec: LLMDeploymentSpec, listing: Listing) -> RevisionPlan:
         )
         return RevisionPlan({}, tuple(problems))
     configs: dict[str, str | None] = {}
+    seen: set[str] = set()
     pending = [served]
     while pending:
         name = pending.pop(0)
-        if name in configs or name not in listing.models:
+        if name in seen or name not in listing.models:
             continue  # a missing step is reported by check_model_config
-        listed = listing.models[name]
-        if listed.too_large is not None:
-            problems.append(
-                ConfigProblem(
-                    name,
-                    "config.pbtxt",
-                    f"{listed.too_large} bytes, above the {MAX_CONFIG_BYTES} the operator"
-                    " reads: shorten it",
-                )
-            )
-            configs[name] = None
+        seen.add(name)
+        base, unusable = _repository_config(listing.models[name])
+        if unusable is not None:
+            problems.append(unusable)
             continue
-        base = None
-        if listed.config is not None:
-            try:
-                base = parse_model_config(listed.config, f"{name}/config.pbtxt")
-            except ModelConfigError as error:
-                problems.append(ConfigProblem(name, "config.pbtxt", str(error)))
-                configs[name] = None
-                continue
         if name == served:
             problems.extend(check_overlay(base, spec.triton))
-            config: ModelConfig | None = overlay(base, spec.model, spec.triton)
-        else:
-            config = base
-        if config is None:
-            configs[name] = None
+            base = overlay(base, spec.model, spec.triton)
+        if base is None:
+            configs[name] = None  # Triton auto-completes it
             continue
-        if not config.name:
-            config.name = name  # Triton takes the directory's name; the envdiff shows it
+        if not base.name:
+            base.name = name  # Triton takes the directory's name; the envdiff shows it
         problems.extend(
-            check_model_config(config, gpus=spec.resources.gpus, models=listing.models.keys())
+            check_model_config(base, gpus=spec.resources.gpus, models=listing.models.keys())
         )
-        configs[name] = render_model_config(config)
-        pending.extend(_steps(config))
+        configs[name] = render_model_config(base)
+        pending.extend(_steps(base))
     return RevisionPlan(configs, tuple(problems))

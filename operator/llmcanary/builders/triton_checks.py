@@ -111,7 +111,8 @@ def check_model_config(
         problem(
             "model_warmup",
             "Triton refuses warm-up samples on an ensemble: warm its steps up in their own"
-            " config.pbtxt, and remove spec.triton.modelWarmup",
+            " config.pbtxt, and take the samples off the ensemble (spec.triton.modelWarmup,"
+            " or its config.pbtxt)",
         )
     for sample in config.model_warmup:
         if sample.batch_size > max(largest, 1):
@@ -119,8 +120,8 @@ def check_model_config(
             problem(
                 "model_warmup.batch_size",
                 f"sample {sample.name!r} sends batches of {sample.batch_size}, more than"
-                f" {limit}: lower its batchSize (spec.triton.modelWarmup) or raise"
-                " spec.triton.maxBatchSize",
+                f" {limit}: lower its batch size (spec.triton.modelWarmup, or the model's"
+                " config.pbtxt) or raise spec.triton.maxBatchSize",
             )
     if gpus == 0 and any(g.kind == ModelInstanceGroup.KIND_GPU for g in config.instance_group):
         problem(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,28 +57,34 @@ def _namespace(
         return "default"
 
 
+_VERSION = re.compile(r"[1-9][0-9]*")
+
+
 def list_repository(root: Path) -> Listing:
-    """A local repository as the cluster's read lists it (READ_SCRIPT): every model
-    directory, its config.pbtxt, its numeric version directories."""
+    """A local repository as the cluster's read lists it (``READ_SCRIPT``): every model
+    directory (not hidden ones, such as ``.git``), its config.pbtxt, its version
+    directories (numeric, not starting with 0: what Triton loads)."""
     models: dict[str, ListedModel] = {}
     for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if directory.name.startswith("."):
+            continue
+        model = ListedModel(directory.name)
         config_path = directory / "config.pbtxt"
-        config, too_large = None, None
         if config_path.is_file():
-            size = config_path.stat().st_size
-            if size > MAX_CONFIG_BYTES:
-                too_large = size
-            else:
-                try:
-                    config = config_path.read_text(encoding="utf-8")
-                except UnicodeDecodeError:
-                    return Listing(error=f"{directory.name}/config.pbtxt is not UTF-8 text")
-        versions = tuple(
-            sorted(
-                (v.name for v in directory.iterdir() if v.is_dir() and v.name.isdigit()), key=int
-            )
-        )
-        models[directory.name] = ListedModel(directory.name, config, versions, too_large)
+            try:
+                size = config_path.stat().st_size
+                if size > MAX_CONFIG_BYTES:
+                    model = dataclasses.replace(model, too_large=size)
+                else:
+                    text = config_path.read_text(encoding="utf-8")
+                    model = dataclasses.replace(model, config=text)
+            except PermissionError:
+                model = dataclasses.replace(model, unreadable=True)
+            except UnicodeDecodeError:
+                return Listing(error=f"{directory.name}: its config.pbtxt is not UTF-8 text")
+        versions = [v.name for v in directory.iterdir() if v.is_dir()]
+        numeric = sorted((v for v in versions if _VERSION.fullmatch(v)), key=int)
+        models[directory.name] = dataclasses.replace(model, versions=tuple(numeric))
     return Listing(models=models)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, deployment_name
 from llmcanary.kube.children import owned_by
 from llmcanary.kube.client import KubeApi
+from llmcanary.kube.errors import Forbidden
 from llmcanary.rollout.observation import (
     Commands,
     CrashedRun,
@@ -22,6 +24,7 @@ from llmcanary.rollout.observation import (
     crashed_run,
     deployment_failure,
     pod_problem,
+    triton_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -54,23 +57,38 @@ def commands_of(meta: Mapping[str, Any]) -> Commands:
 
 
 class CrashLogs:
-    """The logs of crashed runs, read once each: a crash loop is observed every pass, and
-    a run's log does not change once it has ended. Bounded (the oldest go first); one
-    per reconciler, shared by its workers."""
+    """Triton's errors in the logs of crashed runs, read once each: a crash loop is
+    observed every pass, and a run's log does not change once it has ended. What is kept
+    is the errors (at most MAX_REASON characters), not the log; bounded, the oldest go
+    first. A read that failed for a passing reason is tried again after RETRY_S; one the
+    API refuses (pods/log not granted) or a pod that is gone is not. One per reconciler,
+    shared by its workers."""
 
-    def __init__(self, kube: KubeApi, capacity: int = 512) -> None:
+    RETRY_S = 60.0
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        capacity: int = 512,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kube = kube
         self.capacity = capacity
-        self._logs: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self.monotonic = monotonic
+        # run -> (its errors, when to read again: None never)
+        self._errors: OrderedDict[tuple[str, str, str], tuple[str, float | None]] = OrderedDict()
         self._guard = threading.Lock()
 
-    def read(self, run: CrashedRun) -> str:
-        """The run's log, "" when it cannot be read (gone, pods/log refused): the
+    def errors(self, run: CrashedRun) -> str:
+        """Triton's errors in the run's log; "" when it cannot be read or has none: the
         termination message then says what it can."""
+        now = self.monotonic()
         with self._guard:
-            if run.key in self._logs:
-                self._logs.move_to_end(run.key)
-                return self._logs[run.key]
+            known = self._errors.get(run.key)
+            if known is not None and (known[1] is None or now < known[1]):
+                self._errors.move_to_end(run.key)
+                return known[0]
+        retry_at: float | None = None
         try:
             text = self.kube.pod_log(
                 run.namespace,
@@ -81,17 +99,21 @@ class CrashLogs:
                 tail_lines=CRASH_LOG_LINES,
             )
         except Exception as exc:  # status falls back on the termination message
+            if not isinstance(exc, Forbidden):
+                retry_at = now + self.RETRY_S
             log.info(
                 "could not read a crashed container's log: %s",
                 exc,
                 extra={"pod": f"{run.namespace}/{run.pod}", "container": run.container},
             )
             text = None
+        found = triton_errors(text or "")
         with self._guard:
-            self._logs[run.key] = text or ""
-            while len(self._logs) > self.capacity:
-                self._logs.popitem(last=False)
-        return text or ""
+            self._errors[run.key] = (found, retry_at)
+            self._errors.move_to_end(run.key)
+            while len(self._errors) > self.capacity:
+                self._errors.popitem(last=False)
+        return found
 
 
 def observe_workload(
@@ -115,6 +137,6 @@ def observe_workload(
             f"{LABEL_DEPLOYMENT}={owner.name},{LABEL_REVISION}={revision}",
         )
         run = crashed_run(pods) if crash_logs is not None else None
-        crash_log = crash_logs.read(run) if crash_logs is not None and run is not None else ""
-        observed = replace(observed, problem=pod_problem(pods, crash_log))
+        errors = crash_logs.errors(run) if crash_logs is not None and run is not None else ""
+        observed = replace(observed, problem=pod_problem(pods, errors))
     return observed

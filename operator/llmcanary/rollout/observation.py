@@ -192,10 +192,11 @@ def _first_problem(
 def crashed_run(pods: Sequence[Mapping[str, Any]]) -> CrashedRun | None:
     """The run :func:`pod_problem` would report, when it is one that crashed."""
     first = _first_problem(pods)
-    if first is None or first[2].ended is None:
+    if first is None:
         return None
     meta, container, problem = first
-    assert problem.ended is not None
+    if problem.ended is None:
+        return None
     return CrashedRun(
         namespace=str(meta.get("namespace", "")),
         pod=str(meta.get("name", "?")),
@@ -205,20 +206,20 @@ def crashed_run(pods: Sequence[Mapping[str, Any]]) -> CrashedRun | None:
     )
 
 
-def pod_problem(pods: Sequence[Mapping[str, Any]], crash_log: str = "") -> str | None:
+def pod_problem(pods: Sequence[Mapping[str, Any]], crash_errors: str = "") -> str | None:
     """The first reason a container of these pods gives for not running, e.g.
     ``pod tiny-llm-6c9-x: triton CrashLoopBackOff (exit 1): error: creating server: ...;
     full log: kubectl logs -n ml tiny-llm-6c9-x -c triton --previous``; None when none
     gives one.
 
-    ``crash_log``: the whole log of that run (:func:`crashed_run`), when it was read:
-    Triton's errors are taken from it rather than from the termination message."""
+    ``crash_errors``: Triton's errors in the whole log of that run (:func:`crashed_run`),
+    when it was read: they say more than the termination message's."""
     first = _first_problem(pods)
     if first is None:
         return None
     meta, where, problem = first
     name = meta.get("name", "?")
-    text = f"pod {name}: {where} {problem.text(triton_errors(crash_log) or None)}"
+    text = f"pod {name}: {where} {problem.text(crash_errors or None)}"
     if problem.ended is not None:
         namespace = f" -n {meta['namespace']}" if meta.get("namespace") else ""
         previous = " --previous" if problem.previous else ""
