@@ -379,16 +379,22 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     kubectl.apply(bad, namespace)
     st = wait_for(
         "the status to say why the canary is not ready",
-        lambda: "CrashLoopBackOff" in (s := status(kubectl, namespace)).get("message", "") and s,
-        timeout=120,
+        lambda: (
+            "no GPUs are available" in (s := status(kubectl, namespace)).get("message", "") and s
+        ),
+        timeout=180,
     )
     message = st["message"]
     print(f"status: {message}")
     assert st["canaryRevision"] == new and st["phase"] == "Progressing"
     assert "waiting for 1 ready canary and baseline replicas before 5%" in message
-    # What the kubelet kept of the log (its last 2 KiB) ends with Triton's last words; the
-    # model's own error is above Triton's tables, in the log the message points to.
-    assert "(exit 1): error: creating server: Internal - failed to load all models" in message
+    # The model's own error, above Triton's tables in its log (out of the 2 KiB the kubelet
+    # keeps), read from the crashed run's log; then Triton's last words.
+    assert (
+        "(exit 1): failed to load 'tiny-llm' version 1: Invalid argument: instance group"
+        " tiny-llm_0 of model tiny-llm has kind KIND_GPU but no GPUs are available;"
+        " error: creating server: Internal - failed to load all models"
+    ) in message
     assert f"full log: kubectl logs -n {namespace} tiny-llm-" in message
     assert "-c triton" in message  # and --previous once the container runs again
     time.sleep(5)

@@ -11,6 +11,7 @@ words a refusal, and what a Deployment's conditions say under a ResourceQuota.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -188,6 +189,24 @@ def canary_deployments_refused(kubectl: Kubectl, namespace: str) -> Iterator[Non
         },
         namespace,
     )
+    # The API server enforces a new policy a moment later: until it does, the operator's
+    # canary Deployment would be admitted (seen under load in a fresh-clone run).
+    probe = build_deployment(
+        Owner(name="probe", namespace=namespace, uid="00000000-0000-0000-0000-000000000000"),
+        LLMDeploymentSpec.model_validate({"model": {"name": "m", "repository": "/models"}}),
+        "r0",
+        "canary",
+        0,
+    )
+    wait_for(
+        "the policy to refuse canary Deployments",
+        lambda: "canary Deployments are not allowed"
+        in kubectl.run(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-",
+            stdin=json.dumps(probe), check=False,
+        ).stderr,
+        timeout=30,
+    )  # fmt: skip
     yield
     kubectl.run("delete", "validatingadmissionpolicybinding", name, check=False)
     kubectl.run("delete", "validatingadmissionpolicy", name, check=False)
