@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,9 +36,16 @@ def layout(root: Path, models: dict[str, str | None]) -> Path:
     return root
 
 
-def read(root: Path) -> str:
+#: An unprivileged uid to run the script as when the tests run as root (root reads any file).
+NOBODY = 65534
+
+
+def read(root: Path, as_user: int | None = None) -> str:
+    argv = ["/bin/sh", "-c", READ_SCRIPT]
+    if as_user is not None and os.geteuid() == 0:
+        argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *argv]
     done = subprocess.run(
-        ["/bin/sh", "-c", READ_SCRIPT],
+        argv,
         env={"MODEL_REPOSITORY_ROOT": str(root), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -163,20 +172,35 @@ def test_a_local_copy_is_listed_as_the_script_lists_it(tmp_path: Path) -> None:
 
 
 def test_what_triton_ignores_or_cannot_be_read_is_listed_as_such(tmp_path: Path) -> None:
-    root = layout(tmp_path, {"m": 'name: "m"', "locked": 'name: "locked"', "a\\tb": None})
+    root = layout(tmp_path, {"m": 'name: "m"', "a\\tb": None})
     for version in ("0", "01", "v2", "12"):
         (root / "m" / version).mkdir()
     (root / ".git").mkdir()
-    (root / "locked" / "config.pbtxt").chmod(0)
     listing = parse_listing(read(root))
     assert listing == list_repository(root)
     assert listing.models["m"].versions == ("1", "12")  # Triton skips 0, 01 and v2
-    assert sorted(listing.models) == ["a\\tb", "locked", "m"]  # names as they are
-    if os.geteuid() != 0:  # root reads any file
-        assert listing.models["locked"].unreadable
-        spec = make_spec(model={"name": "locked", "repository": "/r"})
-        (problem,) = plan_revision(spec, listing).problems
-        assert "cannot open it: make it readable by all" in str(problem)
+    assert sorted(listing.models) == ["a\\tb", "m"]  # names as they are, no hidden ones
+
+
+def test_a_config_the_read_pod_cannot_open_is_named_with_the_fix() -> None:
+    """As the read pod runs it: not as root (the Triton image's user), so a config.pbtxt
+    only its owner may read is listed as unreadable, not as a cut listing."""
+    root = Path(tempfile.mkdtemp(prefix="llmcanary-repo-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        layout(root, {"m": 'name: "m"', "locked": 'name: "locked"'})
+        for path in root.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (root / "locked" / "config.pbtxt").chmod(0o600)
+        listing = parse_listing(read(root, as_user=NOBODY))
+    finally:
+        shutil.rmtree(root)
+    assert listing.error is None
+    assert listing.models["locked"].unreadable and listing.models["m"].config == 'name: "m"'
+    spec = make_spec(model={"name": "locked", "repository": "/r"})
+    (problem,) = plan_revision(spec, listing).problems
+    assert "model locked: config.pbtxt: the read pod" in str(problem)
+    assert "cannot open it: make it readable by all" in str(problem)
 
 
 @pytest.mark.parametrize(

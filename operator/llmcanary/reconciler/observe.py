@@ -136,7 +136,8 @@ def observe_workload(
             owner.namespace,
             f"{LABEL_DEPLOYMENT}={owner.name},{LABEL_REVISION}={revision}",
         )
-        run = crashed_run(pods) if crash_logs is not None else None
-        errors = crash_logs.errors(run) if crash_logs is not None and run is not None else ""
+        errors = ""
+        if crash_logs is not None and (run := crashed_run(pods)) is not None:
+            errors = crash_logs.errors(run)
         observed = replace(observed, problem=pod_problem(pods, errors))
     return observed
