@@ -25,6 +25,7 @@ from kopf._core.intents.filters import MetaFilterToken  # the type of kopf.PRESE
 
 from llmcanary.api import GROUP, PLURAL, VERSION
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
+from llmcanary.builders.revision_read import LABEL_READ
 from llmcanary.config import OperatorConfig
 from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.routing import watched_selectors
@@ -32,9 +33,10 @@ from llmcanary.runtime import Runtime
 
 # The children's resources, (group, version, plural) as kopf's selectors take them (core
 # kinds have no group): the workloads, and the routers' objects (llmcanary.routing).
+_PODS = ("v1", "pods")  # readiness moves the rollout; new pods need their track label
 _CORE_CHILDREN: tuple[tuple[str, ...], ...] = (
     ("apps", "v1", "deployments"),
-    ("v1", "pods"),  # readiness moves the rollout; new pods need their track label
+    _PODS,
     ("v1", "services"),
     ("v1", "configmaps"),
 )
@@ -48,6 +50,13 @@ CHILD_LABELS: dict[str, str | MetaFilterToken] = {
 #: The same filter as a label selector, applied by the API server to the child watches:
 #: the operator receives its own children, not every pod and Service of the cluster.
 CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_DEPLOYMENT}"
+#: Pods are watched wider: a repository read's pod (``builders/revision_read``) carries no
+#: ``llmcanary.io/deployment`` (a Service selects on it), and its end moves its revision on.
+POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+READ_LABELS: dict[str, str | MetaFilterToken] = {
+    LABEL_MANAGED_BY: MANAGER,
+    LABEL_READ: kopf.PRESENT,
+}
 #: How long SIGTERM waits for passes in progress before the process exits anyway.
 STOP_SECONDS = 5.0
 
@@ -58,7 +67,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 300
     for kind in CHILD_KINDS:
         # The same positional forms as the handlers' decorators take (mypy knows no overload).
-        settings.watching.label_selectors[cast(Any, Selector)(*kind)] = CHILD_SELECTOR
+        selector = POD_SELECTOR if kind == _PODS else CHILD_SELECTOR
+        settings.watching.label_selectors[cast(Any, Selector)(*kind)] = selector
     # `llmcanary run` puts the metrics it serves in the memo; else they are only kept.
     served = memo.get("own_metrics")
     own_metrics = served if isinstance(served, OperatorMetrics) else OperatorMetrics(process=False)
@@ -109,5 +119,11 @@ async def child_event(
         memo.runtime.child_changed((namespace, labels[LABEL_DEPLOYMENT]))
 
 
+async def read_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    if namespace:
+        memo.runtime.child_changed((namespace, labels[LABEL_READ]))
+
+
 for _selector in CHILD_KINDS:
     kopf.on.event(*_selector, labels=CHILD_LABELS, id=f"child-{_selector[-1]}")(child_event)
+kopf.on.event(*_PODS, labels=READ_LABELS, id="repository-read")(read_event)

@@ -11,8 +11,6 @@ import copy
 import json
 import math
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, wait_for
+from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -135,22 +133,7 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
             assert st.get("phase") == "Progressing", st.get("message")
             assert (st.get("lastAnalysis") or {}).get("waiting"), st.get("lastAnalysis")
             print(f"still collecting after 900 s ({st['lastAnalysis']['reason']}): promoting")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "llmcanary",
-                    "promote",
-                    NAME,
-                    "-n",
-                    namespace,
-                    "--kubeconfig",
-                    str(kubectl.kubeconfig),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
+            promote(kubectl, namespace, NAME)
             final = wait_for("revision 2 promoted on request", decided, timeout=120)
         if final["phase"] == "RolledBack":
             raise AssertionError(f"an identical revision was rolled back: {final['message']}")

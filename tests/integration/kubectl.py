@@ -153,6 +153,26 @@ def canary_route_weight(kubectl: Kubectl, namespace: str, name: str) -> int | No
     return int(next(r["weight"] for r in refs if r["name"] == f"{name}-canary"))
 
 
+def promote(kubectl: Kubectl, namespace: str, name: str) -> None:
+    """``llmcanary promote NAME``, as an operator would ask for it."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmcanary",
+            "promote",
+            name,
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(kubectl.kubeconfig),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def gpu_hog(node: str, gpus: int) -> dict[str, Any]:
     """A plain pod bound to ``node`` that holds ``gpus`` of its nvidia.com/gpu."""
     return {

@@ -119,6 +119,7 @@ CATALOGUE: dict[str, Value] = {
         "/" + "x" * 1023,
         "/" + "x" * 1024,
     ),
+    "model.loads": _one_of([], ["*"], ["tensorrt_llm", "a.b-c"], ["a b"], ["x" * 129], ["*"] * 65),
     "model.version": _one_of("1", "v2.0", "-1", "x" * 63, "x" * 64, "", "a_b"),
     "model.sizing": _one_of(
         {"parameters": 7e9, "dtype": "fp16"},

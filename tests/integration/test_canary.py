@@ -461,9 +461,14 @@ def test_an_operator_killed_between_steps_resumes_at_the_same_step(
 ) -> None:
     with Recorder(kubectl, namespace) as recorder:
         new = roll_out(kubectl, namespace, manifest("2", prometheus=prometheus.url))
+        # Between steps: the route and the status both at 35 (the route is applied first,
+        # the status written after it; a kill between the two is another test's case).
         wait_for(
-            "weight 35",
-            lambda: route_weight(kubectl, namespace) == 35,
+            "weight 35 in the route and in status",
+            lambda: (
+                route_weight(kubectl, namespace) == 35
+                and status(kubectl, namespace).get("canaryWeight") == 35
+            ),
             timeout=60 + 3 * STEP_TIMEOUT,
         )
         assert operator.proc is not None

@@ -230,6 +230,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     ("a negative cpu", _with("resources.cpu", "-1"), ["spec.resources.cpu", "should match"]),
     (
+        "a model to load that is no model name",
+        _with("model.loads", ["tensorrt_llm", "../etc"]),
+        ["spec.model.loads[1]", "should match"],
+    ),
+    (
         "a repository path that climbs",
         _with("model.repository", "pvc://c/../x"),
         ["spec.model.repository", "no '..' segment"],

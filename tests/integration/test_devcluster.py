@@ -192,6 +192,60 @@ def test_deployment_pods_are_scheduled_on_kwok_nodes_and_ready(
         assert pod["status"].get("podIP")
 
 
+def _read_job(name: str, script: str) -> dict[str, Any]:
+    """A Job labelled as the operator's repository reads are (the read-pods component's)."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"llmcanary.io/repository-read": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "read",
+                            "image": "nvcr.io/nvidia/tritonserver:24.10-py3",
+                            "command": ["/bin/sh", "-c", script],
+                            "env": [{"name": "MODEL_REPOSITORY_ROOT", "value": "/models"}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_a_repository_read_pod_runs_for_real_and_its_log_is_served(
+    cluster: Cluster, namespace: str
+) -> None:
+    """KWOK would complete it at once with no log: the read-pods component runs its script
+    over model_repo/ (the root it names mapped there) and reports it as a kubelet would."""
+    listing = 'printf "root %s\\n" "$MODEL_REPOSITORY_ROOT"; ls "$MODEL_REPOSITORY_ROOT"'
+    ok = _read_job("lists", listing)
+    failing = _read_job("fails", "echo no such thing >&2; exit 3")
+    for job in (ok, failing):
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
+
+    def finished(name: str) -> dict[str, Any] | None:
+        job = _get_json(cluster, "job", name, "-n", namespace)
+        status = job.get("status") or {}
+        return job if status.get("succeeded") or status.get("failed") else None
+
+    assert _until("the listing Job to complete", lambda: finished("lists"))["status"]["succeeded"]
+    log = cluster.kubectl("logs", "-n", namespace, "job/lists").stdout
+    assert "tiny-llm" in log.splitlines() and "root /" in log
+    assert "/models" not in log  # mapped to the local model_repo/
+    assert _until("the failing Job to fail", lambda: finished("fails"))["status"]["failed"]
+    (pod,) = _get_json(cluster, "pods", "-n", namespace, "-l", "job-name=fails")["items"]
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 3
+    logs = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+    assert "no such thing" in logs
+
+
 @pytest.mark.parametrize(
     ("node", "gpus", "product", "memory"),
     [

@@ -190,12 +190,16 @@ def test_a_new_revision_starts_a_canary_beside_the_untouched_stable_one(
     deployment = kubectl.get("deployment", f"{NAME}-{REVISION}", namespace)
     assert deployment is not None and deployment["spec"]["replicas"] == 2
     assert deployment["metadata"]["labels"]["llmcanary.io/track"] == "stable"
+    # Made at 0 replicas once the repository is read; grown once preflight passes.
     canary = wait_for(
-        "the canary Deployment",
-        lambda: kubectl.get("deployment", f"{NAME}-{status['canaryRevision']}", namespace),
+        "the canary Deployment with replicas",
+        lambda: (
+            (d := kubectl.get("deployment", f"{NAME}-{status['canaryRevision']}", namespace))
+            and d["spec"]["replicas"] >= 1
+            and d
+        ),
     )
     assert canary["metadata"]["labels"]["llmcanary.io/track"] == "canary"
-    assert canary["spec"]["replicas"] >= 1
 
 
 def test_deleting_the_llmdeployment_removes_its_children(

@@ -12,6 +12,7 @@ server or the network can; the failure reaches the caller as :class:`Kube` words
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from llmcanary.builders.repository import HEADER
+from llmcanary.builders.revision_read import LABEL_READ, READ_CONTAINER
 from llmcanary.kube.errors import Forbidden, MissingApi, api_message, explain, unreachable
 
 Key = tuple[str, str, str, str]  # api_version, kind, namespace, name
@@ -76,6 +79,12 @@ class FakeKube:
     # (namespace, pod, container, previous) -> the log pods/log returns; reads are counted.
     logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
     log_reads: int = 0
+    # What a repository read Job lists when it is created: model -> its config.pbtxt (None:
+    # none). None lists the owner's served model alone, without a config.pbtxt, so that
+    # the revision's ConfigMap is the spec's own rendering. ``run_reads`` False leaves the
+    # Jobs running (a read that has not finished).
+    repository: dict[str, str | None] | None = None
+    run_reads: bool = True
     _version: int = 0
 
     def _check(self, api_version: str, kind: str) -> None:
@@ -161,9 +170,47 @@ class FakeKube:
         _merge(current, obj)
         self._stamp(current)
         if not dry_run:
+            created = key not in self.objects
             self.objects[key] = current
             self.writes.append(Write("apply", obj["kind"], meta["name"], copy.deepcopy(obj)))
+            if created and obj["kind"] == "Job" and self.run_reads:
+                self._run_read(current)
         return copy.deepcopy(current)
+
+    def _run_read(self, job: dict[str, Any]) -> None:
+        """Play the Job controller and the kubelet for a repository read: one pod that
+        succeeded, its log the listing READ_SCRIPT prints of :attr:`repository`."""
+        template = job["spec"]["template"]
+        if LABEL_READ not in (template["metadata"].get("labels") or {}):
+            return
+        namespace = job["metadata"]["namespace"]
+        models = self.repository
+        if models is None:
+            owner = job["metadata"]["ownerReferences"][0]["name"]
+            llmd = self.objects[("llmcanary.io/v1alpha1", "LLMDeployment", namespace, owner)]
+            models = {llmd["spec"]["model"]["name"]: None}
+        lines = [HEADER]
+        for name, config in models.items():
+            lines.append(f"model {name}")
+            if config is not None:
+                lines.append(f"config {base64.b64encode(config.encode()).decode()}")
+            lines.append("version 1")
+        lines.append("end")
+        pod_name = f"{job['metadata']['name']}-x7k2p"
+        self.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": namespace,
+                    "labels": dict(template["metadata"]["labels"]),
+                },
+                "status": {"phase": "Succeeded"},
+            }
+        )
+        self.logs[(namespace, pod_name, READ_CONTAINER, False)] = "\n".join(lines) + "\n"
+        job["status"] = {"succeeded": 1}
 
     def patch(
         self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]

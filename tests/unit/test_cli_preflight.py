@@ -129,14 +129,10 @@ def test_a_local_repository_is_read_and_an_ensembles_steps_are_checked(tmp_path:
     manifest = yaml.safe_dump(doc)
     code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
     print(out)
-    # Today the operator renders the served model's config from the spec alone: an
-    # ensemble would lose what makes it one, and the check says so.
-    assert code == 1
-    assert (
-        "model ensemble: the operator replaces its config.pbtxt with one rendered from the"
-        " spec, which drops ensemble_scheduling, input, output, platform"
-    ) in out
-    # What it will load once repositories are read: the steps, with their own configs.
+    # What the operator loads from its read of the repository: the ensemble's own config
+    # with the spec on it, and the steps, with their own configs.
+    assert code == 0
+    assert "Triton would load the repository's 4 model(s) as planned" in out
     assert "ensemble        served         its config.pbtxt, the spec overlaid" in out
     assert "tensorrt_llm    ensemble step  its config.pbtxt" in out
     assert "postprocessing  ensemble step  auto-complete" in out
@@ -147,8 +143,7 @@ def test_a_local_repository_is_read_and_an_ensembles_steps_are_checked(tmp_path:
     code, out = run("-f", "-", "--offline", "--repository", str(tmp_path), stdin=manifest)
     assert code == 1
     assert (
-        "once repositories are read: model ensemble: ensemble_scheduling.step: names"
-        " tensorrt_llm, not in the repository"
+        "model ensemble: ensemble_scheduling.step: names tensorrt_llm, not in the repository"
     ) in out
 
 
@@ -160,5 +155,5 @@ def test_a_model_that_declares_nothing_of_its_own_passes_with_its_repository() -
     )
     print(out)
     assert code == 0
-    assert "Triton would load the rendered config.pbtxt; the repository's 1 model(s) pass" in out
+    assert "Triton would load the repository's 1 model(s) as planned" in out
     assert "tiny-llm  served  rendered from the spec" in out

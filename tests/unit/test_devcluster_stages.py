@@ -26,9 +26,15 @@ def stages(text: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in yaml.safe_load_all(text)}
 
 
-def test_kwok_readiness_keeps_kwoks_stages_as_they_are() -> None:
+READ = {"key": '.metadata.labels["llmcanary.io/repository-read"]', "operator": "DoesNotExist"}
+
+
+def test_kwok_readiness_keeps_kwoks_stages_but_for_the_repository_reads() -> None:
     got = stages(kwok_config([POD_READY, NODE], "kwok"))
-    assert got == {d["metadata"]["name"]: d for d in map(yaml.safe_load, [POD_READY, NODE])}
+    want = {d["metadata"]["name"]: d for d in map(yaml.safe_load, [POD_READY, NODE])}
+    # KWOK would complete a read pod at once with no log: the read-pods component runs it.
+    want["pod-ready"]["spec"]["selector"]["matchExpressions"].append(READ)
+    assert got == want
 
 
 def test_external_readiness_leaves_llmdeployment_pods_running_but_not_ready() -> None:
@@ -38,6 +44,7 @@ def test_external_readiness_leaves_llmdeployment_pods_running_but_not_ready() ->
     assert {"key": label, "operator": "DoesNotExist"} in ready
     started = got[DATA_PLANE_STAGE]
     assert {"key": label, "operator": "Exists"} in started["spec"]["selector"]["matchExpressions"]
+    assert READ in ready and READ in started["spec"]["selector"]["matchExpressions"]
     template = started["spec"]["next"]["statusTemplate"]
     assert "phase: Running" in template
     assert "podIP" not in template  # the data plane assigns those pods' IPs

@@ -88,7 +88,7 @@ def test_helm_lint_passes_strict() -> None:
     "values",
     [
         None,
-        {"watchNamespaces": ["ml-a", "ml-b"], "rbac": {"istio": True, "gpuProbe": False}},
+        {"watchNamespaces": ["ml-a", "ml-b"], "rbac": {"istio": True}},
         {
             "metrics": {"serviceMonitor": {"enabled": True}},
             "tritonPodMonitor": {"enabled": True},
@@ -215,9 +215,9 @@ def test_the_cluster_role_grants_exactly_the_reviewed_rules(tmp_path: Path) -> N
         assert "*" not in verbs and not verbs & {"escalate", "bind", "impersonate"}
     # Secrets are read one by one, by name, never listed or watched.
     assert rules[("", "secrets")] == {"get"}
-    # A crashed Triton's log is read whatever the GPU probe's setting.
-    without_probe = rules_of(one(render(tmp_path, {"rbac": {"gpuProbe": False}}), "ClusterRole"))
-    assert without_probe[("", "pods/log")] == {"get"} and ("batch", "jobs") not in without_probe
+    # Every revision's repository is read by a Job, its listing in the pod's log.
+    assert rules[("batch", "jobs")] == {"get", "create", "patch"}
+    assert rules[("", "pods/log")] == {"get"}
 
 
 def test_every_kind_kopf_watches_can_be_listed_and_watched(tmp_path: Path) -> None:

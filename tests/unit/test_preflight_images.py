@@ -15,6 +15,7 @@ from llmcanary.builders.workload import build_deployment
 from llmcanary.kube.client import Kube
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler.apply import PlanApplier
+from llmcanary.reconciler.revision_config import read_revision_config
 from llmcanary.rollout.decision import Plan
 from llmcanary.rollout.revision import revision_of
 
@@ -86,19 +87,20 @@ def test_an_allowed_image_goes_on_to_the_other_checks(owner: Owner) -> None:
 def test_the_first_revision_is_held_to_the_allowlist_before_its_deployment_exists(
     owner: Owner,
 ) -> None:
-    """The first revision has no preflight: the applier refuses to create its Deployment,
-    and the problem reaches status (ImageNotAllowed). One that already runs is kept."""
+    """The first revision has no preflight: its repository is not read (no Job runs the
+    image), the applier refuses to create its Deployment, and the problem reaches status
+    (ImageNotAllowed). One that already runs is kept."""
     spec = make_spec(triton={"image": "evil.example/triton:1", "maxBatchSize": 8})
     revision = revision_of(spec)
     plan = Plan(stable_revision=revision, canary_revision=None, canary_replicas=0, canary_weight=0)
     kube = FakeKube()
-    applied = PlanApplier(kube, ALLOWED).apply(
-        owner, spec, plan, LLMDeploymentStatus(), canary=None
-    )
+    config = read_revision_config(kube, owner, spec, revision, ALLOWED)
+    assert not config.ready and config.reason == "ImageNotAllowed"
+    applied = PlanApplier(kube).apply(owner, spec, plan, LLMDeploymentStatus(), None, config)
     assert applied.problem is not None and applied.problem.reason == "ImageNotAllowed"
     assert "evil.example/triton:1" in applied.problem.message
-    assert [w for w in kube.writes if w.kind in ("Deployment", "ConfigMap")] == []
+    assert [w for w in kube.writes if w.kind in ("Deployment", "ConfigMap", "Job")] == []
 
     kube.add(build_deployment(owner, spec, revision, "stable", 2))  # made before the allowlist
-    again = PlanApplier(kube, ALLOWED).apply(owner, spec, plan, LLMDeploymentStatus(), None)
+    again = PlanApplier(kube).apply(owner, spec, plan, LLMDeploymentStatus(), None, config)
     assert again.problem is None or again.problem.reason != "ImageNotAllowed"

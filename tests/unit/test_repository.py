@@ -21,7 +21,7 @@ from llmcanary.builders.repository import (
     parse_listing,
     plan_revision,
 )
-from llmcanary.builders.triton_config import parse_model_config
+from llmcanary.builders.triton_config import parse_model_config, render_model_config
 from llmcanary.cli.preflight import list_repository
 
 CONFIGS = Path(__file__).parent / "model_configs"
@@ -215,3 +215,38 @@ def test_a_config_the_read_pod_cannot_open_is_named_with_the_fix() -> None:
 def test_a_garbled_listing_is_an_error_never_an_exception(line: str, error: str) -> None:
     listing = parse_listing(f"llmcanary-repository 1\nmodel m\n{line}\nend\n")
     assert listing.error is not None and listing.error.startswith(error)
+
+
+def test_a_bls_model_loads_the_models_spec_model_loads_names(tmp_path: Path) -> None:
+    """A BLS model calls other models from execute(): nothing in its config names them, so
+    the spec does; each loads with its own config, the BLS model takes the spec's."""
+    root = ensemble_repository(tmp_path)
+    layout(root, {"tensorrt_llm_bls": (CONFIGS / "bls.pbtxt").read_text()})
+    listing = parse_listing(read(root))
+    bls = make_spec(
+        model={
+            "name": "tensorrt_llm_bls",
+            "repository": "pvc://m/r",
+            "loads": ["preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls"],
+        },
+        triton={},
+    )
+    plan = plan_revision(bls, listing)
+    assert plan.problems == ()
+    assert list(plan.configs) == [
+        "tensorrt_llm_bls",
+        "preprocessing",
+        "tensorrt_llm",
+        "postprocessing",
+    ]
+    assert plan.configs["tensorrt_llm"] == render_model_config(
+        parse_model_config((CONFIGS / "tensorrt_llm.pbtxt").read_text())
+    )
+    # A name the repository lacks is refused with the field; '*' loads every model.
+    typo = bls.model_copy(update={"model": bls.model.model_copy(update={"loads": ["tensorrt"]})})
+    (problem,) = plan_revision(typo, listing).problems
+    assert problem.field == "spec.model.loads" and "names tensorrt, not in pvc://m/r" in str(
+        problem
+    )
+    everything = bls.model_copy(update={"model": bls.model.model_copy(update={"loads": ["*"]})})
+    assert sorted(plan_revision(everything, listing).configs) == sorted(listing.models)

@@ -32,7 +32,8 @@ docs/install.md has the same table for readers.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# One config.pbtxt ConfigMap per revision (and the GPU probe's script); preflight reads
+# One ConfigMap per revision, made from the read of its repository (and the GPU probe's
+# script); preflight reads
 # ConfigMaps that spec.env references (envdiff_source); kopf's child watch.
 - apiGroups: [""]
   resources: ["configmaps"]
@@ -44,7 +45,7 @@ docs/install.md has the same table for readers.
   verbs: ["list", "watch", "patch"]
 # Why a revision's Triton crashed: the crashed run's log (reconciler/observe.CrashLogs),
 # read once per crash; the kubelet's 2 KiB termination message rarely holds the model's
-# own error. Also the GPU probe's reading.
+# own error. Also the repository read's listing and the GPU probe's reading.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
@@ -58,6 +59,12 @@ docs/install.md has the same table for readers.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Each new revision's model repository is read by a Job of one pod
+# (reconciler/revision_config: get, then server-side apply), its listing in the pod's
+# log (pods/log, above); the opt-in GPU memory probe Job (preflight/gpu_probe.run_probe).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "patch"]
 # kopf posts Events (the operator's Normal/Warning events on each LLMDeployment).
 - apiGroups: [""]
   resources: ["events"]
@@ -67,13 +74,6 @@ docs/install.md has the same table for readers.
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
   verbs: ["get", "create", "patch", "delete"]
-{{- end }}
-{{- if .Values.rbac.gpuProbe }}
-# rbac.gpuProbe: the opt-in GPU memory probe Job (preflight/gpu_probe.run_probe: get, then
-# server-side apply); its reading is in its pod's log (pods/log, above).
-- apiGroups: ["batch"]
-  resources: ["jobs"]
-  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- end -}}
 

@@ -36,7 +36,14 @@ from llmcanary_dev.devcluster.nodes import (
     GpuNode,
     node_manifest,
 )
-from llmcanary_dev.devcluster.paths import COMPONENTS, MAIN_BINARY, TOOLS, Settings, find_repo_root
+from llmcanary_dev.devcluster.paths import (
+    MAIN_BINARY,
+    PROCESSES,
+    READ_PODS,
+    TOOLS,
+    Settings,
+    find_repo_root,
+)
 from llmcanary_dev.devcluster.pki import (
     ADMIN,
     CONTROLLER_MANAGER,
@@ -67,7 +74,17 @@ log = logging.getLogger(__name__)
 
 _MARKER = ".llmcanary-devcluster"
 #: What ``down(purge=True)`` removes from the state directory (and nothing else).
-_STATE_ENTRIES = ("pki", "config", "etcd", "logs", "pids", "kubeconfig", "lock", _MARKER)
+_STATE_ENTRIES = (
+    "pki",
+    "config",
+    "etcd",
+    "logs",
+    "pids",
+    "kubeconfig",
+    "lock",
+    "read-pods",
+    _MARKER,
+)
 
 
 class DevClusterError(RuntimeError):
@@ -617,7 +634,7 @@ def _locked(settings: Settings) -> Iterator[None]:
 
 
 def _healthy(settings: Settings) -> bool:
-    if not all(processes.running_pid(settings, c) for c in COMPONENTS):
+    if not all(processes.running_pid(settings, c) for c in PROCESSES):
         return False
     if not settings.kubeconfig.is_file():
         return False
@@ -671,6 +688,9 @@ def _bring_up(
         if processes.running_pid(s, "kwok") is None:
             _release_node_leases(api)
         start("kwok")
+        if processes.running_pid(s, READ_PODS) is None:
+            processes.start(s, READ_PODS, _read_pods_args(s), module=READ_PODS_MODULE)
+            started.append(READ_PODS)
 
         crds = _crd_names(s)
 
@@ -702,6 +722,19 @@ def _bring_up(
                 _wait(f"{name}'s /healthz", probe, deadline, s, (name,))
 
 
+READ_PODS_MODULE = "llmcanary_dev.devcluster.read_pods"
+
+
+def _read_pods_args(s: Settings) -> list[str]:
+    """The read pods run over the dev stack's model repository (``model_repo/``)."""
+    model_root = os.environ.get("LLMCANARY_MODEL_REPO") or str(find_repo_root() / "model_repo")
+    return [
+        f"--kubeconfig={s.kubeconfig}",
+        f"--model-root={Path(model_root).resolve()}",
+        f"--work-dir={s.state_dir / 'read-pods'}",
+    ]
+
+
 def _check_ports(s: Settings) -> None:
     """Fail clearly if a port of a component that is not running is taken by something else."""
     p = s.ports
@@ -731,7 +764,7 @@ def _check_ports(s: Settings) -> None:
 #: Stop order: clients first, then the API server (which would otherwise wait for
 #: their watches to end), then etcd (which the API server needs to shut down).
 _STOP_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("kwok", "kube-scheduler", "kube-controller-manager"),
+    (READ_PODS, "kwok", "kube-scheduler", "kube-controller-manager"),
     ("kube-apiserver",),
     ("etcd",),
 )
@@ -829,7 +862,7 @@ def down(
     if not s.state_dir.is_dir():
         return []
     with _locked(s):
-        stopped = _stop(s, COMPONENTS, timeout=timeout)
+        stopped = _stop(s, PROCESSES, timeout=timeout)
         if purge:
             # Only what this package created: never rmtree a directory that a
             # mistyped LLMCANARY_DEVCLUSTER_DIR might point at.
@@ -849,7 +882,7 @@ def down(
 def status(settings: Settings | None = None) -> ClusterStatus:
     """Which components run, whether the API server is ready, and the nodes."""
     s = settings or Settings.from_env()
-    comps = {c: processes.running_pid(s, c) for c in COMPONENTS}
+    comps = {c: processes.running_pid(s, c) for c in PROCESSES}
     ca = s.pki_dir / "ca.crt"
     admin = s.pki_dir / f"{ADMIN.stem}.crt"
     if comps["kube-apiserver"] is None or not (ca.is_file() and admin.is_file()):

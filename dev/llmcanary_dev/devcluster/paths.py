@@ -24,6 +24,8 @@ from llmcanary_dev.devcluster.stages import PodReadiness
 
 __all__ = [
     "COMPONENTS",
+    "PROCESSES",
+    "READ_PODS",
     "Ports",
     "Settings",
     "bin_dir",
@@ -41,6 +43,12 @@ COMPONENTS: tuple[str, ...] = (
     "kube-scheduler",
     "kwok",
 )
+
+#: The dev cluster's own kubelet for the operator's repository reads: a Python process
+#: (``python -m llmcanary_dev.devcluster.read_pods``), not a binary; started after KWOK.
+READ_PODS = "read-pods"
+#: Every process of a running cluster.
+PROCESSES: tuple[str, ...] = (*COMPONENTS, READ_PODS)
 
 #: The binary build.sh links all the tools to (one multi-call Go binary).
 MAIN_BINARY = "llmcanary-k8s"

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -71,8 +72,17 @@ def _alive(pid: int, name: str) -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         return False
-    # The pid may have been reused since the file was written: check argv[0].
-    return bool(cmdline) and Path(cmdline[0].decode(errors="replace")).name == name
+    # The pid may have been reused since the file was written: check argv[0], or the
+    # module of a ``python -m`` component.
+    words = [word.decode(errors="replace") for word in cmdline]
+    if words and Path(words[0]).name == name:
+        return True
+    return len(words) > 2 and words[1] == "-m" and _module_component(words[2]) == name
+
+
+def _module_component(module: str) -> str:
+    """The component a ``python -m`` module runs: its last part, ``_`` as ``-``."""
+    return module.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def running_pid(settings: Settings, name: str) -> int | None:
@@ -100,11 +110,16 @@ def start(
     args: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
+    module: str | None = None,
 ) -> int:
-    """Start ``<bin>/<name> args...`` detached; return its pid."""
+    """Start ``<bin>/<name> args...`` detached, or ``python -m module args...`` (a Python
+    component, ``module``'s last part being ``name``); return its pid."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     settings.pids_dir.mkdir(parents=True, exist_ok=True)
-    argv = [str(settings.tool(name)), *args]
+    if module is not None and _module_component(module) != name:
+        raise ValueError(f"module {module} does not run component {name}")
+    program = [sys.executable, "-m", module] if module else [str(settings.tool(name))]
+    argv = [*program, *args]
     log_path = settings.logs_dir / f"{name}.log"
     log.debug("starting %s", " ".join(argv))
     with log_path.open("ab") as out:

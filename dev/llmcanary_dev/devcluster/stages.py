@@ -12,6 +12,10 @@ and gives them **no pod IP**: the data plane assigns one (it reads the IPs in us
 API server; KWOK keeps its pool in memory and, restarted while pods run, hands out IPs
 that live pods hold) and sets readiness from Triton's own ``/v2/health/ready``. Every
 other pod is handled as before.
+
+In both modes the operator's repository reads (pods labelled
+``llmcanary.io/repository-read``) are left out of KWOK's stages: the read-pods component
+(:mod:`llmcanary_dev.devcluster.read_pods`) runs them for real.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from llmcanary.builders.meta import LABEL_DEPLOYMENT
+from llmcanary.builders.revision_read import LABEL_READ
 
 __all__ = ["DATA_PLANE_STAGE", "PodReadiness", "kwok_config"]
 
@@ -31,6 +36,7 @@ PodReadiness = Literal["kwok", "external"]
 #: Pods that carry LABEL_DEPLOYMENT belong to an LLMDeployment.
 _LABEL_KEY = f'.metadata.labels["{LABEL_DEPLOYMENT}"]'
 DATA_PLANE_STAGE = "llmcanary-pod-started"
+_READ_KEY = f'.metadata.labels["{LABEL_READ}"]'
 
 _STARTED_TEMPLATE = """\
 {{ $now := Now }}
@@ -94,9 +100,18 @@ def _expressions(stage: dict[str, Any]) -> list[dict[str, Any]]:
     return expressions
 
 
+#: The stages that would start or complete a pod: the operator's repository reads are
+#: left out of them, and run for real by the dev cluster's read-pods component.
+_POD_RUNNING_STAGES = ("pod-ready", "pod-complete")
+
+
 def kwok_config(stage_docs: Sequence[str], readiness: PodReadiness) -> str:
-    """KWOK's ``--config`` file: the stages kwokctl would use, adjusted for ``readiness``."""
+    """KWOK's ``--config`` file: the stages kwokctl would use, adjusted for ``readiness``,
+    and without the operator's repository reads (``llmcanary_dev.devcluster.read_pods``)."""
     stages = [yaml.safe_load(doc) for doc in stage_docs]
+    for stage in stages:
+        if stage.get("metadata", {}).get("name") in _POD_RUNNING_STAGES:
+            _expressions(stage).append({"key": _READ_KEY, "operator": "DoesNotExist"})
     if readiness == "external":
         ready = next((s for s in stages if s.get("metadata", {}).get("name") == "pod-ready"), None)
         if ready is None:

@@ -4,9 +4,10 @@ KWOK starts the pods of the dev cluster without running anything. For every pod 
 carries ``llmcanary.io/deployment`` and is Running with a pod IP, :class:`PodRunner`
 does what a kubelet would do with its ``triton`` container:
 
-- stages the model repository the way the pod's init container would: the model's
-  version directories from the local ``model_repo/`` linked, and ``config.pbtxt`` taken
-  from the revision's ConfigMap, byte for byte what the operator rendered;
+- stages the model repository the way the pod's init container would: the served model
+  and every model the revision's ConfigMap names (an ensemble's steps), their entries
+  from the local ``model_repo/`` linked, and each ``config.pbtxt`` taken from the
+  ConfigMap, byte for byte what the operator planned from its read of the repository;
 - starts ``tritonserver`` with the container's own arguments and environment, bound to
   the pod IP (a loopback address here) on the container's ports;
 - reports readiness from Triton's ``/v2/health/ready``: ``Ready`` and ``ContainersReady``
@@ -44,8 +45,10 @@ from typing import Any
 import requests
 
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK
+from llmcanary.builders.repository import SERVED_KEY, staged_members
 from llmcanary.kube.client import Kube
 from llmcanary.rollout.observation import triton_errors
+from llmcanary_dev.devcluster.kwok_logs import logs_object
 from llmcanary_dev.localstack.process import ManagedProcess, kill_group
 from llmcanary_dev.localstack.triton import TritonInstall
 
@@ -258,26 +261,14 @@ class PodRunner:
     def _publish_logs(self, pod: RunningPod) -> None:
         """Name the pod's log files in a KWOK ``Logs`` object, which KWOK's server reads
         for pods/log; owned by the pod, so it goes when the pod does."""
-        logs = {
-            "apiVersion": "kwok.x-k8s.io/v1alpha1",
-            "kind": "Logs",
-            "metadata": {
-                "name": pod.name,
-                "namespace": pod.namespace,
-                "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}
-                ],
-            },
-            "spec": {
-                "logs": [
-                    {
-                        "containers": [CONTAINER],
-                        "logsFile": str(pod.process.log_file),
-                        "previousLogsFile": str(pod.process.previous_log_file),
-                    }
-                ]
-            },
-        }
+        logs = logs_object(
+            pod.namespace,
+            pod.name,
+            pod.uid,
+            CONTAINER,
+            pod.process.log_file,
+            pod.process.previous_log_file,
+        )
         try:
             self.kube.apply(logs)
         except Exception as exc:  # tried again next pass; the pod runs meanwhile
@@ -405,15 +396,23 @@ class PodRunner:
         config_map = self.kube.get("v1", "ConfigMap", pod.namespace, volume["configMap"]["name"])
         if config_map is None or "config.pbtxt" not in (config_map.get("data") or {}):
             raise _ConfigError(f"ConfigMap {volume['configMap']['name']} has no config.pbtxt")
+        data: dict[str, str] = config_map.get("data") or {}
         repository = pod.work_dir / "models"
-        target = repository / model
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for entry in source.iterdir():
-            if entry.name != "config.pbtxt":
-                (target / entry.name).symlink_to(entry.resolve())
-        (target / "config.pbtxt").write_text(config_map["data"]["config.pbtxt"])
+        if repository.exists():
+            shutil.rmtree(repository)
+        # As the stage script does: the served model, then each model "models" names.
+        staged = {model: data.get(SERVED_KEY), **staged_members(data)}
+        for name, config in staged.items():
+            member_source = source if name == model else source.parent / name
+            if not member_source.is_dir():
+                raise _ConfigError(f"no model directory for {name!r} under {source.parent}")
+            target = repository / name
+            target.mkdir(parents=True)
+            for entry in member_source.iterdir():
+                if entry.name != "config.pbtxt":
+                    (target / entry.name).symlink_to(entry.resolve())
+            if config is not None:
+                (target / "config.pbtxt").write_text(config)
         return repository
 
     def _environment(self, container: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, str]:

@@ -133,6 +133,11 @@ REPOSITORY_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/\s]+)*/?|(/[^/
 _CLIMBS = r"(^|/)[.][.](/|$)"
 
 
+LoadedModel = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_][A-Za-z0-9_.-]*)$")
+]
+
+
 class ModelSpec(ApiModel):
     """What is served."""
 
@@ -164,6 +169,16 @@ class ModelSpec(ApiModel):
     )
     sizing: ModelSizing | None = None
     """Needed by the GPU memory preflight check; without it that check does not apply."""
+    loads: list[LoadedModel] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Other models of the repository to load beside the served one, each with its own"
+            " config.pbtxt: the models a BLS model calls at run time. An ensemble's steps are"
+            " found in its config and need not be named. '*' loads every model of the"
+            " repository."
+        ),
+    )
 
     @field_validator("repository")
     @classmethod

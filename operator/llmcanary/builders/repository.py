@@ -8,10 +8,9 @@ model with ``spec.triton`` overlaid on its own ``config.pbtxt``, and, for an ens
 model its steps name (recursively), each with its repository configuration as it is; and
 what Triton would refuse in them, before any pod of the revision exists.
 
-Not wired yet: no Job runs the script, so the operator renders the served model's
-configuration from the spec alone (``builders/triton_config.py``). The listing format and
-the plan are tested against the script run for real on repositories laid out like Triton's
-examples (tests/unit/test_repository.py); the read Job is the open part of issue 16.
+The read runs in a Job per new revision (:mod:`llmcanary.builders.revision_read`), and
+:func:`revision_data` is what the revision's ConfigMap keeps of the plan: its pods stage
+those models with those configurations, and the environment diff compares them.
 
 The listing, one item per line (base64 keeps a config on one line, whatever it holds)::
 
@@ -23,13 +22,14 @@ The listing, one item per line (base64 keeps a config on one line, whatever it h
     end
 
 ``llmcanary preflight --repository DIR`` lists a local copy the same way
-(``cli/preflight.list_repository``), and runs the same plan on it: that much is in use.
+(``cli/preflight.list_repository``), and runs the same plan on it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -49,19 +49,32 @@ from llmcanary.builders.triton_config import (
 from llmcanary.builders.triton_schema import ModelConfig
 
 __all__ = [
+    "HEADER",
     "MAX_CONFIG_BYTES",
+    "MAX_REVISION_BYTES",
+    "MODELS_KEY",
     "READ_SCRIPT",
+    "SERVED_KEY",
     "ListedModel",
     "Listing",
     "RevisionPlan",
     "parse_listing",
     "plan_revision",
+    "revision_data",
+    "staged_members",
 ]
 
 #: A config.pbtxt larger than this is not read (Triton's own are a few KiB; a TensorRT-LLM
 #: one with every parameter about 20).
 MAX_CONFIG_BYTES = 1 << 20
 HEADER = "llmcanary-repository 1"
+#: What a ConfigMap holds (1 MiB in all), less room for its metadata.
+MAX_REVISION_BYTES = 900 * 1024
+#: The ConfigMap keys a model's name must make (``NAME.config.pbtxt``).
+_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+#: The ConfigMap's keys: the served model's config, and the other models to stage.
+SERVED_KEY = "config.pbtxt"
+MODELS_KEY = "models"
 
 # printf, not echo: dash's echo (Ubuntu's /bin/sh, the Triton image's) expands
 # backslashes in names. A model's config is base64 on one line, or a line saying why not;
@@ -213,7 +226,8 @@ def _steps(config: ModelConfig) -> list[str]:
 
 def plan_revision(spec: LLMDeploymentSpec, listing: Listing) -> RevisionPlan:
     """The served model with ``spec.triton`` overlaid on its repository configuration,
-    and the models an ensemble's steps name (recursively) as the repository has them."""
+    and the models ``spec.model.loads`` and an ensemble's steps name (recursively) as the
+    repository has them."""
     served = spec.model.name
     problems: list[ConfigProblem] = []
     if listing.error is not None:
@@ -229,9 +243,21 @@ def plan_revision(spec: LLMDeploymentSpec, listing: Listing) -> RevisionPlan:
             )
         )
         return RevisionPlan({}, tuple(problems))
+    loads = _loaded(spec, listing)
+    missing = [name for name in loads if name not in listing.models]
+    if missing:
+        held = ", ".join(sorted(listing.models)[:10])
+        problems.append(
+            ConfigProblem(
+                served,
+                "spec.model.loads",
+                f"names {', '.join(missing)}, not in {spec.model.repository} (it holds"
+                f" {held}): fix spec.model.loads",
+            )
+        )
     configs: dict[str, str | None] = {}
     seen: set[str] = set()
-    pending = [served]
+    pending = [served, *(name for name in loads if name in listing.models)]
     while pending:
         name = pending.pop(0)
         if name in seen or name not in listing.models:
@@ -254,4 +280,65 @@ def plan_revision(spec: LLMDeploymentSpec, listing: Listing) -> RevisionPlan:
         )
         configs[name] = render_model_config(base)
         pending.extend(_steps(base))
+    problems.extend(_stageable(served, configs))
     return RevisionPlan(configs, tuple(problems))
+
+
+def _loaded(spec: LLMDeploymentSpec, listing: Listing) -> list[str]:
+    """The models ``spec.model.loads`` names beside the served one ('*': all of them)."""
+    names = spec.model.loads
+    if "*" in names:
+        return sorted(name for name in listing.models if name != spec.model.name)
+    return [name for name in dict.fromkeys(names) if name != spec.model.name]
+
+
+def _stageable(served: str, configs: Mapping[str, str | None]) -> list[ConfigProblem]:
+    """What keeps the plan out of a ConfigMap: a name a key cannot carry, or too much."""
+    problems = [
+        ConfigProblem(
+            name,
+            "ensemble_scheduling.step",
+            "the operator stages models whose names use only letters, digits, '-', '_' and"
+            " '.': rename the model directory",
+        )
+        for name in configs
+        if name != served and not _KEY.match(name)
+    ]
+    size = sum(len(text.encode()) for text in configs.values() if text is not None)
+    if size > MAX_REVISION_BYTES:
+        problems.append(
+            ConfigProblem(
+                served,
+                "config.pbtxt",
+                f"the configurations of the revision's {len(configs)} models come to"
+                f" {size} bytes, more than a ConfigMap holds ({MAX_REVISION_BYTES}):"
+                " shorten them",
+            )
+        )
+    return problems
+
+
+def revision_data(plan: RevisionPlan, served: str) -> dict[str, str]:
+    """The ConfigMap data of a plan without problems: the served model's config under
+    ``config.pbtxt``; every other model, one per line, under ``models``, and its config
+    under ``NAME.config.pbtxt`` when it has one (none: Triton completes it)."""
+    data: dict[str, str] = {}
+    served_config = plan.configs.get(served)
+    if served_config is not None:
+        data[SERVED_KEY] = served_config
+    others = [name for name in plan.configs if name != served]
+    for name in others:
+        text = plan.configs[name]
+        if text is not None:
+            data[f"{name}.{SERVED_KEY}"] = text
+    if others:
+        data[MODELS_KEY] = "".join(f"{name}\n" for name in others)
+    return data
+
+
+def staged_members(data: Mapping[str, str]) -> dict[str, str | None]:
+    """The models a revision's ConfigMap stages beside the served one (an ensemble's
+    steps), each with its config (None: none, Triton completes it); the inverse of
+    :func:`revision_data`. A ConfigMap made before repositories were read has none."""
+    names = [name for name in data.get(MODELS_KEY, "").splitlines() if name]
+    return {name: data.get(f"{name}.{SERVED_KEY}") for name in names}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -20,6 +21,7 @@ from llmcanary.builders.meta import (
     revision_labels,
     revision_selector,
 )
+from llmcanary.builders.repository import RevisionPlan, revision_data
 from llmcanary.builders.triton_config import render_config_pbtxt
 
 HTTP_PORT = 8000
@@ -62,22 +64,40 @@ ANNOTATION_MODEL_NAME = "llmcanary.io/model-name"
 ANNOTATION_MODEL_VERSION = "llmcanary.io/model-version"
 ANNOTATION_MODEL_REPOSITORY = "llmcanary.io/model-repository"
 
-# Assemble /models/<model> from the read-only source and the rendered config: version
-# directories are linked, not copied, so staging costs no time whatever the model size.
+# Assemble /models from the read-only source and the revision's ConfigMap: the served
+# model (MODEL_NAME), then each model the ConfigMap's "models" key names (an ensemble's
+# steps), one per line. Each model's entries are linked, not copied, so staging costs no
+# time whatever the model size; its config.pbtxt is the ConfigMap's (the served model's
+# under "config.pbtxt", another's under "NAME.config.pbtxt"), or none when the repository
+# has none (Triton completes it). A ConfigMap without "models" (made before repositories
+# were read) stages the served model alone, as it always did.
 STAGE_SCRIPT = """\
 set -eu
-dst="$MODEL_REPOSITORY/$MODEL_NAME"
-mkdir -p "$dst"
-if [ ! -d "$MODEL_SOURCE" ]; then
-  echo "no model directory at $MODEL_SOURCE: check spec.model.repository and .name" >&2
-  exit 1
+root=$(dirname "$MODEL_SOURCE")
+stage() {
+  src="$root/$1"
+  dst="$MODEL_REPOSITORY/$1"
+  if [ ! -d "$src" ]; then
+    echo "no model directory at $src: check spec.model.repository and .name" >&2
+    exit 1
+  fi
+  mkdir -p "$dst"
+  for entry in "$src"/*; do
+    [ -e "$entry" ] || continue
+    base=$(basename "$entry")
+    [ "$base" = config.pbtxt ] && continue
+    ln -sfn "$entry" "$dst/$base"
+  done
+  if [ -f "$CONFIG_DIR/$2" ]; then
+    cp "$CONFIG_DIR/$2" "$dst/config.pbtxt"
+  fi
+}
+stage "$MODEL_NAME" config.pbtxt
+if [ -f "$CONFIG_DIR/models" ]; then
+  while IFS= read -r name || [ -n "$name" ]; do
+    [ -n "$name" ] && stage "$name" "$name.config.pbtxt"
+  done < "$CONFIG_DIR/models"
 fi
-for entry in "$MODEL_SOURCE"/*; do
-  base=$(basename "$entry")
-  [ "$base" = config.pbtxt ] && continue
-  ln -sfn "$entry" "$dst/$base"
-done
-cp "$CONFIG_DIR/config.pbtxt" "$dst/config.pbtxt"
 """
 
 
@@ -107,7 +127,20 @@ def image_refusal(image: str, patterns: Sequence[str], what: str = "triton.image
     )
 
 
-def build_config_map(owner: Owner, spec: LLMDeploymentSpec, revision: str) -> dict[str, Any]:
+def build_config_map(
+    owner: Owner, spec: LLMDeploymentSpec, revision: str, plan: RevisionPlan | None = None
+) -> dict[str, Any]:
+    """The revision's ConfigMap: what its pods stage (see :data:`STAGE_SCRIPT`).
+
+    ``plan``: what the repository read decided (:func:`plan_revision`), persisted here
+    once so that every pod of the revision, and the environment diff, see the same
+    configuration. Without one, the served model's config rendered from the spec alone
+    (``llmcanary render``, which cannot read a repository)."""
+    data = (
+        revision_data(plan, spec.model.name)
+        if plan is not None
+        else {"config.pbtxt": render_config_pbtxt(spec.model, spec.triton)}
+    )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -115,7 +148,7 @@ def build_config_map(owner: Owner, spec: LLMDeploymentSpec, revision: str) -> di
             config_map_name(owner.name, revision),
             common_labels(owner.name) | {LABEL_REVISION: revision},
         ),
-        "data": {"config.pbtxt": render_config_pbtxt(spec.model, spec.triton)},
+        "data": data,
     }
 
 
@@ -135,10 +168,18 @@ def tritonserver_args(spec: LLMDeploymentSpec) -> list[str]:
     ]
 
 
-def _model_source(
-    spec: LLMDeploymentSpec,
-) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Where the init container finds the model directory, and the volume that holds it."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a pod finds the model repository: its root inside the container, and the
+    volume (a PersistentVolumeClaim, read-only) that holds it, if any."""
+
+    root: str
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+
+
+def model_source(spec: LLMDeploymentSpec) -> ModelSource:
+    """The repository as the stage container and the repository read see it."""
     repository = spec.model.repository
     if repository.startswith("pvc://"):
         claim, _, sub_path = repository.removeprefix("pvc://").partition("/")
@@ -153,9 +194,23 @@ def _model_source(
             "name": "model-source",
             "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
         }
-        return f"{SOURCE_MOUNT}/{spec.model.name}", [volume], [mount]
+        return ModelSource(SOURCE_MOUNT, [volume], [mount])
     # An absolute path inside the image (weights baked into a custom Triton image).
-    return f"{repository.rstrip('/')}/{spec.model.name}", [], []
+    return ModelSource(repository.rstrip("/") or "/", [], [])
+
+
+def placement(spec: LLMDeploymentSpec) -> dict[str, Any]:
+    """The pod spec's ``nodeSelector`` and ``tolerations`` from the spec, where it sets
+    them: the Triton pods and every pod that must run where they do (the repository read,
+    the GPU probe)."""
+    placed: dict[str, Any] = {}
+    if spec.node_selector:
+        placed["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        placed["tolerations"] = [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    return placed
 
 
 def _resources(spec: LLMDeploymentSpec) -> dict[str, Any]:
@@ -189,11 +244,8 @@ def build_deployment(
 ) -> dict[str, Any]:
     """The Deployment ``NAME-REVISION`` running Triton for one revision."""
     labels = revision_labels(owner.name, revision, track)
-    source, source_volumes, source_mounts = _model_source(spec)
+    source = model_source(spec)
     env = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.env]
-    tolerations = [
-        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.tolerations
-    ]
     staging = {"name": "models", "mountPath": MODEL_REPOSITORY}
     config_mount = {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True}
     small = {"cpu": "100m", "memory": "128Mi"}
@@ -212,12 +264,12 @@ def build_deployment(
                 "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
                 "env": [
                     {"name": "MODEL_NAME", "value": spec.model.name},
-                    {"name": "MODEL_SOURCE", "value": source},
+                    {"name": "MODEL_SOURCE", "value": f"{source.root}/{spec.model.name}"},
                     {"name": "MODEL_REPOSITORY", "value": MODEL_REPOSITORY},
                     {"name": "CONFIG_DIR", "value": CONFIG_MOUNT},
                 ],
                 "resources": {"requests": dict(small), "limits": dict(small)},
-                "volumeMounts": [staging, config_mount, *source_mounts],
+                "volumeMounts": [staging, config_mount, *source.mounts],
             }
         ],
         "containers": [
@@ -245,7 +297,7 @@ def build_deployment(
                 "volumeMounts": [
                     staging,
                     {"name": "dshm", "mountPath": "/dev/shm"},
-                    *source_mounts,
+                    *source.mounts,
                 ],
             }
         ],
@@ -257,13 +309,10 @@ def build_deployment(
                 "name": "model-config",
                 "configMap": {"name": config_map_name(owner.name, revision)},
             },
-            *source_volumes,
+            *source.volumes,
         ],
     }
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    pod_spec.update(placement(spec))
     metadata = owner.metadata(deployment_name(owner.name, revision), labels)
     metadata["annotations"] = model_annotations(spec)
     return {

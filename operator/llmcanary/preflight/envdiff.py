@@ -13,9 +13,12 @@ a :data:`RevisionView`, a flat mapping from a key users can name in
 ``model.name|version|...``     ``model.name``, ``model.version``, ``model.repository``
 ``nodeSelector.KEY``           one node selector entry
 ``tolerations``                the tolerations, as JSON
-``triton.PATH``                a ``config.pbtxt`` field, camelCase:
+``triton.PATH``                a ``config.pbtxt`` field of the served model, camelCase:
                                ``triton.dynamicBatching.maxQueueDelayMicroseconds``,
                                ``triton.instanceGroup.kind``, ``triton.parameters.KEY``
+``models.NAME.PATH``           the same of another model the revision loads (an
+                               ensemble's step): ``models.tensorrt_llm.parameters.KEY``;
+                               ``models.NAME`` alone when it has no ``config.pbtxt``
 =============================  ==========================================================
 
 A pattern allows a key when it matches it (:func:`fnmatch.fnmatchcase`, case-sensitive)
@@ -185,10 +188,12 @@ def view_of(
     config_pbtxt: str | None,
     resolved_env: Mapping[str, ViewValue],
     image_digest: str | None,
+    members: Mapping[str, str | None] | None = None,
 ) -> RevisionView:
     """One revision, flattened: its Deployment (as the builders wrote it, or as read back),
     the ``config.pbtxt`` of its ConfigMap (None: there is none), the Triton container's
-    env with every ``valueFrom`` already resolved, and the image digest its pods report."""
+    env with every ``valueFrom`` already resolved, the image digest its pods report, and
+    the other models it loads with their configs (``staged_members``)."""
     pod_spec: Mapping[str, Any] = deployment["spec"]["template"]["spec"]
     triton = _triton_container(pod_spec)
     view: RevisionView = {"image": str(triton.get("image", ""))}
@@ -208,14 +213,19 @@ def view_of(
     tolerations = pod_spec.get("tolerations") or []
     if tolerations:
         view["tolerations"] = _canonical_json(tolerations)
-    if config_pbtxt is None:
-        view["triton"] = "(no config.pbtxt)"
-    else:
-        try:
-            view.update(parse_config_pbtxt(config_pbtxt))
-        except ValueError as exc:
-            view["triton"] = f"(unreadable: {exc})"
+    view.update(_config_view("triton", config_pbtxt))
+    for name, text in (members or {}).items():
+        view.update(_config_view(f"models.{name}", text))
     return view
+
+
+def _config_view(prefix: str, text: str | None) -> dict[str, str]:
+    if text is None:
+        return {prefix: "(no config.pbtxt)"}
+    try:
+        return parse_config_pbtxt(text, prefix)
+    except ValueError as exc:
+        return {prefix: f"(unreadable: {exc})"}
 
 
 # --- the diff ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import EnvDifference
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import config_map_name, deployment_name, revision_selector
+from llmcanary.builders.repository import SERVED_KEY, staged_members
 from llmcanary.kube.client import ObjectReader
 from llmcanary.kube.errors import Forbidden
 from llmcanary.preflight.envdiff import (
@@ -146,17 +147,16 @@ def revision_view(
     config_map: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
 ) -> RevisionView:
-    """One revision's view: its Deployment, its ``config.pbtxt`` ConfigMap (None: missing),
-    and its pods; the env's ConfigMaps and Secrets are read here."""
+    """One revision's view: its Deployment, its ConfigMap (None: missing; the served
+    model's config and the other models it loads), and its pods; the env's ConfigMaps and
+    Secrets are read here."""
     containers = deployment["spec"]["template"]["spec"].get("containers") or []
     triton = next((c for c in containers if c.get("name") == TRITON_CONTAINER), None)
     if triton is None and containers:
         triton = containers[0]
     env = resolve_env(kube, namespace, (triton or {}).get("env") or [])
-    config_pbtxt = None
-    if config_map is not None:
-        config_pbtxt = (config_map.get("data") or {}).get("config.pbtxt")
-    return view_of(deployment, config_pbtxt, env, _image_digest(pods))
+    data: Mapping[str, str] = (config_map or {}).get("data") or {}
+    return view_of(deployment, data.get(SERVED_KEY), env, _image_digest(pods), staged_members(data))
 
 
 def read_revision_view(

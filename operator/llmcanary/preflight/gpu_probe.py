@@ -27,10 +27,11 @@ from typing import Any
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import GpuFit
 from llmcanary.builders.meta import LABEL_MANAGED_BY, LABEL_REVISION, MANAGER, Owner
-from llmcanary.builders.workload import CONTAINER_SECURITY_CONTEXT, TRITON_UID
+from llmcanary.builders.workload import CONTAINER_SECURITY_CONTEXT, TRITON_UID, placement
 from llmcanary.kube.children import ensure
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden
+from llmcanary.kube.jobs import job_failure, job_succeeded, pod_state
 from llmcanary.preflight.gpu import GIB, LABEL_PRODUCT, RESOURCE_GPU
 
 __all__ = [
@@ -156,11 +157,8 @@ def build_probe_job(
         ],
         "volumes": [{"name": "probe", "configMap": {"name": probe_config_map_name(owner.name)}}],
     }
-    tolerations = [
-        t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.tolerations
-    ]
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    if spec.tolerations:
+        pod_spec["tolerations"] = placement(spec)["tolerations"]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -243,33 +241,6 @@ class ProbeOutcome:
     job: str = ""
 
 
-def _job_failure(job: dict[str, Any]) -> str | None:
-    status = job.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}".strip()
-    if status.get("failed"):
-        return "its pod failed"
-    return None
-
-
-def _pod_state(pods: list[dict[str, Any]]) -> str:
-    if not pods:
-        return "no pod yet"
-    status = pods[0].get("status") or {}
-    waiting = [
-        (c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []
-    ]
-    reasons = [str(w["reason"]) for w in waiting if w.get("reason")]
-    unschedulable = [
-        str(c.get("message", ""))
-        for c in status.get("conditions") or []
-        if c.get("type") == "PodScheduled" and c.get("status") == "False"
-    ]
-    detail = ", ".join([*reasons, *unschedulable])
-    return f"pod {status.get('phase', 'Pending')}" + (f" ({detail})" if detail else "")
-
-
 def run_probe(
     kube: Kube,
     owner: Owner,
@@ -295,10 +266,10 @@ def run_probe(
             job=name,
         )
     where = f"Job {name} on {node_type}"
-    failure = _job_failure(current)
-    succeeded = bool((current.get("status") or {}).get("succeeded"))
+    failure = job_failure(current)
+    succeeded = job_succeeded(current)
     if not succeeded and failure is None:
-        return ProbeOutcome(False, message=f"{where}: running, {_pod_state(pods)}", job=name)
+        return ProbeOutcome(False, message=f"{where}: running, {pod_state(pods)}", job=name)
     log_text = ""
     if pods:
         try:

@@ -31,7 +31,6 @@ from llmcanary.api.spec import LLMDeploymentSpec, describe_errors
 from llmcanary.builders import Owner
 from llmcanary.builders.repository import Listing, plan_revision
 from llmcanary.builders.triton_checks import spec_config_problems
-from llmcanary.builders.triton_config import ModelConfigError, overlay, parse_model_config
 from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.client import Kube
 from llmcanary.kube.errors import Forbidden, MissingApi, api_message
@@ -146,34 +145,23 @@ def server_validation(kube: Kube, manifest: Manifest, namespace: str) -> Finding
 def model_config(spec: LLMDeploymentSpec, listing: Listing | None = None) -> Finding:
     """What Triton would refuse in what the revision loads.
 
-    The operator renders the served model's config.pbtxt from the spec alone today (it does
-    not read repositories yet): that is always checked. With ``listing`` (a local copy of
-    the repository, ``--repository``), the repository's own configs are read too: what the
-    spec-only config would drop of the served model's (its tensors, an ensemble's steps)
-    fails the check, and the plan the operator will follow once it reads repositories
-    (the spec overlaid, an ensemble's steps loaded) is checked and listed."""
+    Without ``listing`` only the spec is checked (what the config rendered from it alone
+    would be: a model without a config.pbtxt of its own). With it (a local copy of the
+    repository, ``--repository``), the plan the operator makes from its read of the
+    repository: the served model's own config with the spec overlaid, an ensemble's steps
+    with theirs, every check; and the table of what each model loads."""
     problems = spec_config_problems(spec)
     if listing is None:
         if problems:
             return Finding("model config", False, "; ".join(problems))
         return Finding("model config", True, "Triton would load the rendered config.pbtxt")
     plan = plan_revision(spec, listing)
-    problems += [f"once repositories are read: {p}" for p in plan.problems]
-    dropped = dropped_today(spec, listing)
-    if dropped:
-        problems.append(
-            f"model {spec.model.name}: the operator replaces its config.pbtxt with one"
-            f" rendered from the spec, which drops {', '.join(dropped)}: it does not read"
-            " repositories yet (docs/models.md)"
-        )
+    problems += [str(p) for p in plan.problems]
     rows = [_plan_row(spec, listing, name, text) for name, text in plan.configs.items()]
     header = ("MODEL", "ROLE", "CONFIG")
     if problems:
         return Finding("model config", False, "; ".join(problems), rows=rows, header=header)
-    summary = (
-        f"Triton would load the rendered config.pbtxt; the repository's {len(plan.configs)}"
-        " model(s) pass the checks"
-    )
+    summary = f"Triton would load the repository's {len(plan.configs)} model(s) as planned"
     return Finding("model config", True, summary, rows=rows, header=header)
 
 
@@ -185,20 +173,6 @@ def _plan_row(
         config = "its config.pbtxt, the spec overlaid" if own else "rendered from the spec"
         return name, "served", config
     return name, "ensemble step", "its config.pbtxt" if text is not None else "auto-complete"
-
-
-def dropped_today(spec: LLMDeploymentSpec, listing: Listing) -> list[str]:
-    """The top-level fields of the served model's own config.pbtxt that the config the
-    operator renders today (from the spec alone) does not have: what Triton will miss."""
-    listed = listing.models.get(spec.model.name)
-    if listed is None or listed.config is None:
-        return []
-    try:
-        own = parse_model_config(listed.config)
-    except ModelConfigError:
-        return []  # the plan reports it
-    kept = {f.name for f, _ in overlay(None, spec.model, spec.triton).ListFields()}
-    return sorted({f.name for f, _ in own.ListFields()} - kept - {"name"})
 
 
 def gpu_memory(

@@ -9,7 +9,7 @@ status records that, not the plan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +27,13 @@ from llmcanary.builders.meta import (
     service_name,
 )
 from llmcanary.builders.services import build_service
-from llmcanary.builders.triton_checks import spec_config_problems
-from llmcanary.builders.workload import build_config_map, build_deployment, image_refusal
+from llmcanary.builders.workload import build_deployment
 from llmcanary.kube.children import ensure, owned_by, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import capped
 from llmcanary.problems import Problem, ReconcileError
 from llmcanary.rollout.decision import Applied, Plan
-from llmcanary.rollout.observation import WorkloadObservation
+from llmcanary.rollout.observation import RevisionConfig, WorkloadObservation
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.steps import asked_weights
 from llmcanary.routing import Router, Weights, router_for
@@ -63,9 +62,8 @@ class Routed:
 class PlanApplier:
     """Applies one LLMDeployment's plan: :meth:`apply` runs the steps in order."""
 
-    def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
+    def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
-        self.allowed_images = list(allowed_images)
 
     def apply(
         self,
@@ -74,6 +72,7 @@ class PlanApplier:
         plan: Plan,
         status: LLMDeploymentStatus,
         canary: WorkloadObservation | None,
+        config: RevisionConfig | None = None,
     ) -> Applied:
         """Grow, point, weigh, label, shrink. A step that fails stops the pass; the
         :class:`Applied` says whether the router took the weights before it did, and
@@ -84,13 +83,15 @@ class PlanApplier:
         takes its weight to 0); it is reported all the same.
 
         ``status`` is the one the pass started from and ``canary`` the canary revision's
-        Deployment as the pass observed it (the plan's canary is always that revision)."""
+        Deployment as the pass observed it (the plan's canary is always that revision);
+        ``config`` the current revision's configuration (None: ready): no Deployment of
+        it is made before its ConfigMap is."""
         routed: Routed | None = None
         deferred: list[Problem] = []
         llmd = f"{owner.namespace}/{owner.name}"
         try:
             baseline = self.baseline(owner, plan)
-            shrink = self.grow(owner, spec, plan, baseline, canary, deferred)
+            shrink = self.grow(owner, spec, plan, baseline, canary, deferred, config)
             self.point_services(owner, plan, baseline is not None)
             routed = self.weigh(owner, spec, plan, status)
             self.label_pods(owner, self.tracks(plan, baseline is not None))
@@ -117,6 +118,7 @@ class PlanApplier:
         baseline: dict[str, Any] | None,
         canary: WorkloadObservation | None,
         deferred: list[Problem] | None = None,
+        config: RevisionConfig | None = None,
     ) -> list[dict[str, Any]]:
         """Create or grow the stable, baseline and canary Deployments; return the
         canary's when it must shrink instead (only after traffic has left it).
@@ -124,20 +126,26 @@ class PlanApplier:
         ``deferred``: where a failure of the canary's objects goes, instead of stopping
         the pass, while the plan gives the canary no weight."""
         current = revision_of(spec)
+        ready = config is None or config.ready
         # While the spec describes the stable revision, it is (re)built from the spec;
         # during a rollout the spec describes the canary, so only the stable's size follows.
         if plan.stable_revision == current:
-            self.check_new_revision(owner, spec, current)
-            ensure(self.kube, build_config_map(owner, spec, current))
-            ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
+            if config is None or config.ready:
+                ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
+            else:
+                self.check_new_revision(owner, current, config)
+                self.resize(owner, current, spec.replicas, None)  # only one that exists
         else:
             self.resize(owner, plan.stable_revision, spec.replicas, "stable")
         if baseline is not None:
             ensure(self.kube, baseline)
         shrink: list[dict[str, Any]] = []
-        if plan.canary_revision is not None:
+        # A canary without its configuration gets no Deployment (preflight waits for the
+        # read, or fails with what it found); one that exists only follows the plan's size.
+        if plan.canary_revision is not None and not ready:
+            self.resize(owner, plan.canary_revision, plan.canary_replicas, None)
+        elif plan.canary_revision is not None:
             try:
-                ensure(self.kube, build_config_map(owner, spec, plan.canary_revision))
                 desired = build_deployment(
                     owner, spec, plan.canary_revision, "canary", plan.canary_replicas
                 )
@@ -228,21 +236,17 @@ class PlanApplier:
 
     # --- helpers ------------------------------------------------------------------
 
-    def check_new_revision(self, owner: Owner, spec: LLMDeploymentSpec, revision: str) -> None:
-        """The first revision has no preflight: its image (the allowlist) and the config
-        Triton would load are checked before its Deployment exists. One that exists was
-        made before these checks (both are part of the revision), and refusing it would
-        block an abort."""
-        refused = image_refusal(spec.triton.image, self.allowed_images)
-        problems = spec_config_problems(spec)
-        if refused is None and not problems:
+    def check_new_revision(self, owner: Owner, revision: str, config: RevisionConfig) -> None:
+        """The first revision, its configuration not made: it waits for the read (the
+        pass goes on), or what the read found (or a refused image) stops the pass. One
+        whose Deployment exists was made before these checks (the configuration is part
+        of the revision), and refusing it would block an abort."""
+        if config.problem is None:
             return
         name = deployment_name(owner.name, revision)
         if self.kube.get("apps/v1", "Deployment", owner.namespace, name) is not None:
             return
-        if refused is not None:
-            raise ReconcileError("ImageNotAllowed", refused)
-        raise ReconcileError("InvalidModelConfig", "; ".join(problems))
+        raise ReconcileError(config.reason, config.problem)
 
     @staticmethod
     def tracks(plan: Plan, baseline: bool) -> dict[str, Track]:

@@ -37,10 +37,11 @@ from llmcanary.preflight.run import Preflight
 from llmcanary.problems import Problem, ReconcileError
 from llmcanary.reconciler.apply import PlanApplier, internal_problem
 from llmcanary.reconciler.observe import CrashLogs, commands_of, observe_workload
+from llmcanary.reconciler.revision_config import read_revision_config
 from llmcanary.rollout.checks import judgement
 from llmcanary.rollout.decision import Settled
 from llmcanary.rollout.machine import decide
-from llmcanary.rollout.observation import Commands, Observation
+from llmcanary.rollout.observation import Commands, Observation, RevisionConfig
 from llmcanary.rollout.render import settle
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.steps import evidence_start, needs, next_wakeup
@@ -61,6 +62,8 @@ MAX_SOURCES = 64
 # its status) is tried again; it doubles with each failed pass in a row, up to the most.
 RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 300.0
+#: How often a pass looks at a repository read that is still running.
+READ_POLL_SECONDS = 10.0
 # How soon a pass whose status write found the object changed since it was read (409)
 # decides again, from the fresh state.
 CONFLICT_RETRY_SECONDS = 1.0
@@ -96,7 +99,8 @@ class Reconciler:
         self.own_metrics = (
             own_metrics if own_metrics is not None else OperatorMetrics(process=False)
         )
-        self.applier = PlanApplier(kube, allowed_images)
+        self.allowed_images = list(allowed_images)
+        self.applier = PlanApplier(kube)
         self.crash_logs = CrashLogs(kube)
         self._sources: dict[str, MetricSource] = {}
         self._sources_guard = threading.Lock()
@@ -220,7 +224,9 @@ class Reconciler:
             self.own_metrics.canary_checks(owner.namespace, owner.name, observation.canary_checks)
 
         decision = decide(spec, generation, status, observation, now)
-        applied = self.applier.apply(owner, spec, decision.plan, status, observation.canary)
+        applied = self.applier.apply(
+            owner, spec, decision.plan, status, observation.canary, observation.config
+        )
         settled = settle(decision, applied)
 
         new = settled.status
@@ -236,6 +242,10 @@ class Reconciler:
         # After the write: a status that failed to be written counts nothing.
         self.own_metrics.observe(owner.namespace, owner.name, status, new, written=wrote)
         wakeup = 0.0 if decision.again else next_wakeup(spec, new, self.clock())
+        if observation.config is not None and observation.config.waiting:
+            # The read pod's end comes as a watch event; the Job's own status, which may lag
+            # it, is not watched: look again soon.
+            wakeup = min(wakeup, READ_POLL_SECONDS)
         if settled.problem is not None:
             # What failed to apply is tried again, sooner only if the rollout needs it.
             wakeup = min(wakeup or math.inf, self._retry_in(_pair(owner)))
@@ -403,6 +413,22 @@ class Reconciler:
             else None
         )
         wanted = needs(spec, status, current, commands, canary.ready if canary else 0, now)
+        # A revision rolled back or failed is not read again until a retry asks for it.
+        config = read_revision_config(
+            self.kube,
+            owner,
+            spec,
+            current,
+            self.allowed_images,
+            read=status.rolled_back_revision != current,
+        )
+        preflight: PreflightStatus | None = None
+        if wanted.preflight:
+            preflight = (
+                self._preflight(owner, spec, stable_rev, current, now)
+                if config.ready
+                else _unread(current, config, now)
+            )
         return Observation(
             revision=current,
             stable=observe_workload(self.kube, owner, stable_rev, self.crash_logs),
@@ -414,12 +440,11 @@ class Reconciler:
                 if wanted.analysis
                 else None
             ),
-            preflight=(
-                self._preflight(owner, spec, stable_rev, current, now) if wanted.preflight else None
-            ),
+            preflight=preflight,
             canary_checks=(
                 self.preflight.canary_checks(owner, spec, current) if wanted.canary_checks else None
             ),
+            config=config,
         )
 
     def _preflight(
@@ -507,6 +532,16 @@ class Reconciler:
         phase = settled.status.phase
         if phase != old.phase and phase is not None:
             self._post(body, "Normal", phase, f"phase {old.phase or 'none'} -> {phase}")
+
+
+def _unread(revision: str, config: RevisionConfig, now: datetime) -> PreflightStatus | None:
+    """A canary whose configuration is not made: preflight waits for the read, or fails
+    with what the read found."""
+    if config.problem is None:
+        return None
+    return PreflightStatus(
+        revision=revision, passed=False, checked_at=timestamp(now), reason=config.problem
+    )
 
 
 def _key(owner: Owner) -> str:

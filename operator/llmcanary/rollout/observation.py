@@ -266,6 +266,19 @@ class Commands:
 
 
 @dataclass(frozen=True)
+class RevisionConfig:
+    """The current revision's configuration (its ConfigMap, made from a read of the model
+    repository): ``ready`` once it exists; else ``waiting`` (why not yet: the read runs)
+    or ``problem`` (why it will not be: what the read found, or a refused image), with
+    ``reason`` the CamelCase word status and events use."""
+
+    ready: bool
+    waiting: str | None = None
+    problem: str | None = None
+    reason: str = "InvalidModelConfig"
+
+
+@dataclass(frozen=True)
 class Observation:
     """What the loop saw this pass: what :func:`llmcanary.rollout.steps.needs` asked for,
     and the workloads."""
@@ -281,3 +294,6 @@ class Observation:
     # The canary pods' own Triton readiness, checked just before the first weight
     # (Needs.canary_checks).
     canary_checks: tuple[DependencyResult, ...] | None = None
+    # The current revision's configuration; None when not observed (it is, every pass
+    # of the reconciler: a pure caller may leave it out, meaning ready).
+    config: RevisionConfig | None = None

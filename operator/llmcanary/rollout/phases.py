@@ -46,6 +46,9 @@ def steady(t: Tick) -> None:
             said = condition(t.old, "Ready")
             if said is None or not said.message.endswith(f": {why}"):
                 t.emit("Warning", "RevisionNotReady", d.message)
+        elif stable is None and t.obs.config is not None and t.obs.config.waiting:
+            # No Deployment before the revision's configuration is made: say what runs.
+            d.message = f"revision {t.stable_rev}: {t.obs.config.waiting}"
         else:
             d.message = None
     d.phase = phase
@@ -169,7 +172,12 @@ def preflight(t: Tick) -> None:
     result = t.obs.preflight
     d = t.draft
     if result is None:
-        d.message = "preflight: checking the environment, GPU memory and dependencies"
+        config = t.obs.config
+        d.message = "preflight: " + (
+            config.waiting
+            if config is not None and config.waiting
+            else "checking the environment, GPU memory and dependencies"
+        )
         t.plan_canary(0, 0)
         return
     d.preflight = result
