@@ -1,0 +1,1 @@
+../../tiny-llm/1/model.py
