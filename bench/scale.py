@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for node in nodes:
             try:
-                node_api.create(body=node_manifest(node))
+                node_api.create(body=node_manifest(node, (settings.host, settings.ports.kwok)))
             except ApiException as exc:
                 if exc.status != 409:
                     raise

@@ -17,7 +17,7 @@ as a kubelet would run its one container:
   controller completes or fails the Job.
 
 It is a component of the dev cluster (``devcluster up`` starts it; it runs in both pod
-readiness modes), polling the API server twice a second.
+readiness modes), watching the read pods.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client, config, watch
+
 from llmcanary.builders.revision_read import LABEL_READ
 from llmcanary.kube.client import Kube
 from llmcanary_dev.devcluster.kwok_logs import logs_object
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 #: The variable the read script takes its repository root from.
 ROOT_VARIABLE = "MODEL_REPOSITORY_ROOT"
 RUN_TIMEOUT_S = 60.0
-POLL_S = 0.5
+RETRY_S = 1.0
 _DONE = ("Succeeded", "Failed")
 
 
@@ -59,22 +61,24 @@ class ReadPodRunner:
         self.work_dir = work_dir
         self._ran: set[str] = set()  # pod uids run to their end (bounded by pruning)
 
-    def sync(self) -> None:
-        """One pass: run every scheduled read pod that has not run yet."""
-        pods = self.kube.list_cluster("v1", "Pod", LABEL_READ)
-        live = {p["metadata"]["uid"] for p in pods}
-        self._ran &= live
+    def sync(self, pods: list[dict[str, Any]]) -> None:
+        """Run every scheduled read pod of ``pods`` (all of them) that has not run yet."""
+        self._ran &= {p["metadata"]["uid"] for p in pods}
         for pod in pods:
-            meta, status = pod["metadata"], pod.get("status") or {}
-            if (
-                meta["uid"] in self._ran
-                or meta.get("deletionTimestamp")
-                or status.get("phase") in _DONE
-                or not pod["spec"].get("nodeName")
-            ):
-                continue
-            self._run(pod)
-            self._ran.add(meta["uid"])
+            self.consider(pod)
+
+    def consider(self, pod: Mapping[str, Any]) -> None:
+        """Run ``pod`` if it is scheduled and has not run (nor ended) yet."""
+        meta, status = pod["metadata"], pod.get("status") or {}
+        if (
+            meta["uid"] in self._ran
+            or meta.get("deletionTimestamp")
+            or status.get("phase") in _DONE
+            or not (pod.get("spec") or {}).get("nodeName")
+        ):
+            return
+        self._run(pod)
+        self._ran.add(meta["uid"])
 
     def _environment(self, container: Mapping[str, Any]) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -158,13 +162,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    api = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api(api)
     runner = ReadPodRunner(Kube.from_kubeconfig(args.kubeconfig), args.model_root, args.work_dir)
+
+    def plain(obj: Any) -> dict[str, Any]:
+        found: dict[str, Any] = api.sanitize_for_serialization(obj)
+        return found
+
+    # List, then watch from there (the API server pushes each change; a poll would add
+    # requests to every figure of bench/scale.py); after any error, list again.
     while True:
         try:
-            runner.sync()
-        except Exception as exc:  # the API server restarting: the next pass tries again
-            log.warning("read pod pass failed: %s", exc)
-        time.sleep(POLL_S)
+            listed = core.list_pod_for_all_namespaces(label_selector=LABEL_READ)
+            runner.sync([plain(p) for p in listed.items])
+            since = listed.metadata.resource_version if listed.metadata else None
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                core.list_pod_for_all_namespaces,
+                label_selector=LABEL_READ,
+                resource_version=since,
+                timeout_seconds=300,
+            )
+            for event in stream:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    runner.consider(plain(event["object"]))
+        except Exception as exc:  # the API server restarting, a watch expired: list again
+            log.warning("read pods: %s; listing again", exc)
+            time.sleep(RETRY_S)
 
 
 if __name__ == "__main__":
