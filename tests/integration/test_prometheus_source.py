@@ -363,7 +363,7 @@ def test_target_sync_follows_pods_and_their_labels(
 
     result = prometheus.wait_for("three Ready pods scraped", up, lambda r: len(r) == 3, timeout=60)
     by_pod = {s["metric"]["pod"]: s["metric"] for s in result}
-    serving = f"llmcanary.io/deployment={NAME},llmcanary.io/revision"  # not the repository reads
+    serving = f"llmcanary.io/deployment={NAME},llmcanary.io/revision"  # the serving pods
     pods = {p["metadata"]["name"]: p for p in kubectl.list("pods", namespace, serving)}
     assert set(by_pod) == set(pods)
     for pod, labels in by_pod.items():

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from llmcanary.builders.repository import HEADER
-from llmcanary.builders.revision_read import LABEL_READ, READ_CONTAINER
+from llmcanary.builders.revision_read import JOB_UID, LABEL_READ, READ_CONTAINER
 from llmcanary.kube.errors import Forbidden, MissingApi, api_message, explain, unreachable
 
 Key = tuple[str, str, str, str]  # api_version, kind, namespace, name
@@ -204,7 +204,10 @@ class FakeKube:
                 "metadata": {
                     "name": pod_name,
                     "namespace": namespace,
-                    "labels": dict(template["metadata"]["labels"]),
+                    "labels": {
+                        **template["metadata"]["labels"],
+                        JOB_UID: job["metadata"]["uid"],
+                    },
                 },
                 "status": {"phase": "Succeeded"},
             }
@@ -252,7 +255,14 @@ class FakeKube:
         return copy.deepcopy(current)
 
     def delete(
-        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        propagation: str | None = None,
     ) -> bool:
         self._check(api_version, kind)
         self._fault("delete", kind, namespace, name)
@@ -264,4 +274,10 @@ class FakeKube:
             return False  # 409 "Precondition failed: UID in precondition": Kube says False
         del self.objects[key]
         self.writes.append(Write("delete", kind, name, {"uid": uid} if uid else {}))
+        if propagation is not None and kind == "Job":  # the garbage collector, at once
+            job_uid = current["metadata"].get("uid")
+            for other, obj in list(self.objects.items()):
+                labels = obj["metadata"].get("labels") or {}
+                if other[1] == "Pod" and labels.get(JOB_UID) == job_uid:
+                    del self.objects[other]
         return True

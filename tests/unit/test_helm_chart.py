@@ -39,7 +39,7 @@ NAMESPACED: Rules = {
         "delete",
     },
     ("", "events"): {"create"},
-    ("batch", "jobs"): {"get", "create", "patch"},
+    ("batch", "jobs"): {"get", "create", "patch", "delete"},
     ("", "pods/log"): {"get"},
 }
 CLUSTER: Rules = {
@@ -216,7 +216,7 @@ def test_the_cluster_role_grants_exactly_the_reviewed_rules(tmp_path: Path) -> N
     # Secrets are read one by one, by name, never listed or watched.
     assert rules[("", "secrets")] == {"get"}
     # Every revision's repository is read by a Job, its listing in the pod's log.
-    assert rules[("batch", "jobs")] == {"get", "create", "patch"}
+    assert rules[("batch", "jobs")] == {"get", "create", "patch", "delete"}
     assert rules[("", "pods/log")] == {"get"}
 
 

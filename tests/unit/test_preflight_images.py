@@ -11,7 +11,7 @@ from specs import make_spec
 
 from llmcanary.api.status import LLMDeploymentStatus
 from llmcanary.builders import Owner
-from llmcanary.builders.workload import build_deployment
+from llmcanary.builders.workload import build_config_map, build_deployment
 from llmcanary.kube.client import Kube
 from llmcanary.preflight.run import Preflight
 from llmcanary.reconciler.apply import PlanApplier
@@ -96,11 +96,32 @@ def test_the_first_revision_is_held_to_the_allowlist_before_its_deployment_exist
     kube = FakeKube()
     config = read_revision_config(kube, owner, spec, revision, ALLOWED)
     assert not config.ready and config.reason == "ImageNotAllowed"
-    applied = PlanApplier(kube).apply(owner, spec, plan, LLMDeploymentStatus(), None, config)
+    applied = PlanApplier(kube, ALLOWED).apply(
+        owner, spec, plan, LLMDeploymentStatus(), None, config
+    )
     assert applied.problem is not None and applied.problem.reason == "ImageNotAllowed"
     assert "evil.example/triton:1" in applied.problem.message
     assert [w for w in kube.writes if w.kind in ("Deployment", "ConfigMap", "Job")] == []
 
     kube.add(build_deployment(owner, spec, revision, "stable", 2))  # made before the allowlist
-    again = PlanApplier(kube).apply(owner, spec, plan, LLMDeploymentStatus(), None, config)
+    again = PlanApplier(kube, ALLOWED).apply(owner, spec, plan, LLMDeploymentStatus(), None, config)
     assert again.problem is None or again.problem.reason != "ImageNotAllowed"
+
+
+def test_a_configmap_written_by_someone_else_does_not_let_a_refused_image_run(
+    owner: Owner,
+) -> None:
+    """The revision's ConfigMap can be written by anyone who may write ConfigMaps, owner
+    reference included: the first revision's image is held to the allowlist all the same."""
+    spec = make_spec(triton={"image": "evil.example/triton:1", "maxBatchSize": 8})
+    revision = revision_of(spec)
+    kube = FakeKube()
+    kube.add(build_config_map(owner, spec, revision))  # forged, with this owner's uid
+    config = read_revision_config(kube, owner, spec, revision, ALLOWED)
+    assert config.ready
+    plan = Plan(stable_revision=revision, canary_revision=None, canary_replicas=0, canary_weight=0)
+    applied = PlanApplier(kube, ALLOWED).apply(
+        owner, spec, plan, LLMDeploymentStatus(), None, config
+    )
+    assert applied.problem is not None and applied.problem.reason == "ImageNotAllowed"
+    assert [w for w in kube.writes if w.kind == "Deployment"] == []

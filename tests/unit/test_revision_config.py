@@ -13,11 +13,13 @@ from specs import make_spec
 from test_kube_faults import Events, llmdeployment, reconciler
 from test_repository import CONFIGS, ensemble_repository, read
 
+from llmcanary.api import ANNOTATION_RETRY
 from llmcanary.api.status import LLMDeploymentStatus
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import config_map_name, deployment_name
 from llmcanary.builders.repository import parse_listing, plan_revision, staged_members
 from llmcanary.builders.revision_read import (
+    JOB_UID,
     LABEL_READ,
     LABEL_READ_REVISION,
     READ_CONTAINER,
@@ -166,11 +168,13 @@ def test_the_first_revision_waits_for_the_read_and_says_so() -> None:
 
     # The pod's end is the read's end, before the Job controller writes the Job's status.
     pod = f"tiny-read-{revision}-abcde"
+    job = kube.objects[("batch/v1", "Job", "ml", read_job_name("tiny", revision))]
+    labels = {**read_labels("tiny", revision), JOB_UID: job["metadata"]["uid"]}
     kube.add(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": pod, "namespace": "ml", "labels": read_labels("tiny", revision)},
+            "metadata": {"name": pod, "namespace": "ml", "labels": labels},
             "status": {"phase": "Succeeded"},
         }
     )
@@ -229,7 +233,14 @@ def test_a_read_that_failed_without_a_listing_says_what_the_job_says() -> None:
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "ml", "labels": read_labels("tiny", revision)},
+            "metadata": {
+                "name": "p",
+                "namespace": "ml",
+                "labels": {
+                    **read_labels("tiny", revision),
+                    JOB_UID: kube.objects[key]["metadata"]["uid"],
+                },
+            },
             "status": {
                 "phase": "Pending",
                 "containerStatuses": [
@@ -248,7 +259,10 @@ def test_a_read_that_failed_without_a_listing_says_what_the_job_says() -> None:
         config.problem
     )
     assert "pod Pending (ImagePullBackOff: no)" in config.problem
-    assert f"kubectl logs job/tiny-read-{revision}" in config.problem
+    # Reported once, then deleted with its pod: the next attempt reads afresh.
+    assert key not in kube.objects and ("v1", "Pod", "ml", "p") not in kube.objects
+    delete = next(w for w in kube.writes if w.verb == "delete")
+    assert delete.kind == "Job"
 
 
 def test_a_configmap_that_exists_is_taken_as_it_is() -> None:
@@ -314,7 +328,7 @@ def test_the_environment_diff_compares_every_model_a_revision_loads(tmp_path: Pa
     ]
     assert view(before["data"])["models.postprocessing"] == "(no config.pbtxt)"
     allowed = diff_views(view(before["data"]), view(after["data"]), ["models.tensorrt_llm"])
-    assert all(d.allowed for d in allowed)
+    assert allowed and all(d.allowed for d in allowed)
 
 
 def test_a_revision_rolled_back_is_not_read_again_until_a_retry() -> None:
@@ -334,3 +348,34 @@ def test_a_revision_rolled_back_is_not_read_again_until_a_retry() -> None:
     result = reconciler(kube, Events()).reconcile("ml", "tiny")
     assert result is not None and result.phase == "Failed"
     assert [w for w in kube.writes if w.kind in ("Job", "ConfigMap", "Deployment")] == []
+
+
+def test_a_canary_whose_repository_is_fixed_is_read_afresh_on_retry() -> None:
+    """A read that found the revision wrong is deleted once reported: a retry reads the
+    repository again, and finds it fixed."""
+    spec = make_spec()
+    kube = FakeKube(repository={"other": None})
+    kube.add(llmdeployment(spec, LLMDeploymentStatus(phase="Stable", stable_revision="r-stable")))
+    deployment = build_deployment(OWNER, spec, "r-stable", "stable", spec.replicas)
+    deployment["status"] = {"readyReplicas": 2, "updatedReplicas": 2}
+    kube.add(deployment)
+    for _ in range(2):
+        failed = reconciler(kube, Events()).reconcile("ml", "tiny")
+    assert failed is not None and failed.phase == "Failed"
+    revision = revision_of(spec)
+    assert ("v1", "ConfigMap", "ml", config_map_name("tiny", revision)) not in kube.objects
+
+    def reads() -> int:
+        return len([w for w in kube.writes if w.kind == "Job" and w.verb == "apply"])
+
+    before = reads()
+    for _ in range(2):
+        reconciler(kube, Events()).reconcile("ml", "tiny")
+    assert reads() == before  # Failed: not read again on its own
+    kube.repository = {"tiny-llm": None}  # the model is put in place
+    llmd = kube.objects[("llmcanary.io/v1alpha1", "LLMDeployment", "ml", "tiny")]
+    llmd["metadata"]["annotations"] = {ANNOTATION_RETRY: "once"}
+    for _ in range(2):
+        reconciler(kube, Events()).reconcile("ml", "tiny")
+    assert ("v1", "ConfigMap", "ml", config_map_name("tiny", revision)) in kube.objects
+    assert reads() == before + 1

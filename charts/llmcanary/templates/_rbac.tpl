@@ -60,11 +60,12 @@ docs/install.md has the same table for readers.
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Each new revision's model repository is read by a Job of one pod
-# (reconciler/revision_config: get, then server-side apply), its listing in the pod's
-# log (pods/log, above); the opt-in GPU memory probe Job (preflight/gpu_probe.run_probe).
+# (reconciler/revision_config: get, then server-side apply to create it), its listing in
+# the pod's log (pods/log, above); a read that failed is deleted once reported, so that
+# the next attempt reads afresh. The opt-in GPU memory probe Job (preflight/gpu_probe).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "patch", "delete"]
 # kopf posts Events (the operator's Normal/Warning events on each LLMDeployment).
 - apiGroups: [""]
   resources: ["events"]

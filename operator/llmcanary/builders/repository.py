@@ -72,6 +72,7 @@ HEADER = "llmcanary-repository 1"
 MAX_REVISION_BYTES = 900 * 1024
 #: The ConfigMap keys a model's name must make (``NAME.config.pbtxt``).
 _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_MAX_KEY = 253
 #: The ConfigMap's keys: the served model's config, and the other models to stage.
 SERVED_KEY = "config.pbtxt"
 MODELS_KEY = "models"
@@ -299,12 +300,18 @@ def _stageable(served: str, configs: Mapping[str, str | None]) -> list[ConfigPro
             name,
             "ensemble_scheduling.step",
             "the operator stages models whose names use only letters, digits, '-', '_' and"
-            " '.': rename the model directory",
+            f" '.', at most {_MAX_KEY - len(SERVED_KEY) - 1} of them: rename the model"
+            " directory",
         )
         for name in configs
-        if name != served and not _KEY.match(name)
+        if name != served and (not _KEY.match(name) or len(f"{name}.{SERVED_KEY}") > _MAX_KEY)
     ]
-    size = sum(len(text.encode()) for text in configs.values() if text is not None)
+    # What the ConfigMap holds: each config under its key, and the list of models.
+    size = sum(
+        len(text.encode()) + len(name) + len(SERVED_KEY) + 2
+        for name, text in configs.items()
+        if text is not None
+    ) + sum(len(name) + 1 for name in configs)
     if size > MAX_REVISION_BYTES:
         problems.append(
             ConfigProblem(

@@ -15,6 +15,7 @@ watch see it finish, and match no Service's selector.
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -28,6 +29,7 @@ from llmcanary.builders.workload import (
 )
 
 __all__ = [
+    "JOB_UID",
     "LABEL_READ",
     "LABEL_READ_REVISION",
     "READ_CONTAINER",
@@ -53,9 +55,19 @@ READ_TTL_SECONDS = 600
 _MAX_NAME = 63  # the Job's name is also a label value (job-name)
 
 
+#: The label the Job controller puts on a Job's pods: its uid (a pod left by an earlier
+#: Job of the same name never matches).
+JOB_UID = "batch.kubernetes.io/controller-uid"
+
+
 def read_job_name(owner: str, revision: str) -> str:
+    """``OWNER-read-REVISION``; a long owner name is cut and a digest of it added, so that
+    two LLMDeployments never share a Job."""
     suffix = f"-read-{revision}"
-    return owner[: _MAX_NAME - len(suffix)].rstrip("-.") + suffix
+    if len(owner) + len(suffix) <= _MAX_NAME:
+        return owner + suffix
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:6]
+    return f"{owner[: _MAX_NAME - len(suffix) - 7].rstrip('-.')}-{digest}{suffix}"
 
 
 def read_labels(owner: str, revision: str) -> dict[str, str]:
@@ -68,9 +80,9 @@ def read_labels(owner: str, revision: str) -> dict[str, str]:
     }
 
 
-def read_selector(owner: str, revision: str) -> str:
-    """The label selector of the read pod of ``revision``."""
-    return f"{LABEL_READ}={owner},{LABEL_READ_REVISION}={revision}"
+def read_selector(owner: str, revision: str, job_uid: str) -> str:
+    """The label selector of the pod of the read Job ``job_uid`` of ``revision``."""
+    return f"{LABEL_READ}={owner},{LABEL_READ_REVISION}={revision},{JOB_UID}={job_uid}"
 
 
 def build_read_job(owner: Owner, spec: LLMDeploymentSpec, revision: str) -> dict[str, Any]:

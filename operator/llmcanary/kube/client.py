@@ -86,7 +86,14 @@ class KubeApi(ObjectReader, StatusPatcher, Protocol):
     ) -> dict[str, Any] | None: ...
 
     def delete(
-        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        propagation: str | None = None,
     ) -> bool: ...
 
 
@@ -346,21 +353,31 @@ class Kube:
         return patched
 
     def delete(
-        self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        propagation: str | None = None,
     ) -> bool:
         """Delete an object; False if it was already gone.
 
         ``uid``: delete only that object (a precondition the API server checks): False,
         and nothing deleted, if the name now belongs to another object (409).
+        ``propagation``: ``Background`` or ``Foreground`` to remove its dependents too (a
+        Job deleted through the API leaves its pods behind by default).
         """
         resource = self._resource(api_version, kind)
         extra: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         if uid is not None:
-            extra["body"] = {
-                "apiVersion": "v1",
-                "kind": "DeleteOptions",
-                "preconditions": {"uid": uid},
-            }
+            options["preconditions"] = {"uid": uid}
+        if propagation is not None:
+            options["propagationPolicy"] = propagation
+        if options:
+            extra["body"] = {"apiVersion": "v1", "kind": "DeleteOptions", **options}
         try:
             self._request(
                 "delete",

@@ -9,7 +9,7 @@ status records that, not the plan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from llmcanary.builders.meta import (
     service_name,
 )
 from llmcanary.builders.services import build_service
-from llmcanary.builders.workload import build_deployment
+from llmcanary.builders.workload import build_deployment, image_refusal
 from llmcanary.kube.children import ensure, owned_by, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import capped
@@ -62,8 +62,9 @@ class Routed:
 class PlanApplier:
     """Applies one LLMDeployment's plan: :meth:`apply` runs the steps in order."""
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
         self.kube = kube
+        self.allowed_images = list(allowed_images)
 
     def apply(
         self,
@@ -130,10 +131,10 @@ class PlanApplier:
         # While the spec describes the stable revision, it is (re)built from the spec;
         # during a rollout the spec describes the canary, so only the stable's size follows.
         if plan.stable_revision == current:
+            self.check_new_revision(owner, spec, current, config)
             if config is None or config.ready:
                 ensure(self.kube, build_deployment(owner, spec, current, "stable", spec.replicas))
             else:
-                self.check_new_revision(owner, current, config)
                 self.resize(owner, current, spec.replicas, None)  # only one that exists
         else:
             self.resize(owner, plan.stable_revision, spec.replicas, "stable")
@@ -236,17 +237,25 @@ class PlanApplier:
 
     # --- helpers ------------------------------------------------------------------
 
-    def check_new_revision(self, owner: Owner, revision: str, config: RevisionConfig) -> None:
-        """The first revision, its configuration not made: it waits for the read (the
-        pass goes on), or what the read found (or a refused image) stops the pass. One
-        whose Deployment exists was made before these checks (the configuration is part
-        of the revision), and refusing it would block an abort."""
-        if config.problem is None:
+    def check_new_revision(
+        self, owner: Owner, spec: LLMDeploymentSpec, revision: str, config: RevisionConfig | None
+    ) -> None:
+        """The first revision has no preflight: before its Deployment exists, its image is
+        held to the allowlist (whatever its ConfigMap: one can be written by anyone who may
+        write ConfigMaps) and what the repository read found stops the pass. One whose
+        Deployment exists was made before these checks, and refusing it would block an
+        abort."""
+        refused = image_refusal(spec.triton.image, self.allowed_images)
+        problem = config.problem if config is not None else None
+        if refused is None and problem is None:
             return
         name = deployment_name(owner.name, revision)
         if self.kube.get("apps/v1", "Deployment", owner.namespace, name) is not None:
             return
-        raise ReconcileError(config.reason, config.problem)
+        if refused is not None:
+            raise ReconcileError("ImageNotAllowed", refused)
+        if config is not None and config.problem is not None:
+            raise ReconcileError(config.reason, config.problem)
 
     @staticmethod
     def tracks(plan: Plan, baseline: bool) -> dict[str, Track]:

@@ -100,7 +100,7 @@ class Reconciler:
             own_metrics if own_metrics is not None else OperatorMetrics(process=False)
         )
         self.allowed_images = list(allowed_images)
-        self.applier = PlanApplier(kube)
+        self.applier = PlanApplier(kube, allowed_images)
         self.crash_logs = CrashLogs(kube)
         self._sources: dict[str, MetricSource] = {}
         self._sources_guard = threading.Lock()

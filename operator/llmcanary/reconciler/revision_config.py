@@ -32,7 +32,7 @@ from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import build_config_map, image_refusal
 from llmcanary.kube.children import ensure, owned_by
 from llmcanary.kube.client import KubeApi
-from llmcanary.kube.errors import Forbidden
+from llmcanary.kube.errors import ApiError, Forbidden
 from llmcanary.kube.jobs import job_failure, job_succeeded, pod_state
 from llmcanary.rollout.observation import RevisionConfig
 
@@ -81,14 +81,21 @@ def read_revision_config(
     job_name = read_job_name(owner.name, revision)
     where = f"reading the model repository {spec.model.repository} (Job {job_name})"
     try:
-        _, job = ensure(kube, build_read_job(owner, spec, revision))
-        pods = kube.list("v1", "Pod", owner.namespace, read_selector(owner.name, revision))
+        job = _read_job(kube, owner, spec, revision)
+        if job is None:
+            return RevisionConfig(
+                ready=False,
+                reason="ChildConflict",
+                problem=f"Job {job_name} exists and is not this LLMDeployment's: delete it",
+            )
+        job_uid = str(job["metadata"].get("uid", ""))
+        pods = kube.list("v1", "Pod", owner.namespace, read_selector(owner.name, revision, job_uid))
     except Forbidden as exc:
         return RevisionConfig(
             ready=False,
             reason="RepositoryNotRead",
-            problem=f"{where}: {exc.message} (the operator needs create and get on jobs,"
-            " list on pods and get on pods/log)",
+            problem=f"{where}: {exc.message} (the operator needs create, get and delete on"
+            " jobs, list on pods and get on pods/log)",
         )
     # One pod, run once: its phase says the read's end before the Job controller does.
     phases = {(p.get("status") or {}).get("phase") for p in pods}
@@ -105,18 +112,24 @@ def read_revision_config(
     listing = parse_listing(text or "")
     if failure is not None and (text is None or listing.models):
         # The script did not run to its end (a deadline, a volume that never mounted):
-        # what the Job and its pod say, or the script's own error if it printed one.
+        # what the Job and its pod say.
+        _forget(kube, owner, job)
         return RevisionConfig(
             ready=False,
             reason="RepositoryNotRead",
-            problem=f"{where} failed: {failure}; {pod_state(pods)}; kubectl logs"
-            f" job/{job_name} says more until the Job goes ({_ttl(job)}), then the"
-            " repository is read again",
+            problem=f"{where} failed: {failure}; {pod_state(pods)}",
         )
     plan = plan_revision(spec, listing)
     if plan.problems:
+        _forget(kube, owner, job)
         return RevisionConfig(ready=False, problem="; ".join(str(p) for p in plan.problems))
-    ensure(kube, build_config_map(owner, spec, revision, plan))
+    try:
+        ensure(kube, build_config_map(owner, spec, revision, plan))
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        # Refused for good (a policy, a size): the revision cannot be made as planned.
+        return RevisionConfig(ready=False, reason=exc.reason, problem=exc.message)
     log.info(
         "read the model repository of revision %s: %d model(s)",
         revision,
@@ -124,6 +137,36 @@ def read_revision_config(
         extra={"llmd": f"{owner.namespace}/{owner.name}", "revision": revision},
     )
     return RevisionConfig(ready=True)
+
+
+def _read_job(
+    kube: KubeApi, owner: Owner, spec: LLMDeploymentSpec, revision: str
+) -> dict[str, Any] | None:
+    """The revision's read Job, created if absent; never changed once it exists (a Job's
+    pod template cannot be, and a webhook may have rewritten it). None: not ours."""
+    name = read_job_name(owner.name, revision)
+    current = kube.get("batch/v1", "Job", owner.namespace, name)
+    if current is None:
+        current = kube.apply(build_read_job(owner, spec, revision))
+        log.info("created Job %s/%s", owner.namespace, name, extra={"child": f"Job {name}"})
+    return current if owned_by(current, owner.uid) else None
+
+
+def _forget(kube: KubeApi, owner: Owner, job: dict[str, Any]) -> None:
+    """Delete a read that failed, with its pod, once its result is taken: the revision's
+    next attempt (a retry, the first revision's next pass) reads the repository afresh."""
+    meta = job["metadata"]
+    try:
+        kube.delete(
+            "batch/v1",
+            "Job",
+            owner.namespace,
+            meta["name"],
+            uid=meta.get("uid"),
+            propagation="Background",
+        )
+    except Exception as exc:  # its TTL removes it all the same
+        log.info("could not delete the failed read %s: %s", meta["name"], exc)
 
 
 def _log(kube: KubeApi, namespace: str, pods: list[dict[str, Any]]) -> str | None:
@@ -139,8 +182,3 @@ def _log(kube: KubeApi, namespace: str, pods: list[dict[str, Any]]) -> str | Non
     except Exception as exc:  # a passing error: the next pass reads it again
         log.info("could not read the repository read's log: %s", exc, extra={"pod": name})
         return None
-
-
-def _ttl(job: dict[str, Any]) -> str:
-    seconds = int((job.get("spec") or {}).get("ttlSecondsAfterFinished") or 0)
-    return f"{seconds // 60} min" if seconds else "a while"
