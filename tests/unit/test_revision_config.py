@@ -379,3 +379,15 @@ def test_a_canary_whose_repository_is_fixed_is_read_afresh_on_retry() -> None:
         reconciler(kube, Events()).reconcile("ml", "tiny")
     assert ("v1", "ConfigMap", "ml", config_map_name("tiny", revision)) in kube.objects
     assert reads() == before + 1
+
+
+def test_a_listing_larger_than_the_operator_reads_says_so() -> None:
+    """Every model's config is listed: a huge shared repository is refused with the reason,
+    not as a listing cut short."""
+    big = "# a comment\n" * 70_000  # 840 KB: under the 1 MiB a config may have
+    kube = FakeKube(repository={"tiny-llm": None, **{f"m{i}": big for i in range(5)}})
+    result, _ = first_revision(kube, make_spec())
+    assert result is not None and result.problem is not None
+    assert "the repository's listing is larger than the 4 MiB the operator reads" in (
+        result.problem.message
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from llmcanary.api.spec import LLMDeploymentSpec
@@ -118,6 +119,14 @@ def read_revision_config(
             ready=False,
             reason="RepositoryNotRead",
             problem=f"{where} failed: {failure}; {pod_state(pods)}",
+        )
+    if listing.error is not None and text is not None and len(text.encode()) >= LISTING_BYTES:
+        # Cut at what the operator reads: say so, not "cut short".
+        listing = replace(
+            listing,
+            error=f"the repository's listing is larger than the {LISTING_BYTES >> 20} MiB the"
+            " operator reads (every model's config.pbtxt): serve from a repository that"
+            " holds this revision's models only",
         )
     plan = plan_revision(spec, listing)
     if plan.problems:
