@@ -276,3 +276,28 @@ def test_the_baseline_is_the_stable_template_as_a_revision_of_its_own(owner: Own
     stable_service = build_service(owner, "stable", "r1")["spec"]["selector"]
     assert not stable_service.items() <= pod["metadata"]["labels"].items()
     assert baseline["metadata"]["ownerReferences"][0]["uid"] == owner.uid
+
+
+def test_a_repository_at_models_in_the_image_is_not_hidden_by_the_staging_volume(
+    owner: Owner,
+) -> None:
+    """The pods stage into an emptyDir at /models: a repository baked into the image at
+    /models (Triton's usual place) would be hidden by it, and every pod would fail with no
+    model directory. Such a repository is staged elsewhere; Triton is told where."""
+    for repository in ("/models", "/models/", "/models/llm"):
+        spec = make_spec(model={"name": "m", "repository": repository})
+        pod = build_deployment(owner, spec, "abc123", "stable", 1)["spec"]["template"]["spec"]
+        stage = pod["initContainers"][0]
+        staged = next(m["mountPath"] for m in stage["volumeMounts"] if m["name"] == "models")
+        env = {e["name"]: e["value"] for e in stage["env"]}
+        assert staged == env["MODEL_REPOSITORY"] == "/llmcanary/models"
+        assert not env["MODEL_SOURCE"].startswith(staged + "/")
+        assert f"--model-repository={staged}" in container_of(pod)["args"]
+    elsewhere = make_spec(model={"name": "m", "repository": "/opt/models"})
+    pod = build_deployment(owner, elsewhere, "abc123", "stable", 1)["spec"]["template"]["spec"]
+    assert "--model-repository=/models" in container_of(pod)["args"]
+
+
+def container_of(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in pod_spec["containers"] if c["name"] == "triton")
+    return found

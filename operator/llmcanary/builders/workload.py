@@ -28,6 +28,9 @@ HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
 MODEL_REPOSITORY = "/models"
+#: Where the pods stage instead when the repository itself is /models inside the image: the
+#: staging volume mounted there would hide it.
+OTHER_MODEL_REPOSITORY = "/llmcanary/models"
 SOURCE_MOUNT = "/mnt/model-source"
 # An LLM can take many minutes to load its weights; the startup probe allows 30.
 STARTUP_BUDGET_SECONDS = 1800
@@ -154,7 +157,7 @@ def build_config_map(
 
 def tritonserver_args(spec: LLMDeploymentSpec) -> list[str]:
     return [
-        f"--model-repository={MODEL_REPOSITORY}",
+        f"--model-repository={staging_path(spec)}",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",
@@ -213,6 +216,17 @@ def placement(spec: LLMDeploymentSpec) -> dict[str, Any]:
     return placed
 
 
+def staging_path(spec: LLMDeploymentSpec) -> str:
+    """Where the pods assemble the repository Triton loads: ``/models``, unless the source
+    is ``/models`` (or under it) inside the image, which a volume there would hide."""
+    if spec.model.repository.startswith("pvc://"):
+        return MODEL_REPOSITORY  # the source is mounted at SOURCE_MOUNT
+    root = model_source(spec).root
+    if root == MODEL_REPOSITORY or root.startswith(f"{MODEL_REPOSITORY}/"):
+        return OTHER_MODEL_REPOSITORY
+    return MODEL_REPOSITORY
+
+
 def _resources(spec: LLMDeploymentSpec) -> dict[str, Any]:
     # Requests equal limits: Guaranteed QoS, so the model gets what it was sized for.
     amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
@@ -246,7 +260,7 @@ def build_deployment(
     labels = revision_labels(owner.name, revision, track)
     source = model_source(spec)
     env = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in spec.env]
-    staging = {"name": "models", "mountPath": MODEL_REPOSITORY}
+    staging = {"name": "models", "mountPath": staging_path(spec)}
     config_mount = {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True}
     small = {"cpu": "100m", "memory": "128Mi"}
     pod_spec: dict[str, Any] = {
@@ -265,7 +279,7 @@ def build_deployment(
                 "env": [
                     {"name": "MODEL_NAME", "value": spec.model.name},
                     {"name": "MODEL_SOURCE", "value": f"{source.root}/{spec.model.name}"},
-                    {"name": "MODEL_REPOSITORY", "value": MODEL_REPOSITORY},
+                    {"name": "MODEL_REPOSITORY", "value": staging_path(spec)},
                     {"name": "CONFIG_DIR", "value": CONFIG_MOUNT},
                 ],
                 "resources": {"requests": dict(small), "limits": dict(small)},
