@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
+from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_config import parse_model_config
@@ -130,7 +130,7 @@ class Load:
         self.thread.join(timeout=90)
 
 
-def test_an_ensemble_is_served_whole_a_slower_one_rolled_back_and_a_healthy_one_promoted(
+def test_an_ensemble_is_served_whole_and_a_slower_one_rolled_back(
     kubectl: Kubectl,
     namespace: str,
     operator: OperatorProcess,
@@ -169,34 +169,6 @@ def test_an_ensemble_is_served_whole_a_slower_one_rolled_back_and_a_healthy_one_
         # Judged on the ensemble's own end-to-end latency (Triton's summary: point estimates).
         assert re.search(r"canary e2eLatency p95 \d+ ms > baseline \d+ ms \+20%", reason)
 
-        healthy = copy.deepcopy(doc)
-        healthy["spec"]["model"]["version"] = "3"
-        new = revision(healthy)
-        kubectl.apply(healthy, namespace)
-        started = time.monotonic()
-
-        def promoted() -> dict[str, Any] | None:
-            st = status(kubectl, namespace, PIPELINE)
-            rolled_back = st.get("phase") == "RolledBack" and st.get("rolledBackRevision") == new
-            assert not rolled_back, f"an identical pipeline rolled back: {st.get('message')}"
-            return st if st.get("stableRevision") == new and st.get("phase") == "Stable" else None
-
-        deadline = time.monotonic() + 300
-        final = None
-        while final is None and time.monotonic() < deadline:
-            final = promoted()
-            time.sleep(1)
-        if final is None:
-            # As the tiny-llm promotion test does: a judge still collecting at the bound is
-            # promoted on request, which proves the rest (the promotion loads nothing).
-            st = status(kubectl, namespace, PIPELINE)
-            print(f"still judging after 300 s: {st.get('message')}; promoting on request")
-            assert st.get("phase") == "Progressing" and st.get("canaryWeight", 0) > 0, st
-            promote(kubectl, namespace, PIPELINE)
-            final = wait_for("the pipeline promoted", promoted, timeout=120)
-    print(f"promoted after {time.monotonic() - started:.0f} s")
-    assert final["history"][0]["outcome"] == "Promoted"
-    assert canary_route_weight(kubectl, namespace, PIPELINE) in (0, None)
     errors = [r for r in load.results if not r.ok]
     print(f"load: {len(load.results)} requests, {len(errors)} errors: {errors[:3]}")
     assert len(load.results) > 100 and len(errors) <= len(load.results) * 0.01
