@@ -12,8 +12,10 @@ from llmcanary_dev.loadgen.stats import RequestResult
 class LoadDriver:
     """Closed-loop streaming load through nginx in a thread, until stopped."""
 
-    def __init__(self, url: str, concurrency: int = 4) -> None:
-        self.config = LoadConfig(url=url, concurrency=concurrency, warmup_s=0, duration_s=None)
+    def __init__(self, url: str, concurrency: int = 4, model: str = "tiny-llm") -> None:
+        self.config = LoadConfig(
+            url=url, model=model, concurrency=concurrency, warmup_s=0, duration_s=None
+        )
         self.results: list[RequestResult] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

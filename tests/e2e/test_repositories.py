@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import threading
 import time
 import urllib.request
 from typing import Any
@@ -25,12 +24,11 @@ from typing import Any
 import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from load_driver import LoadDriver
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_config import parse_model_config
 from llmcanary.rollout.revision import revision_of
-from llmcanary_dev.loadgen.client import LoadConfig, run_load
-from llmcanary_dev.loadgen.stats import RequestResult
 from llmcanary_dev.localstack import stack as local
 
 pytestmark = pytest.mark.k8s
@@ -107,29 +105,6 @@ def test_a_python_model_that_declares_its_tensors_only_in_its_config_loads_and_s
     assert jobs[0]["status"].get("succeeded") == 1
 
 
-class Load:
-    """Closed-loop streaming load on the pipeline through nginx, in a thread."""
-
-    def __init__(self, url: str, concurrency: int) -> None:
-        self.config = LoadConfig(
-            url=url, model=PIPELINE, concurrency=concurrency, warmup_s=0, duration_s=None
-        )
-        self.results: list[RequestResult] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.results.extend(run_load(self.config, stop=self.stop_event)[0])
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout=90)
-
-
 def test_an_ensemble_is_served_whole_and_a_slower_one_rolled_back(
     kubectl: Kubectl,
     namespace: str,
@@ -151,7 +126,8 @@ def test_an_ensemble_is_served_whole_and_a_slower_one_rolled_back(
     answer = generate(f"{url}/v2/models/{PIPELINE}/generate", {"PROMPT": "hi", "MAX_TOKENS": 4})
     assert answer["model_name"] == PIPELINE and len(answer["TEXT"]) <= 4
 
-    with Load(url, concurrency=8) as load:
+    load = LoadDriver(url, concurrency=8, model=PIPELINE).start()
+    try:
         time.sleep(5)
         # A slower revision: its postprocessing step waits 250 ms per batch.
         slow = copy.deepcopy(doc)
@@ -168,7 +144,8 @@ def test_an_ensemble_is_served_whole_and_a_slower_one_rolled_back(
         assert rolled["rolledBackRevision"] == revision(slow)
         # Judged on the ensemble's own end-to-end latency (Triton's summary: point estimates).
         assert re.search(r"canary e2eLatency p95 \d+ ms > baseline \d+ ms \+20%", reason)
-
-    errors = [r for r in load.results if not r.ok]
-    print(f"load: {len(load.results)} requests, {len(errors)} errors: {errors[:3]}")
-    assert len(load.results) > 100 and len(errors) <= len(load.results) * 0.01
+    finally:
+        results = load.stop()
+    errors = [r for r in results if not r.ok]
+    print(f"load: {len(results)} requests, {len(errors)} errors: {errors[:3]}")
+    assert len(results) > 100 and len(errors) <= len(results) * 0.01
