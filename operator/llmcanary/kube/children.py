@@ -71,12 +71,20 @@ class Removal(StrEnum):
 
 
 def remove(
-    kube: KubeApi, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    kube: KubeApi,
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    owner_uid: str,
+    *,
+    propagation: str | None = None,
 ) -> Removal:
     """Delete the child ``name`` only if it is the owner's: read it, check its owner
     reference, and delete with its UID as a precondition, so that an object someone
     created under that name meanwhile is not deleted either. Another's object is left
-    alone with a log line (removing it is a cleanup, never needed to go on)."""
+    alone with a log line (removing it is a cleanup, never needed to go on).
+    ``propagation``: as for :meth:`Kube.delete` (a Job's pods go only with one)."""
     current = kube.get(api_version, kind, namespace, name)
     if current is None:
         return Removal.GONE
@@ -89,7 +97,9 @@ def remove(
         )
         return Removal.NOT_OURS
     uid = current.get("metadata", {}).get("uid")
-    if not kube.delete(api_version, kind, namespace, name, uid=uid or None):
+    if not kube.delete(
+        api_version, kind, namespace, name, uid=uid or None, propagation=propagation
+    ):
         # Gone meanwhile, or replaced by another object (the client logged which).
         return Removal.GONE
     log.info("deleted %s", child, extra={"child": child, "outcome": Removal.DELETED.value})

@@ -31,7 +31,7 @@ from llmcanary.builders.revision_read import (
 )
 from llmcanary.builders.triton_checks import spec_config_problems
 from llmcanary.builders.workload import build_config_map, image_refusal
-from llmcanary.kube.children import ensure, owned_by
+from llmcanary.kube.children import ensure, owned_by, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import ApiError, Forbidden
 from llmcanary.kube.jobs import job_failure, job_succeeded, pod_state
@@ -164,18 +164,11 @@ def _read_job(
 def _forget(kube: KubeApi, owner: Owner, job: dict[str, Any]) -> None:
     """Delete a read that failed, with its pod, once its result is taken: the revision's
     next attempt (a retry, the first revision's next pass) reads the repository afresh."""
-    meta = job["metadata"]
+    name = str(job["metadata"]["name"])
     try:
-        kube.delete(
-            "batch/v1",
-            "Job",
-            owner.namespace,
-            meta["name"],
-            uid=meta.get("uid"),
-            propagation="Background",
-        )
+        remove(kube, "batch/v1", "Job", owner.namespace, name, owner.uid, propagation="Background")
     except Exception as exc:  # its TTL removes it all the same
-        log.info("could not delete the failed read %s: %s", meta["name"], exc)
+        log.info("could not delete the failed read %s: %s", name, exc)
 
 
 def _log(kube: KubeApi, namespace: str, pods: list[dict[str, Any]]) -> str | None:
