@@ -178,7 +178,43 @@ def test_a_histogram_is_also_read_block_by_block_through_the_window(
     assert read(source, "stable").latency["ttft"].blocks == ()
 
 
-def test_the_triton_preset_reads_the_worst_pods_summary_and_first_response_buckets(
+def test_a_quantile_template_is_also_read_block_by_block_with_the_block_as_its_window(
+    settled: PrometheusServer,
+) -> None:
+    # A user's PromQL answering one number: read at the end of each 2 s block of the 10 s
+    # window, {window} then being the block's 2 s (one range query per quantile).
+    source = PrometheusReader(settled.url)
+    time.sleep(3)  # as the histogram blocks test: a window whose scrapes are all in
+    end = datetime.now(UTC) - timedelta(seconds=3)
+    template = (
+        "histogram_quantile({quantile}, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket"
+        '{{namespace="{namespace}",llmdeployment="{name}",track="{arm}"}}[{window}]))) * 1000'
+    )
+    window = Scope(NS, NAME, MODEL, "stable", "r1", timedelta(seconds=WINDOW), end=end)
+    ttft_only = [{"metric": "ttft", "maxIncreasePercent": 20}]
+    stable = source.read(
+        window, analysis(interval="2s", queries={"ttft": template}, criteria=ttft_only)
+    )
+    blocks = (stable.latency["ttft"].quantile_blocks or {})[0.95]
+    assert len(blocks) == WINDOW // 2
+    # A block whose 2 s held fewer than two scrapes on a loaded machine reads nothing.
+    values = [v for v in blocks if v is not None]
+    assert len(values) >= len(blocks) - 1, blocks
+    assert all(v == pytest.approx(30, rel=0.25) for v in values), blocks
+    # Triton's summary covers its own last minute whatever {window} says: its blocks are
+    # never shorter, so a 10 s window has none (and sends no range query).
+    summary = source.read(
+        window,
+        analysis(
+            interval="2s",
+            metrics="triton",
+            criteria=[{"metric": "e2eLatency", "maxIncreasePercent": 20}],
+        ),
+    )
+    assert summary.latency["e2eLatency"].quantile_blocks == {0.95: ()}
+
+
+def test_the_triton_preset_reads_the_pods_summary_and_first_response_buckets(
     settled: PrometheusServer,
 ) -> None:
     source = PrometheusReader(settled.url)
@@ -189,6 +225,9 @@ def test_the_triton_preset_reads_the_worst_pods_summary_and_first_response_bucke
     canary = read(source, "canary", metrics="triton", criteria=criteria)
     e2e = canary.latency["e2eLatency"]
     assert e2e.pods == {} and e2e.quantile(0.99) == pytest.approx(250 * 1.3)
+    # Two stable pods alike: their geometric mean is either's.
+    stable = read(source, "stable", metrics="triton", criteria=criteria)
+    assert stable.latency["e2eLatency"].quantile(0.99) == pytest.approx(100 * 1.3)
     # The exporter's first-response histogram follows the end-to-end P95.
     assert canary.latency["ttft"].quantile(0.95) == pytest.approx(250, rel=0.08)
 

@@ -7,6 +7,7 @@ from statistics import NormalDist
 from typing import Any
 
 from llmcanary.analysis.histogram import Histogram
+from llmcanary.analysis.sequential import BLOCKS
 from llmcanary.analysis.types import SIGNALS, ArmReading, LatencyReading
 from llmcanary.api.spec import LLMDeploymentSpec
 
@@ -55,14 +56,16 @@ def arm(
     errors: float | None = 0.0,
     **signals: float | None,
 ) -> ArmReading:
-    """An arm whose latency signals (e2eLatency, ttft, tpot) read ``latency_ms`` at each
-    of QUANTILES, unless one is given by name: ``arm(ttft=300.0)``."""
+    """An arm of a source without histograms, whose latency signals (e2eLatency, ttft,
+    tpot) read ``latency_ms`` at each of QUANTILES, unless one is given by name
+    (``arm(ttft=300.0)``): over the window and in each of BLOCKS time blocks alike."""
     return ArmReading(
         requests=requests,
         errors=errors,
         latency={
             signal: LatencyReading(
-                quantiles=dict.fromkeys(QUANTILES, signals.get(signal, latency_ms)),
+                quantiles=dict.fromkeys(QUANTILES, value := signals.get(signal, latency_ms)),
+                quantile_blocks=dict.fromkeys(QUANTILES, (value,) * BLOCKS),
                 method="a test's number",
             )
             for signal in SIGNALS

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from specs import arm, lognormal_histogram, make_spec, measured_arm
+from specs import lognormal_histogram, make_spec, measured_arm
 
 from llmcanary.analysis import sequential
 from llmcanary.analysis.histogram import Histogram
@@ -237,10 +239,107 @@ def test_at_100_percent_without_a_baseline_only_absolute_limits_judge() -> None:
     assert "no stable traffic at 100%" in check.reason
 
 
-def test_a_source_without_histograms_is_judged_on_point_estimates_and_says_so() -> None:
-    check = against(arm(100.0), arm(130.0))
-    assert check.verdict == "fail"
-    assert "point estimates: the source has no histogram" in check.reason
+# Triton's summary as the triton preset reads it: e2eLatency only, one P95 per block.
+SUMMARY_SPEC = make_spec(canary={"analysis": {"metrics": "triton"}})
+
+
+def summary_arm(blocks: Sequence[float | None], requests: float = 5000.0) -> ArmReading:
+    """An arm of a source without histograms: its P95 in each time block."""
+    values = tuple(blocks)
+    last = next((v for v in reversed(values) if v is not None), None)
+    return ArmReading(
+        requests=requests,
+        errors=0.0,
+        latency={
+            "e2eLatency": LatencyReading(
+                quantiles={0.95: last},
+                quantile_blocks={0.95: values},
+                method="Triton's summary",
+            )
+        },
+    )
+
+
+def noisy_blocks(rng: random.Random, median: float, blocks: int, spread: float) -> list[float]:
+    """Each block's P95 off the arm's true one by a log-normal factor: what a minute of a
+    summary over a few hundred requests reads."""
+    return [median * math.exp(rng.gauss(0.0, spread)) for _ in range(blocks)]
+
+
+def test_a_source_without_histograms_is_judged_block_by_block_not_on_one_number() -> None:
+    # The fresh-clone run that rolled back an identical pipeline: the last minute read
+    # 330 ms against 239 ms (+38%), the minutes before it were alike.
+    minutes = [246.0, 238.0, 252.0, 241.0, 243.0, 330.0]
+    baseline = summary_arm([239, 251, 244, 236, 248, 239])
+    canary = summary_arm(minutes)
+    check = against(baseline, canary, SUMMARY_SPEC)
+    assert check.verdict != "fail", check.reason
+    e2e = check.results[0]
+    assert "6 time blocks of Triton's summary" in e2e.reason
+    # What status shows is what was judged: the blocks' geometric means, not the last one.
+    assert e2e.canary.value == pytest.approx(math.prod(minutes) ** (1 / len(minutes)))
+    # The same +38%, minute after minute, is a regression.
+    slow = summary_arm([330, 345, 337, 326, 342, 330])
+    assert against(baseline, slow, SUMMARY_SPEC).verdict == "fail"
+
+
+def test_blocks_pair_at_the_same_instants_so_what_slows_both_arms_cancels() -> None:
+    # A minute when the node was busy: both arms twice as slow in block 3.
+    baseline = summary_arm([200, 205, 400, 198, 202, 201, 199, 204])
+    canary = summary_arm([203, 201, 410, 200, 199, 204, 202, 200])
+    assert against(baseline, canary, SUMMARY_SPEC).verdict == "pass"
+    # A block one arm has no value in (no request that minute) is left out of both.
+    gap = summary_arm([203, None, 410, 200, 199, 204, 202, 200])
+    check = against(baseline, gap, SUMMARY_SPEC)
+    assert "7 time blocks" in check.results[0].reason
+
+
+def test_too_few_blocks_wait_and_no_blocks_at_all_is_not_judged() -> None:
+    few = summary_arm([200.0] * (MIN_BLOCKS - 1))
+    check = against(few, summary_arm([400.0] * (MIN_BLOCKS - 1)), SUMMARY_SPEC)
+    assert check.verdict == "inconclusive" and check.waiting
+    assert f"{MIN_BLOCKS - 1}/{MIN_BLOCKS} time blocks" in check.reason
+    # A source that gives one number and no blocks: no interval, so no verdict.
+    lone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 200.0})})
+    alone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 400.0})})
+    check = against(lone, alone, SUMMARY_SPEC)
+    assert check.verdict == "inconclusive" and not check.waiting
+    assert "no interval for e2eLatency p95" in check.reason
+
+
+def test_a_ceiling_on_a_summary_is_judged_on_its_blocks() -> None:
+    spec = make_spec(
+        canary={
+            "analysis": {
+                "metrics": "triton",
+                "criteria": [{"metric": "e2eLatency", "maxMilliseconds": 300}],
+            }
+        }
+    )
+    under = summary_arm([240, 250, 245, 238, 252, 244])
+    over = summary_arm([380, 395, 372, 388, 390, 379])
+    assert against(under, under, spec).verdict == "pass"
+    check = against(under, over, spec)
+    assert check.verdict == "fail" and "maxMilliseconds 300" in check.reason
+
+
+@pytest.mark.parametrize(("truth", "verdicts"), [(1.0, {"pass"}), (1.5, {"fail"})])
+def test_summary_blocks_hold_the_error_budget_on_noisy_minutes(
+    truth: float, verdicts: set[str]
+) -> None:
+    """Known truth, many rollouts' worth of checks: each minute's P95 off by 10% (a few
+    hundred requests a minute). Identical arms are almost never failed, a canary 50% slower
+    almost always is, after 15 minutes of a step (the spec's first step)."""
+    rng = random.Random(7)
+    outcomes = []
+    for _ in range(200):
+        baseline = summary_arm(noisy_blocks(rng, 240.0, 15, 0.10))
+        canary = summary_arm(noisy_blocks(rng, 240.0 * truth, 15, 0.10))
+        outcomes.append(against(baseline, canary, SUMMARY_SPEC).verdict)
+    share = sum(o in verdicts for o in outcomes) / len(outcomes)
+    assert share >= 0.95, outcomes
+    if truth == 1.0:
+        assert outcomes.count("fail") <= 2, outcomes  # about alpha, spread over the plan
 
 
 def test_a_bucket_wider_than_the_allowed_rise_is_said() -> None:
@@ -336,9 +435,13 @@ def test_the_triton_preset_keeps_the_summary_and_reads_first_response_buckets() 
     queries = arm_queries(AnalysisSpec(metrics="triton"), SCOPE)
     e2e, ttft = queries.latency["e2eLatency"], queries.latency["ttft"]
     assert isinstance(e2e, QuantileQuery)
+    # The pods' geometric mean, pods with NaN (no request in Triton's minute) left out.
     assert e2e.promql(queries.values, 0.99) == (
-        f'max(nv_inference_request_summary_us{{quantile="0.99",{ARM},model="tiny-llm"}}) / 1000'
+        f'exp(avg(ln(nv_inference_request_summary_us{{quantile="0.99",{ARM},model="tiny-llm"}}'
+        " > 0))) / 1000"
     )
+    # Each answer covers Triton's last minute whatever the block: blocks are never shorter.
+    assert e2e.span_seconds == 60
     assert isinstance(ttft, HistogramQuery) and ttft.to_ms == 1
     assert "nv_inference_first_response_histogram_ms_bucket" in ttft.promql(queries.values)
 
@@ -373,6 +476,7 @@ def test_templates_render_every_variable_and_refuse_unknown_ones() -> None:
     assert ttft.promql(queries.values, 0.9) == (
         'max(t{ns="ns",n="tiny",r="bbb",t="canary"}) * 0.9 + tiny-llm'
     )
+    assert ttft.span_seconds is None  # its blocks read {window} as the block's length
     assert queries.requests == "sum(increase(req[20s]))"
     assert "nv_inference_request_failure" in queries.errors  # the preset's stays
     assert isinstance(queries.latency["tpot"], HistogramQuery)

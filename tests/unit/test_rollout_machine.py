@@ -346,7 +346,7 @@ def test_a_slow_canary_is_rolled_back_at_the_first_failed_check() -> None:
     assert sim.checks == 1
     assert sim.status.history[0].outcome == "RolledBack"
     warning = [m for t, r, m in sim.events if t == "Warning" and r == "RolledBack"]
-    assert warning and "canary e2eLatency p95 150 ms > stable 100 ms +20%" in warning[0]
+    assert warning and "canary e2eLatency p95 150 ms vs stable 100 ms: +50%" in warning[0]
     degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
     assert degraded.status == "True" and degraded.reason == "RolledBack"
     # The revision is remembered: later ticks do not start it again.

@@ -63,6 +63,10 @@ BLOCKS = 8
 MIN_BLOCKS = 5
 MAX_BLOCKS = 16
 LONG_BLOCK_SECONDS = 60
+# A block's log quantile from a source without histograms is never taken as known to
+# better than 1% (a paired difference of two: sqrt(2)%): a block whose requests all
+# took the same time says nothing of the next one's.
+BLOCK_FLOOR = 0.01
 # Woodruff's interval is taken at this z, and its width divided by 2z, for a standard
 # error that a histogram's bucket steps do not make jump.
 _WOODRUFF_Z = 1.96
@@ -222,6 +226,22 @@ def log_quantile(histogram: Histogram, q: float, effect: float = 1.0) -> Estimat
     # never less than the binomial spread on a bucket-free scale (1% of the value).
     se = max(se, 0.01 * math.sqrt(effect * q * (1 - q) * 100 / n))
     return Estimate(math.log(point), se * se)
+
+
+def block_mean(values: Sequence[float], floor: float = BLOCK_FLOOR) -> Estimate | None:
+    """The mean of one number per time block (a block's log quantile, or the difference
+    of two arms' in the same block) and its variance by batch means: the blocks' own
+    spread over their count, inflated for the few blocks' doubt as :func:`design_effect`
+    does. For a source that gives one number per block and nothing about its precision
+    (Triton's summary, a user's PromQL): the blocks are the only replication there is.
+    No block's number is taken as steadier than ``floor`` (a standard deviation). None
+    below :data:`MIN_BLOCKS` blocks."""
+    k = len(values)
+    if k < MIN_BLOCKS:
+        return None
+    mean = sum(values) / k
+    spread = max(sum((v - mean) ** 2 for v in values) / (k - 1), floor * floor)
+    return Estimate(mean, spread / k * _few_blocks(k - 1))
 
 
 def proportion(events: float, total: float) -> Estimate:

@@ -48,11 +48,17 @@ class LatencyReading:
     of the window, oldest first: how the latency moved within the window, which the
     verdict's variance needs (:func:`~llmcanary.analysis.sequential.design_effect`).
     Empty while the window is too short to cut; None from a source that cannot.
+
+    ``quantile_blocks`` is the same for a source without histograms: per quantile asked
+    for, the arm's quantile over each block (None where the block had none). One number
+    per block carries no variance of its own; how the blocks' numbers spread is the
+    variance (:func:`~llmcanary.analysis.sequential.block_mean`).
     """
 
     pods: Mapping[str, Histogram] = field(default_factory=dict)
     blocks: tuple[Histogram, ...] | None = None
     quantiles: Mapping[float, float | None] = field(default_factory=dict)
+    quantile_blocks: Mapping[float, tuple[float | None, ...]] | None = None
     method: str = "histogram"  # how the number came about, for status and logs
 
     @cached_property
@@ -71,6 +77,17 @@ class LatencyReading:
         """Observations behind the estimate, where the source can count them."""
         histogram = self.histogram
         return None if histogram is None else _whole(histogram.count)
+
+    def blocks_seen(self, quantiles: Iterable[float]) -> int | None:
+        """Time blocks with something to judge: with requests (a histogram source), or
+        with a value at every one of ``quantiles`` (a source without histograms); None
+        from a source that does not cut the window."""
+        if self.blocks is not None:
+            return sum(1 for block in self.blocks if block.count > 0)
+        if self.quantile_blocks is None:
+            return None
+        rows = [self.quantile_blocks.get(q, ()) for q in quantiles]
+        return sum(1 for values in zip(*rows, strict=False) if None not in values)
 
 
 @dataclass(frozen=True)

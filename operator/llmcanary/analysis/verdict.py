@@ -3,7 +3,10 @@
 The reference is the fresh baseline (pods of the stable revision created with the canary,
 at its weight and size) or, without one, the stable arm. Both arms' evidence covers the
 current step so far (less its warm-up). Each criterion is a sequential test
-(:mod:`llmcanary.analysis.sequential`):
+(:mod:`llmcanary.analysis.sequential`) on an estimate with a variance: from histograms,
+the quantile's by Woodruff's method (widened by how the requests moved between time
+blocks); from a source with one number per block (Triton's summary, a user's PromQL),
+the blocks' own spread (a lone point estimate, which has none, is never judged). Then:
 
 - a check **fails** when a criterion's test shows the canary beyond its limit;
 - it **passes** when every criterion's test shows the canary within its limit;
@@ -162,7 +165,8 @@ def judge(
         reason = (
             f"collecting evidence: {blocks}/{sequential.MIN_BLOCKS} time blocks with requests"
             " (how latency moves within the step: the window is cut into"
-            f" {sequential.BLOCKS} or more, none shorter than analysis.interval)"
+            f" {sequential.BLOCKS} or more, none shorter than analysis.interval"
+            " nor, for Triton's summary, than the 60 s each of its values covers)"
         )
         held = tuple(
             replace(r, verdict="inconclusive", reason=reason) if r.criterion.is_latency else r
@@ -190,13 +194,14 @@ def judge(
 
 
 def _blocks_seen(analysis: AnalysisSpec, arms: Sequence[ArmReading]) -> int | None:
-    """The fewest time blocks with requests among the judged latencies' readings; None
-    when no reading is cut in time (a source without histograms)."""
+    """The fewest time blocks with something to judge among the judged latencies'
+    readings; None when no reading is cut in time."""
     counts = [
-        sum(1 for block in reading.blocks if block.count > 0)
+        seen
         for arm in arms
-        for signal in needs(analysis.rules)
-        if (reading := arm.latency.get(signal)) is not None and reading.blocks is not None
+        for signal, quantiles in needs(analysis.rules).items()
+        if (reading := arm.latency.get(signal)) is not None
+        and (seen := reading.blocks_seen(quantiles)) is not None
     ]
     return min(counts) if counts else None
 
@@ -320,16 +325,9 @@ def _latency(
         assert theirs.value is not None
         theirs_log = _log_estimate(reference_reading, q)
         if own is None or theirs_log is None:
-            # A source without histograms (a summary, a user's PromQL): no variance.
-            limit = theirs.value * (1 + increase / 100)
-            verdict: VerdictKind = "fail" if mine.value > limit else "pass"
-            sign = ">" if verdict == "fail" else "<="
+            # A source without histograms (a summary, a user's PromQL).
             outcomes.append(
-                result(
-                    verdict,
-                    f"canary {name} {ms(mine.value)} {sign} {arm} {ms(theirs.value)}"
-                    f" +{increase:g}% (point estimates: the source has no histogram)",
-                )
+                _blockwise(criterion, canary_reading, reference_reading, context, increase)
             )
         else:
             # Blocks cut at the same instants in both arms: what slowed both cancels.
@@ -349,13 +347,7 @@ def _latency(
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if ceiling is not None:
         if own is None:
-            verdict = "fail" if mine.value > ceiling else "pass"
-            sign = ">" if verdict == "fail" else "<="
-            outcomes.append(
-                result(
-                    verdict, f"canary {name} {ms(mine.value)} {sign} maxMilliseconds {ceiling:g}"
-                )
-            )
+            outcomes.append(_blockwise(criterion, canary_reading, None, context, None))
         else:
             over = sequential.Estimate(
                 own.estimate.value - math.log(ceiling), own.estimate.variance
@@ -374,6 +366,88 @@ def _latency(
         # A relative criterion with the canary at 100%: nothing left to compare with.
         return result("pass", f"canary {name} {ms(mine.value)}: no {arm} traffic at 100%")
     return _combine(outcomes)
+
+
+def _blockwise(
+    criterion: Criterion,
+    canary: LatencyReading,
+    reference: LatencyReading | None,
+    context: Judgement,
+    increase: float | None,
+) -> CriterionResult:
+    """A latency limit on a source without histograms, judged on the arm's quantile block
+    by block: against the reference arm's in the same blocks (``increase``, the log ratio
+    block by block: what slowed both arms at once cancels), or against
+    ``maxMilliseconds`` (``reference`` None). One point estimate has no variance, so it
+    is never judged alone: a minute's noise would roll back an identical revision."""
+    name, q = criterion.label, criterion.q
+    arms = (canary,) if reference is None else (canary, reference)
+    logs = _block_logs(arms, q)
+    if logs is None:
+        return CriterionResult(
+            criterion,
+            "inconclusive",
+            f"no interval for {name}: the source gives neither histograms nor time blocks",
+        )
+    mine_log = sum(row[0] for row in logs) / len(logs) if logs else None
+    theirs_log = sum(row[-1] for row in logs) / len(logs) if logs else None
+    mine = Estimate(None if mine_log is None else math.exp(mine_log))
+    theirs = Estimate(None if reference is None or theirs_log is None else math.exp(theirs_log))
+    if increase is not None:
+        limit = math.log(1 + increase / 100)
+        half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
+        floor = sequential.BLOCK_FLOOR * math.sqrt(2)
+        estimate = sequential.block_mean([row[0] - row[1] for row in logs], floor)
+    else:
+        assert criterion.max_milliseconds is not None
+        limit, half = 0.0, sequential.ABSOLUTE_HALF_WIDTH
+        floor = sequential.BLOCK_FLOOR
+        over = math.log(criterion.max_milliseconds)
+        estimate = sequential.block_mean([row[0] - over for row in logs], floor)
+    if estimate is None:
+        both = "" if reference is None else " in both arms"
+        return CriterionResult(
+            criterion,
+            "inconclusive",
+            f"collecting evidence: {len(logs)}/{sequential.MIN_BLOCKS} time blocks with a"
+            f" {name}{both} ({canary.method})",
+            theirs,
+            mine,
+            waiting=True,
+        )
+    outcome = sequential.sequential_test(estimate, limit, half, context.plan)
+    effect = _percent_effect(outcome)
+    assert mine.value is not None
+    if increase is not None:
+        assert theirs.value is not None
+        describe = (
+            f"canary {name} {ms(mine.value)} vs {context.reference} {ms(theirs.value)}:"
+            f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
+        )
+    else:
+        ceiling = criterion.max_milliseconds
+        assert ceiling is not None
+        describe = (
+            f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
+            f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
+        )
+    describe += f"; {len(logs)} time blocks of {canary.method}"
+    return _decided(criterion, outcome, describe, theirs, mine, effect)
+
+
+def _block_logs(readings: Sequence[LatencyReading], q: float) -> list[tuple[float, ...]] | None:
+    """The readings' log ``q`` quantiles, block by block, in the blocks where every one
+    has a value; None when a reading is not cut in blocks."""
+    rows = []
+    for reading in readings:
+        if reading.quantile_blocks is None:
+            return None
+        rows.append(reading.quantile_blocks.get(q, ()))
+    return [
+        tuple(math.log(v) for v in values)
+        for values in zip(*rows, strict=False)
+        if all(v is not None and v > 0 for v in values)
+    ]
 
 
 def _combine(outcomes: list[CriterionResult]) -> CriterionResult:

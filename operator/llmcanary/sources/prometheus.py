@@ -54,7 +54,7 @@ from llmcanary.analysis.types import ArmReading, LatencyReading, Signal, needs
 from llmcanary.api.spec import AnalysisSpec
 from llmcanary.api.types import parse_duration
 from llmcanary.sources.base import MetricsUnavailable, QueryErrorReason, Scope
-from llmcanary.sources.promql import HistogramQuery, arm_queries
+from llmcanary.sources.promql import HistogramQuery, QuantileQuery, arm_queries
 from llmcanary.transport import (
     MAX_ANSWER_BYTES,
     Answer,
@@ -173,6 +173,10 @@ class PrometheusReader:
                         )
                         for q in quantiles
                     },
+                    quantile_blocks={
+                        q: self._quantile_blocks(where, query, queries.values, q, scope, analysis)
+                        for q in quantiles
+                    },
                     method=query.method,
                 )
         return ArmReading(
@@ -277,6 +281,59 @@ class PrometheusReader:
             except ValueError:  # no series, or a block without its +Inf bucket
                 blocks.append(_EMPTY)
         return tuple(blocks)
+
+    def _quantile_blocks(
+        self,
+        what: str,
+        query: QuantileQuery,
+        values: dict[str, str],
+        q: float,
+        scope: Scope,
+        analysis: AnalysisSpec,
+    ) -> tuple[float | None, ...]:
+        """The arm's ``q`` quantile at the end of each block of the window (oldest first;
+        None where it had no value), by a range query stepping from the window's start;
+        none (and no query) while the window holds fewer than
+        :data:`~llmcanary.analysis.sequential.MIN_BLOCKS` blocks. A query with a span of
+        its own (Triton's summary) is read in blocks of that span: each answer then
+        covers its block's requests and no other block's."""
+        window = scope.window.total_seconds()
+        interval = parse_duration(analysis.interval).total_seconds()
+        if query.span_seconds is None:
+            block = sequential.block_seconds(window, interval)
+        else:
+            block = max(math.ceil(interval), query.span_seconds)
+        if window // block < sequential.MIN_BLOCKS:
+            return ()
+        end = scope.end or datetime.now(UTC)
+        first = end - scope.window + timedelta(seconds=block)
+        promql = query.block_promql(values, q, f"{block}s")
+        where = f"Prometheus at {self.url}, {what} blocks query"
+        extra = {"prometheus": self.url, "query": f"{what} blocks", "promql": promql}
+        result_type, result = self._query(where, promql, extra, steps=(first, end, f"{block}s"))
+        if result_type != "matrix":
+            raise self._unavailable(f"{where}: unexpected answer shape", extra, "answer")
+        if len(result) > 1:
+            raise self._unavailable(
+                f"{where} returned {len(result)} series; aggregate it to one number per arm",
+                extra,
+                "answer",
+            )
+        by_time: dict[float, float | None] = {}
+        for item in result:
+            try:
+                points = item["values"] if isinstance(item, dict) else None
+                if not isinstance(points, list):
+                    raise TypeError("no values")
+                samples = [(_float(t), _float(v)) for t, v in points]
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise self._unavailable(
+                    f"{where}: a series without values", extra, "answer"
+                ) from None
+            for at, value in samples:
+                by_time[at] = self._checked(value, "latency", where, extra)
+        steps = range(round(first.timestamp()), round(end.timestamp()) + 1, block)
+        return tuple(by_time.get(float(at)) for at in steps)
 
     def _query(
         self,

@@ -9,7 +9,9 @@ own series add ``model`` and ``version``.
 Latency comes from histograms wherever the server publishes one: the source asks for
 each pod's bucket increases over the window (``sum by (le, pod)``), and the pure
 analysis adds the pods up and reads the quantile, so an arm's estimate covers all its
-requests whatever its pod count. Templates use ``{arm}``, ``{namespace}``, ``{name}``,
+requests whatever its pod count. Where only a quantile is published (Triton's summary,
+a user's template), it is read at the end of each time block of the window: the blocks'
+spread is the estimate's variance. Templates use ``{arm}``, ``{namespace}``, ``{name}``,
 ``{revision}``, ``{window}``, ``{model}`` and ``{quantile}``; a latency template answers
 one number, the arm's quantile in milliseconds; the request and error templates answer
 counts over the window.
@@ -34,11 +36,17 @@ _MESH = _ARM + ',reporter="destination"'
 TRITON_REQUESTS = "sum(increase(nv_inference_request_success{{" + _MODEL + "}}[{window}]))"
 TRITON_ERRORS = "sum(increase(nv_inference_request_failure{{" + _MODEL + "}}[{window}]))"
 # Triton's summary quantiles are per pod and cannot be added up: the arm's quantile is
-# the worst pod's, over Triton's own fixed window. Needs
+# its pods' geometric mean (pods without requests in the window, NaN, left out), so an
+# arm's number does not grow with its pod count as the worst pod's would. Each covers
+# Triton's own sliding window, SUMMARY_SECONDS. Needs
 # tritonserver --metrics-config=summary_latencies=true (the operator's pods set it).
 SUMMARY_LATENCY = (
-    'max(nv_inference_request_summary_us{{quantile="{quantile}",' + _MODEL + "}}) / 1000"
+    'exp(avg(ln(nv_inference_request_summary_us{{quantile="{quantile}",'
+    + _MODEL
+    + "}} > 0))) / 1000"
 )
+# prometheus-cpp's Summary default, which Triton keeps: quantiles over the last minute.
+SUMMARY_SECONDS = 60
 MESH_REQUESTS = (
     "sum(increase(istio_requests_total{{" + _MESH + ',response_code!~"5.."}}[{window}]))'
 )
@@ -67,14 +75,25 @@ class HistogramQuery:
 
 @dataclass(frozen=True)
 class QuantileQuery:
-    """PromQL that answers one number: the arm's latency at ``{quantile}``, in ms."""
+    """PromQL that answers one number: the arm's latency at ``{quantile}``, in ms.
+
+    Read over the window, and at the end of each time block of it (a range query) with
+    ``{window}`` the block's length: the blocks' spread is the estimate's variance.
+    ``span_seconds``: the time each answer covers whatever ``{window}`` says (a
+    server-side sliding window, Triton's summary's); no block is shorter, so that no two
+    blocks count the same requests."""
 
     template: str
     method: str  # how status names it
+    span_seconds: int | None = None
 
     def promql(self, values: dict[str, str], quantile: float) -> str:
         check_template(self.template)
         return self.template.format(**{**values, "quantile": f"{quantile:g}"})
+
+    def block_promql(self, values: dict[str, str], quantile: float, block: str) -> str:
+        """The same number over one block, for a range query stepping by the block."""
+        return self.promql({**values, "window": block}, quantile)
 
 
 LatencyQuery = HistogramQuery | QuantileQuery
@@ -104,7 +123,9 @@ PRESETS: dict[MetricsPreset, Preset] = {
         TRITON_REQUESTS,
         TRITON_ERRORS,
         {
-            "e2eLatency": QuantileQuery(SUMMARY_LATENCY, "the worst pod's summary quantile"),
+            "e2eLatency": QuantileQuery(
+                SUMMARY_LATENCY, "Triton's summary (its pods' geometric mean)", SUMMARY_SECONDS
+            ),
             "ttft": HistogramQuery("nv_inference_first_response_histogram_ms", _MODEL, 1),
         },
     ),
