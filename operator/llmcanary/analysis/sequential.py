@@ -28,7 +28,10 @@ share of requests at or below the quantile is taken from how that share moves be
 time blocks of the window (:func:`design_effect`, batch means; for a comparison,
 :func:`paired_design_effect` on the two arms' difference, block by block), never less
 than independent requests would give. A pod that is slower than its twin for the whole
-window is not a cluster in time: more pods per arm is what averages that out.
+window is not a cluster in time: more pods per arm is what averages that out. A source
+that publishes only a quantile (Triton's summary, a user's PromQL) has no histogram to
+read a standard error from: its quantile is read once per time block, and the blocks'
+spread alone is the variance (:func:`block_mean`).
 """
 
 from __future__ import annotations

@@ -774,11 +774,14 @@ class QueryTemplates(ApiModel):
     e2e_latency: str | None = Field(
         default=None, max_length=4096, alias="e2eLatency", json_schema_extra=_TEMPLATE_SCHEMA
     )
-    """PromQL answering the arm's end-to-end latency at {quantile}, in milliseconds."""
+    """PromQL answering the arm's end-to-end latency at {quantile}, in milliseconds, over
+    {window}: it is also read for each time block of the step, {window} then the block."""
     ttft: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
-    """PromQL answering the arm's time to first token at {quantile}, in milliseconds."""
+    """PromQL answering the arm's time to first token at {quantile}, in milliseconds, over
+    {window} (read per time block too, as e2eLatency)."""
     tpot: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
-    """PromQL answering the arm's time per output token at {quantile}, in milliseconds."""
+    """PromQL answering the arm's time per output token at {quantile}, in milliseconds,
+    over {window} (read per time block too, as e2eLatency)."""
     requests: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
     """PromQL answering the arm's successful requests over {window}."""
     errors: str | None = Field(default=None, max_length=4096, json_schema_extra=_TEMPLATE_SCHEMA)
@@ -845,7 +848,8 @@ class AnalysisSpec(ApiModel):
     interval: Annotated[str, DurationBetween("1s", "24h")] = "1m"
     """How often the arms are compared. Each check reads the step so far ({window}: from
     the step's start plus warmup to now), and each latency also in 8 to 16 time blocks of it, none
-    shorter than this interval: keep it at or above Prometheus' scrape interval."""
+    shorter than this interval (nor than 60 s for Triton's summary, whose every value covers
+    its last minute): keep it at or above Prometheus' scrape interval."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Where the operator reads the metrics."""
     metrics: MetricsPreset = "tritonVLLM"

@@ -4,11 +4,12 @@ A count query (requests, errors) and a quantile query (Triton's summary, a user'
 template) must answer one number or nothing: an empty vector (or NaN, or ±Inf) is a
 missing series (``None``, which the verdict treats as "not enough data"); more than one
 series is a query error, because an arm is one number and silently picking a series
-would compare the wrong things. A histogram query answers one series per pod and
-bucket (``sum by (le, pod)``), and every pod must have the same buckets. Any failure to
-get an answer (connection refused, timeout, HTTP error, bad PromQL) is
-:class:`MetricsUnavailable` with a one-line message naming the address and the arm;
-never a traceback.
+would compare the wrong things. A quantile query is also read block by block (a range
+query, one series at most; a step without a value is None). A histogram query answers
+one series per pod and bucket (``sum by (le, pod)``), and every pod must have the same
+buckets. Any failure to get an answer (connection refused, timeout, HTTP error, bad
+PromQL) is :class:`MetricsUnavailable` with a one-line message naming the address and
+the arm; never a traceback.
 
 Whoever may create an LLMDeployment chooses the address, and the operator makes the
 requests from inside the cluster, so (as for the preflight's dependency probes):
