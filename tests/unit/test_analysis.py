@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -292,6 +293,13 @@ def test_blocks_pair_at_the_same_instants_so_what_slows_both_arms_cancels() -> N
     gap = summary_arm([203, None, 410, 200, 199, 204, 202, 200])
     check = against(baseline, gap, SUMMARY_SPEC)
     assert "7 time blocks" in check.results[0].reason
+    # Nor does a last minute without requests stop the judgement (the summary reads NaN).
+    quiet = summary_arm([203, 201, 410, 200, 199, 204, 202, None])
+    quiet_now = ArmReading(
+        quiet.requests, 0.0, {"e2eLatency": replace(quiet.latency["e2eLatency"], quantiles={})}
+    )
+    check = against(baseline, quiet_now, SUMMARY_SPEC)
+    assert check.verdict == "pass" and "7 time blocks" in check.results[0].reason
 
 
 def test_too_few_blocks_wait_and_no_blocks_at_all_is_not_judged() -> None:

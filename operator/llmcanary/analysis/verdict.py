@@ -305,6 +305,10 @@ def _latency(
     arm = context.reference
     canary_reading = canary.latency.get(criterion.metric, LatencyReading())
     reference_reading = reference.latency.get(criterion.metric, LatencyReading())
+    if canary_reading.quantile_blocks is not None:
+        # A source without histograms: its blocks are the evidence, whatever the latest
+        # number (a summary's minute without requests reads none).
+        return _by_blocks(criterion, canary_reading, reference_reading, context, compared)
     mine = Estimate(canary_reading.quantile(q), canary_reading.samples)
     theirs = Estimate(reference_reading.quantile(q), reference_reading.samples)
 
@@ -365,6 +369,27 @@ def _latency(
     if not outcomes:
         # A relative criterion with the canary at 100%: nothing left to compare with.
         return result("pass", f"canary {name} {ms(mine.value)}: no {arm} traffic at 100%")
+    return _combine(outcomes)
+
+
+def _by_blocks(
+    criterion: Criterion,
+    canary: LatencyReading,
+    reference: LatencyReading,
+    context: Judgement,
+    compared: bool,
+) -> CriterionResult:
+    """Every limit of a latency criterion on a source without histograms."""
+    increase = criterion.max_increase_percent
+    outcomes = []
+    if increase is not None and compared:
+        outcomes.append(_blockwise(criterion, canary, reference, context, increase))
+    if criterion.max_milliseconds is not None:
+        outcomes.append(_blockwise(criterion, canary, None, context, None))
+    if not outcomes:
+        return CriterionResult(
+            criterion, "pass", f"canary {criterion.label}: no {context.reference} traffic at 100%"
+        )
     return _combine(outcomes)
 
 
