@@ -17,6 +17,7 @@ the seconds to the decision and the requests each arm served (nginx's access log
 Markdown for docs/benchmarks.md (``--markdown FILE``; ``--json FILE`` keeps the rows).
 
     .venv/bin/python bench/judge_stack.py --aa 5 --slowdowns 50 30 20 10
+    .venv/bin/python bench/judge_stack.py --metrics triton --aa 3 --slowdowns 50 30
 
 Not a test: nothing here asserts. It needs what ``make demo`` needs (the cached binaries
 of ``make cluster-bins prometheus-bin nginx-bin``, the tiny-llm venv) and ~3 minutes per
@@ -38,16 +39,26 @@ from llmcanary_dev.demo.story import SMALL, Chapter, Story
 from llmcanary_dev.demo.timeline import outcomes
 from llmcanary_dev.localstack import stack as local
 
+# --metrics triton: the canary judged on Triton's own summary instead of tiny-llm's
+# histograms. One step at 50% (the most a fresh baseline allows): a step on the summary
+# is judged after five of its minutes at the soonest.
+SUMMARY = {
+    "canary": {"initialWeight": 50, "initialStepInterval": "5m", "analysis": {"metrics": "triton"}}
+}
 
-def chapters(aa: int, slowdowns: list[int]) -> tuple[Chapter, ...]:
+
+def chapters(aa: int, slowdowns: list[int], metrics: str) -> tuple[Chapter, ...]:
+    judged = SUMMARY if metrics == "triton" else {}
     out = [
-        Chapter(f"A/A {i + 1}", {"model": {"version": str(10 + i)}}, "Stable") for i in range(aa)
+        Chapter(f"A/A {i + 1}", {**judged, "model": {"version": str(10 + i)}}, "Stable")
+        for i in range(aa)
     ]
     for percent in sorted(slowdowns, reverse=True):
         out.append(
             Chapter(
                 f"+{percent}% per token",
                 {
+                    **judged,
                     "model": {"version": str(100 + percent)},
                     "triton": {"parameters": {**SMALL, "slowdown_percent": str(percent)}},
                 },
@@ -63,6 +74,12 @@ def main() -> None:
     parser.add_argument("--aa", type=int, default=5, help="A/A rollouts")
     parser.add_argument("--slowdowns", type=int, nargs="*", default=[50, 30, 20, 10])
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop streams")
+    parser.add_argument(
+        "--metrics",
+        choices=["tritonVLLM", "triton"],
+        default="tritonVLLM",
+        help="the preset the canaries are judged on (triton: Triton's summary, one step)",
+    )
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
@@ -71,7 +88,7 @@ def main() -> None:
     story = Story(
         settings,
         say=lambda line: print(line, flush=True),
-        chapters=chapters(args.aa, args.slowdowns),
+        chapters=chapters(args.aa, args.slowdowns, args.metrics),
         strict=False,
         concurrency=args.concurrency,
         rollout_timeout_s=900.0,
@@ -100,7 +117,9 @@ def main() -> None:
     minutes = (time.time() - started) / 60
     lines = [
         f"Local stack, {platform.machine()}, {os.cpu_count()} cores, {args.concurrency} streams,"
-        f" examples/local/tiny-llm.yaml as committed; {minutes:.0f} min in all.",
+        f" examples/local/tiny-llm.yaml as committed"
+        + (", judged on Triton's summary in one step at 50%" if args.metrics == "triton" else "")
+        + f"; {minutes:.0f} min in all.",
         "",
         "| rollout | expected | outcome | max weight | checks | seconds |"
         " requests canary / baseline / stable |",
