@@ -329,10 +329,7 @@ def _latency(
         assert theirs.value is not None
         theirs_log = _log_estimate(reference_reading, q)
         if own is None or theirs_log is None:
-            # A source without histograms (a summary, a user's PromQL).
-            outcomes.append(
-                _blockwise(criterion, canary_reading, reference_reading, context, increase)
-            )
+            outcomes.append(result("inconclusive", _no_interval(name)))
         else:
             # Blocks cut at the same instants in both arms: what slowed both cancels.
             mine_log, theirs_log = _paired(canary_reading, reference_reading, q, (own, theirs_log))
@@ -351,7 +348,7 @@ def _latency(
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if ceiling is not None:
         if own is None:
-            outcomes.append(_blockwise(criterion, canary_reading, None, context, None))
+            outcomes.append(result("inconclusive", _no_interval(name)))
         else:
             over = sequential.Estimate(
                 own.estimate.value - math.log(ceiling), own.estimate.variance
@@ -409,11 +406,7 @@ def _blockwise(
     arms = (canary,) if reference is None else (canary, reference)
     logs = _block_logs(arms, q)
     if logs is None:
-        return CriterionResult(
-            criterion,
-            "inconclusive",
-            f"no interval for {name}: the source gives neither histograms nor time blocks",
-        )
+        return CriterionResult(criterion, "inconclusive", _no_interval(name))
     mine_log = sum(row[0] for row in logs) / len(logs) if logs else None
     theirs_log = sum(row[-1] for row in logs) / len(logs) if logs else None
     mine = Estimate(None if mine_log is None else math.exp(mine_log))
@@ -458,6 +451,10 @@ def _blockwise(
         )
     describe += f"; {len(logs)} time blocks of {canary.method}"
     return _decided(criterion, outcome, describe, theirs, mine, effect)
+
+
+def _no_interval(name: str) -> str:
+    return f"no interval for {name}: the source gives neither a histogram nor time blocks"
 
 
 def _block_logs(readings: Sequence[LatencyReading], q: float) -> list[tuple[float, ...]] | None:
