@@ -851,24 +851,8 @@ def markdown(figures: dict[str, Any]) -> str:
     ]
     titles = {s.key: s.title for s in SCENARIOS}
     for rate, per_rate in figures["rates"].items():
-        lines += [
-            "",
-            f"### {rate} requests/s",
-            "",
-            "| scenario | rule | rolled back | ... at <= 25% | promoted | stalled"
-            " | canary requests to decision p50 / p90 | minutes to decision p50 / p90 |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for key, rules in per_rate.items():
-            for rule, s in rules.items():
-                lines.append(
-                    f"| {titles[key]} | {rule} | {s['rolled_back_pct']:.1f}%"
-                    f" | {s['rolled_back_early_pct']:.1f}% | {s['promoted_pct']:.1f}%"
-                    f" | {s['stalled_pct']:.1f}%"
-                    f" | {_num(s['decision_canary_requests_p50'])}"
-                    f" / {_num(s['decision_canary_requests_p90'])}"
-                    f" | {_num(s['decision_minutes_p50'])} / {_num(s['decision_minutes_p90'])} |"
-                )
+        lines += ["", f"### {rate} requests/s", ""]
+        lines += outcome_table(per_rate, titles)
         lines += [
             "",
             "| scenario | rule | rollbacks by weight | rollback causes | stalls (weight: count)"
@@ -891,6 +875,26 @@ def markdown(figures: dict[str, Any]) -> str:
     lines += ["", "### Targets", "", targets(figures)]
     lines += ["", f"Simulated in {figures['wall_seconds']:.0f} s."]
     return "\n".join(lines)
+
+
+def outcome_table(per_rate: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """One rate's outcomes, a row per scenario and rule (``summarise``'s figures)."""
+    lines = [
+        "| scenario | rule | rolled back | ... at <= 25% | promoted | stalled"
+        " | canary requests to decision p50 / p90 | minutes to decision p50 / p90 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, rules in per_rate.items():
+        for rule, s in rules.items():
+            lines.append(
+                f"| {titles[key]} | {rule} | {s['rolled_back_pct']:.1f}%"
+                f" | {s['rolled_back_early_pct']:.1f}% | {s['promoted_pct']:.1f}%"
+                f" | {s['stalled_pct']:.1f}%"
+                f" | {_num(s['decision_canary_requests_p50'])}"
+                f" / {_num(s['decision_canary_requests_p90'])}"
+                f" | {_num(s['decision_minutes_p50'])} / {_num(s['decision_minutes_p90'])} |"
+            )
+    return lines
 
 
 def targets(figures: dict[str, Any]) -> str:

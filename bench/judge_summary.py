@@ -45,18 +45,15 @@ from typing import Any
 
 import numpy as np
 from judge import (
-    CAUGHT_EARLY_MIN,
     CONTENTION,
-    EARLY_WEIGHT,
     ERROR_RATE,
-    FALSE_ROLLBACK_MAX,
     POOL_SIZE,
-    PROMOTED_MIN,
     Requests,
     Result,
     Scenario,
+    outcome_table,
     summarise,
-    wilson,
+    targets,
 )
 
 from llmcanary.analysis.sequential import design
@@ -288,10 +285,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:,.0f}"
-
-
 def markdown(figures: dict[str, Any]) -> str:
     c = figures["config"]
     lines = [
@@ -309,48 +302,8 @@ def markdown(figures: dict[str, Any]) -> str:
     ]
     titles = {s.key: s.title for s in SCENARIOS}
     for rate, per_rate in figures["rates"].items():
-        lines += [
-            "",
-            f"#### {rate} requests/s",
-            "",
-            "| scenario | rule | rolled back | ... at <= 25% | promoted | stalled"
-            " | minutes to decision p50 / p90 |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for key, rules in per_rate.items():
-            for rule, s in rules.items():
-                lines.append(
-                    f"| {titles[key]} | {rule} | {s['rolled_back_pct']:.1f}%"
-                    f" | {s['rolled_back_early_pct']:.1f}% | {s['promoted_pct']:.1f}%"
-                    f" | {s['stalled_pct']:.1f}%"
-                    f" | {_num(s['decision_minutes_p50'])} / {_num(s['decision_minutes_p90'])} |"
-                )
-    lines += [
-        "",
-        "| rate | rule | target | measured (95% interval) | |",
-        "| ---: | --- | --- | ---: | --- |",
-    ]
-    goals = (
-        ("identical", "rolled_back", "identical rolled back <= 1%", FALSE_ROLLBACK_MAX, -1),
-        (
-            "plus30",
-            "rolled_back_early",
-            f"+30% rolled back at <= {EARLY_WEIGHT}% >= 95%",
-            CAUGHT_EARLY_MIN,
-            1,
-        ),
-        ("plus10", "promoted", "+10% promoted >= 90%", PROMOTED_MIN, 1),
-    )
-    for rate, per_rate in figures["rates"].items():
-        for rule in ("old", "new"):
-            for key, metric, text, goal, sign in goals:
-                s = per_rate[key][rule]
-                value = s[f"{metric}_pct"]
-                low, high = wilson(s[metric], s["rollouts"])
-                met = value <= goal if sign < 0 else value >= goal
-                verdict = "met" if met else f"**missed by {abs(value - goal):.1f} points**"
-                measured = f"{value:.1f}% ({low:.1f}-{high:.1f})"
-                lines.append(f"| {rate} | {rule} | {text} | {measured} | {verdict} |")
+        lines += ["", f"#### {rate} requests/s", "", *outcome_table(per_rate, titles)]
+    lines += ["", targets(figures)]
     lines += ["", f"Simulated in {figures['wall_seconds']:.0f} s."]
     return "\n".join(lines)
 
