@@ -307,6 +307,18 @@ def test_too_few_blocks_wait_and_no_blocks_at_all_is_not_judged() -> None:
     check = against(few, summary_arm([400.0] * (MIN_BLOCKS - 1)), SUMMARY_SPEC)
     assert check.verdict == "inconclusive" and check.waiting
     assert f"{MIN_BLOCKS - 1}/{MIN_BLOCKS} time blocks" in check.reason
+    # Before the first block, status shows the arms' latest numbers.
+    first_minute = [
+        ArmReading(
+            5000.0,
+            0.0,
+            {"e2eLatency": LatencyReading(quantiles={0.95: value}, quantile_blocks={0.95: ()})},
+        )
+        for value in (200.0, 260.0)
+    ]
+    check = against(*first_minute, SUMMARY_SPEC)
+    assert check.waiting and "0/5 time blocks" in check.reason
+    assert (check.results[0].reference.value, check.results[0].canary.value) == (200.0, 260.0)
     # A source that gives one number and no blocks: no interval, so no verdict.
     lone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 200.0})})
     alone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 400.0})})

@@ -407,10 +407,14 @@ def _blockwise(
     logs = _block_logs(arms, q)
     if logs is None:
         return CriterionResult(criterion, "inconclusive", _no_interval(name))
-    mine_log = sum(row[0] for row in logs) / len(logs) if logs else None
-    theirs_log = sum(row[-1] for row in logs) / len(logs) if logs else None
-    mine = Estimate(None if mine_log is None else math.exp(mine_log))
-    theirs = Estimate(None if reference is None or theirs_log is None else math.exp(theirs_log))
+    # What status shows: the blocks' geometric means, what is judged; before the first
+    # block, the arms' latest numbers.
+    mine = Estimate(_geometric_mean([row[0] for row in logs]) if logs else canary.quantile(q))
+    theirs = Estimate()
+    if reference is not None:
+        theirs = Estimate(
+            _geometric_mean([row[1] for row in logs]) if logs else reference.quantile(q)
+        )
     if increase is not None:
         limit = math.log(1 + increase / 100)
         half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
@@ -451,6 +455,10 @@ def _blockwise(
         )
     describe += f"; {len(logs)} time blocks of {canary.method}"
     return _decided(criterion, outcome, describe, theirs, mine, effect)
+
+
+def _geometric_mean(logs: Sequence[float]) -> float:
+    return math.exp(sum(logs) / len(logs))
 
 
 def _no_interval(name: str) -> str:
