@@ -11,20 +11,25 @@ the mean log ratio tested with the blocks' spread as its variance
 (:func:`~llmcanary.analysis.sequential.block_mean`).
 
 The requests come from ``bench/judge.py``'s latency model (the same pool: end-to-end
-latency = TTFT + (tokens - 1) x TPOT, true P95 about 7 s), Poisson arrivals at the
+latency = TTFT + (tokens - 1) x TPOT, true P95 about 12 s), Poisson arrivals at the
 arm's share of ``--rates``, one pod per arm (the canary and its fresh baseline). A
 minute's summary value is the exact P95 of that minute's successful requests (Triton's
-CKMS keeps it within 0.1% of rank), None in a minute without one. Both rules get the same
-requests and the same step logic (``rollout/machine.py``, as ``bench/judge.py`` follows
+CKMS keeps it within 0.1% of rank), None in a minute without one. Left out: several pods
+per arm (the geometric mean across pods), scrape lag and Prometheus' lookback, minutes
+misaligned with Triton's own, warm-up. Both rules draw from the same latency model (each
+rule its own random stream, so not paired request by request) and follow the same step
+logic (``rollout/machine.py``, as ``bench/judge.py`` follows
 it): a check every minute on the step so far, a failed check rolls back (failureLimit 1),
 a step ends once its time is up and the latest check passed, a waiting check lets it run
 on, ``inconclusiveLimit`` other inconclusive checks in a row pause the rollout, a step
 past ``--step-cap-minutes`` stalls. The error-rate criterion is the same sequential test
 in both (the product's rule: e2eLatency P95 +20%, errors +1 point); no warm-up.
 
-Scenarios: identical arms; the canary +10/+20/+30/+50%; and identical and +30% arms each
+Scenarios: identical arms; the canary +10/+20/+30/+50%; identical and +30% arms each
 under its own contention (every request of a minute slower or faster together, as on a
-busy node, standard deviation 0.15 in log latency, as measured on the local stack).
+busy node, standard deviation 0.15 in log latency, as measured on the local stack), new
+each minute; and the same with contention that lasts (an AR(1) of 5 minutes' memory: a
+slow spell spans several blocks, so neighbouring minutes look alike).
 
     .venv/bin/python bench/judge_summary.py          # about 2 minutes of one core
     .venv/bin/python bench/judge_summary.py --markdown /tmp/summary.md --json /tmp/s.json
@@ -64,6 +69,7 @@ from llmcanary.api.spec import AnalysisSpec, LLMDeploymentSpec
 Array = np.ndarray[Any, Any]
 BLOCK_SECONDS = 60  # Triton's summary window: the operator's blocks for it
 OLD_FACTOR = 1.20  # the product's +20%, as the old rule applied it to two numbers
+SPELL_SECONDS = 300  # the memory of contention that lasts
 
 SCENARIOS = (
     Scenario("identical", "identical arms"),
@@ -73,6 +79,19 @@ SCENARIOS = (
     Scenario("plus50", "canary +50%", slower=1.50),
     Scenario("contended", "identical, each arm contended", contention=CONTENTION),
     Scenario("contended30", "canary +30%, each arm contended", slower=1.30, contention=CONTENTION),
+    Scenario(
+        "spells",
+        "identical, contention lasting minutes",
+        contention=CONTENTION,
+        memory_seconds=SPELL_SECONDS,
+    ),
+    Scenario(
+        "spells30",
+        "canary +30%, contention lasting minutes",
+        slower=1.30,
+        contention=CONTENTION,
+        memory_seconds=SPELL_SECONDS,
+    ),
 )
 
 
@@ -125,15 +144,21 @@ class SummaryArm:
     """One arm's minutes: requests, errors and the summary's P95 of each."""
 
     def __init__(
-        self, rng: np.random.Generator, values: Array, rate: float, contention: float
+        self, rng: np.random.Generator, values: Array, rate: float, scenario: Scenario
     ) -> None:
         self.rng, self.values = rng, values
         self.per_minute = rate * BLOCK_SECONDS
-        self.sigma = contention
+        self.sigma = scenario.contention
+        # The arm's slowdown is an AR(1) from minute to minute (memory_seconds).
+        self.rho = math.exp(-BLOCK_SECONDS / scenario.memory_seconds)
+        self.shock = self.sigma * float(rng.standard_normal()) if self.sigma else 0.0
         self.p95: list[float | None] = []
         self.ok = self.errors = 0
 
     def minute(self) -> None:
+        if self.sigma:
+            fresh = math.sqrt(1 - self.rho**2) * self.sigma * float(self.rng.standard_normal())
+            self.shock = self.rho * self.shock + fresh
         n = int(self.rng.poisson(self.per_minute))
         errors = int(self.rng.binomial(n, ERROR_RATE)) if n else 0
         ok = n - errors
@@ -143,7 +168,7 @@ class SummaryArm:
             return
         drawn = self.values[self.rng.integers(0, POOL_SIZE, ok)]
         if self.sigma:
-            drawn = drawn * math.exp(self.sigma * float(self.rng.standard_normal()))
+            drawn = drawn * math.exp(self.shock)
         self.p95.append(float(np.quantile(drawn, 0.95, method="inverted_cdf")))
 
     def reading(self, *, blocks: bool) -> ArmReading:
@@ -213,8 +238,8 @@ def rollout(
     last = len(setup.weights) - 1
     for step, weight in enumerate(setup.weights):
         share = rate * weight / 100
-        ref = SummaryArm(rng, reference_values, share, scenario.contention)
-        can = SummaryArm(rng, canary_values, share, scenario.contention)
+        ref = SummaryArm(rng, reference_values, share, scenario)
+        can = SummaryArm(rng, canary_values, share, scenario)
         length = setup.initial_minutes if step == 0 else setup.step_minutes
         minutes = 0
         while True:

@@ -319,6 +319,12 @@ def test_too_few_blocks_wait_and_no_blocks_at_all_is_not_judged() -> None:
     check = against(*first_minute, SUMMARY_SPEC)
     assert check.waiting and "0/5 time blocks" in check.reason
     assert (check.results[0].reference.value, check.results[0].canary.value) == (200.0, 260.0)
+    # A summary Triton does not publish (or a template answering nothing): no number in
+    # any block of a long window is a missing series, not a reason to wait for ever.
+    nothing = summary_arm([None] * 8)
+    check = against(summary_arm([200.0] * 8), nothing, SUMMARY_SPEC)
+    assert check.verdict == "inconclusive" and not check.waiting
+    assert "no e2eLatency p95 for the canary arm (no series or no requests)" in check.reason
     # A source that gives one number and no blocks: no interval, so no verdict.
     lone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 200.0})})
     alone = ArmReading(5000.0, 0.0, {"e2eLatency": LatencyReading(quantiles={0.95: 400.0})})

@@ -198,3 +198,23 @@ def test_fewer_blocks_than_the_minimum_say_nothing_about_clustering() -> None:
     assert sequential.MIN_BLOCKS > 4
     assert sequential.design_effect(few, 150.0, 0.95) == 1.0
     assert sequential.design_effect(None, 150.0, 0.95) == 1.0
+
+
+def test_block_means_widen_at_the_tests_own_level_and_batch_long_windows() -> None:
+    values = [0.1 * ((-1) ** i) for i in range(8)]
+    at_95 = sequential.block_mean(values, 0.05)
+    at_plan = sequential.block_mean(values, 0.004)
+    assert at_95 is not None and at_plan is not None
+    # The same blocks: a test at a stricter level is widened further (t's heavier tail).
+    assert at_plan.variance > at_95.variance * 1.1
+    assert sequential.block_mean(values[: sequential.MIN_BLOCKS - 1], 0.05) is None
+    # 32 one-minute blocks of a slow spell lasting two minutes: judged as 16 batches of two,
+    # the spell is one batch's deviation, and the variance is what 16 spells give.
+    spells = [0.2 if (i // 2) % 2 else -0.2 for i in range(32)]
+    batched = sequential.block_mean(spells, 0.05)
+    pairs = sequential.block_mean([0.2 if i % 2 else -0.2 for i in range(16)], 0.05)
+    assert batched is not None and pairs is not None
+    assert batched.variance == pytest.approx(pairs.variance)
+    # Minutes that all read the same are still not known to better than the floor.
+    steady = sequential.block_mean([0.0] * 32, 0.05)
+    assert steady is not None and steady.variance > 0

@@ -36,9 +36,11 @@ spread alone is the variance (:func:`block_mean`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 from llmcanary.analysis.histogram import Histogram
@@ -202,12 +204,13 @@ def paired_design_effect(
     return max(1.0, between / independent * _few_blocks(len(paired) - 1))
 
 
-def _few_blocks(freedom: int) -> float:
+def _few_blocks(freedom: int, z: float = 1.959964) -> float:
     """A variance estimated from a few blocks is itself uncertain: inflate it so that a
-    normal bound at 97.5% is as wide as Student's t with ``freedom`` degrees of freedom
-    (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on). The binomial
-    floor is known, not estimated: only what the blocks add over it is inflated."""
-    z = 1.959964
+    normal bound at ``z`` (97.5% by default) is as wide as Student's t with ``freedom``
+    degrees of freedom (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on
+    at 97.5%; it understates t further out in the tail at very few degrees). The
+    binomial floor is known, not estimated: only what the blocks add over it is
+    inflated."""
     t = z + (z**3 + z) / (4 * freedom) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * freedom**2)
     return (t / z) ** 2
 
@@ -231,20 +234,30 @@ def log_quantile(histogram: Histogram, q: float, effect: float = 1.0) -> Estimat
     return Estimate(math.log(point), se * se)
 
 
-def block_mean(values: Sequence[float], floor: float = BLOCK_FLOOR) -> Estimate | None:
+def block_mean(
+    values: Sequence[float], alpha: float, floor: float = BLOCK_FLOOR
+) -> Estimate | None:
     """The mean of one number per time block (a block's log quantile, or the difference
-    of two arms' in the same block) and its variance by batch means: the blocks' own
-    spread over their count, inflated for the few blocks' doubt as :func:`design_effect`
-    does. For a source that gives one number per block and nothing about its precision
-    (Triton's summary, a user's PromQL): the blocks are the only replication there is.
-    No block's number is taken as steadier than ``floor`` (a standard deviation). None
-    below :data:`MIN_BLOCKS` blocks."""
+    of two arms' in the same block) and its variance by batch means. For a source that
+    gives one number per block and nothing about its precision (Triton's summary, a
+    user's PromQL): the blocks are the only replication there is, so all of the variance
+    is estimated, and it is widened to Student's t at the test's own level (``alpha``, two
+    sided), not at 95%. Past :data:`MAX_BLOCKS` blocks, consecutive ones are averaged into
+    that many batches, so that a slow spell longer than a block stays within a batch
+    instead of making its neighbours look alike. No block's number is taken as steadier
+    than ``floor`` (a standard deviation). None below :data:`MIN_BLOCKS` blocks."""
     k = len(values)
     if k < MIN_BLOCKS:
         return None
     mean = sum(values) / k
-    spread = max(sum((v - mean) ** 2 for v in values) / (k - 1), floor * floor)
-    return Estimate(mean, spread / k * _few_blocks(k - 1))
+    batches = min(k, MAX_BLOCKS)
+    edges = [round(i * k / batches) for i in range(batches + 1)]
+    means = [sum(values[a:b]) / (b - a) for a, b in itertools.pairwise(edges)]
+    # Each batch mean of m blocks is floored at floor / sqrt(m), as m blocks' would be.
+    spread = sum((m - mean) ** 2 for m in means) / (batches - 1)
+    spread = max(spread, floor * floor * batches / k)
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    return Estimate(mean, spread / batches * _few_blocks(batches - 1, z))
 
 
 def proportion(events: float, total: float) -> Estimate:

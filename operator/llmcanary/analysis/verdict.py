@@ -168,10 +168,16 @@ def judge(
             f" {sequential.BLOCKS} or more, none shorter than analysis.interval"
             " nor, for Triton's summary, than the 60 s each of its values covers)"
         )
+        # A latency with no series at all is not short of blocks: it says so, and counts
+        # towards inconclusiveLimit (it would otherwise wait for ever).
         held = tuple(
-            replace(r, verdict="inconclusive", reason=reason) if r.criterion.is_latency else r
+            replace(r, verdict="inconclusive", reason=reason, waiting=True)
+            if r.criterion.is_latency and not _missing(r)
+            else r
             for r in results
         )
+        if any(_missing(r) for r in results):
+            return _overall(held, name, load, canary, rate)
         return Check("inconclusive", reason, held, name, load, True, None, rate)
     # With a fresh baseline the router gives both arms the same share of arrivals by
     # construction; what the per-pod counts show is completions, which a slow canary
@@ -204,6 +210,11 @@ def _blocks_seen(analysis: AnalysisSpec, arms: Sequence[ArmReading]) -> int | No
         and (seen := reading.blocks_seen(quantiles)) is not None
     ]
     return min(counts) if counts else None
+
+
+def _missing(result: CriterionResult) -> bool:
+    """A latency the source had nothing for: inconclusive, and not for want of time."""
+    return result.criterion.is_latency and result.verdict == "inconclusive" and not result.waiting
 
 
 def _relative(criterion: Criterion) -> bool:
@@ -377,6 +388,16 @@ def _by_blocks(
     compared: bool,
 ) -> CriterionResult:
     """Every limit of a latency criterion on a source without histograms."""
+    for arm, reading in (("canary", canary), (context.reference, reference)):
+        if arm != "canary" and not compared:
+            continue
+        values = (reading.quantile_blocks or {}).get(criterion.q, ())
+        if reading.quantile(criterion.q) is None and all(v is None for v in values):
+            return CriterionResult(
+                criterion,
+                "inconclusive",
+                f"no {criterion.label} for the {arm} arm (no series or no requests)",
+            )
     increase = criterion.max_increase_percent
     outcomes = []
     if increase is not None and compared:
@@ -419,13 +440,17 @@ def _blockwise(
         limit = math.log(1 + increase / 100)
         half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
         floor = sequential.BLOCK_FLOOR * math.sqrt(2)
-        estimate = sequential.block_mean([row[0] - row[1] for row in logs], floor)
+        estimate = sequential.block_mean(
+            [row[0] - row[1] for row in logs], context.plan.confidence_alpha, floor
+        )
     else:
         assert criterion.max_milliseconds is not None
         limit, half = 0.0, sequential.ABSOLUTE_HALF_WIDTH
         floor = sequential.BLOCK_FLOOR
         over = math.log(criterion.max_milliseconds)
-        estimate = sequential.block_mean([row[0] - over for row in logs], floor)
+        estimate = sequential.block_mean(
+            [row[0] - over for row in logs], context.plan.confidence_alpha, floor
+        )
     if estimate is None:
         both = "" if reference is None else " in both arms"
         return CriterionResult(
@@ -462,7 +487,10 @@ def _geometric_mean(logs: Sequence[float]) -> float:
 
 
 def _no_interval(name: str) -> str:
-    return f"no interval for {name}: the source gives neither a histogram nor time blocks"
+    return (
+        f"no interval for {name}: the source gives neither a histogram with a usable"
+        " quantile nor time blocks"
+    )
 
 
 def _block_logs(readings: Sequence[LatencyReading], q: float) -> list[tuple[float, ...]] | None:

@@ -296,8 +296,9 @@ class PrometheusReader:
         None where it had no value), by a range query stepping from the window's start;
         none (and no query) while the window holds fewer than
         :data:`~llmcanary.analysis.sequential.MIN_BLOCKS` blocks. A query with a span of
-        its own (Triton's summary) is read in blocks of that span: each answer then
-        covers its block's requests and no other block's."""
+        its own (Triton's summary) is read in blocks of at least that span, so that no
+        two answers count the same requests (with ``analysis.interval`` longer than the
+        span, each answer covers only the last span of its block)."""
         window = scope.window.total_seconds()
         interval = parse_duration(analysis.interval).total_seconds()
         if query.span_seconds is None:
