@@ -15,7 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from llmcanary.analysis.histogram import Histogram
+from llmcanary.analysis.sequential import block_seconds
 from llmcanary.analysis.types import ArmReading, LatencyReading
 from llmcanary.api.spec import AnalysisSpec
 from llmcanary.config import OperatorConfig
@@ -37,6 +38,8 @@ from llmcanary.sources.prometheus import (
 MARKER = "INTERNAL-ADMIN-PANEL token-hint=abc123"
 SECRET = "s3cret-pw"
 SCOPE = Scope("ns", "chat", "llm", "canary", "r2", timedelta(seconds=30))
+# A whole-second end, so that a range query's instants are the ones a test writes.
+SCOPE_END = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
 # Only the request and error counts: two instant queries, no latency.
 COUNTS = AnalysisSpec.model_validate(
     {"interval": "10s", "criteria": [{"metric": "errorRate", "maxPercent": 5}]}
@@ -603,3 +606,51 @@ def test_the_blocks_range_query_is_bounded_and_checked_too(
     ranged = [p for p in server.requests if urlsplit(p).path == "/api/v1/query_range"]
     params = parse_qs(urlsplit(ranged[0]).query)
     assert params["start"][0].isdigit() and params["end"][0].isdigit()
+
+
+def test_a_quantile_template_is_read_per_block_one_value_per_instant(
+    serve: Callable[[Respond], Server],
+) -> None:
+    """A latency template over a window long enough to cut: one query_range with
+    ``{window}`` the block's length; series that take turns (a replaced pod's labels)
+    make one arm's blocks, two answering at one instant are refused."""
+    end = SCOPE_END
+    block = block_seconds(600, 10)  # 10 minutes cut into 10 blocks of 60 s
+    instants = [end.timestamp() - 600 + block * (i + 1) for i in range(600 // block)]
+    templated = AnalysisSpec.model_validate(
+        {
+            "interval": "10s",
+            "criteria": [{"metric": "e2eLatency", "maxIncreasePercent": 20}],
+            "queries": {"e2eLatency": 'max(x{{arm="{arm}",q="{quantile}"}}[{window}])'},
+        }
+    )
+
+    def series(pod: str, points: list[float]) -> dict[str, Any]:
+        return {"metric": {"pod": pod}, "values": [[t, "120"] for t in points]}
+
+    def matrix(*result: dict[str, Any]) -> Respond:
+        body = {"status": "success", "data": {"resultType": "matrix", "result": list(result)}}
+        return answer(200, json.dumps(body).encode())
+
+    def reader(ranges: Respond) -> tuple[Server, PrometheusReader]:
+        count = answer(200, vector("1000"))
+
+        def respond(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+            path = urlsplit(handler.path).path
+            (ranges if path.endswith("/query_range") else count)(handler, stop)
+
+        server = serve(respond)
+        return server, PrometheusReader(server.url, timeout_seconds=2)
+
+    scope = Scope("ns", "chat", "llm", "canary", "r2", timedelta(minutes=10), end=end)
+    server, source = reader(matrix(series("a", instants[:5]), series("b", instants[6:])))
+    reading = source.read(scope, templated).latency["e2eLatency"]
+    assert reading.quantile_blocks == {0.95: (120.0,) * 5 + (None,) + (120.0,) * 4}
+    ranged = [p for p in server.requests if urlsplit(p).path == "/api/v1/query_range"]
+    params = parse_qs(urlsplit(ranged[0]).query)
+    assert params["query"] == [f'max(x{{arm="canary",q="0.95"}}[{block}s])']
+    assert params["step"] == [f"{block}s"]
+
+    _, source = reader(matrix(series("a", instants), series("b", instants[:1])))
+    with pytest.raises(MetricsUnavailable, match="2 series at one instant"):
+        source.read(scope, templated)

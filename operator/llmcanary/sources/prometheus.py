@@ -5,7 +5,7 @@ template) must answer one number or nothing: an empty vector (or NaN, or ±Inf) 
 missing series (``None``, which the verdict treats as "not enough data"); more than one
 series is a query error, because an arm is one number and silently picking a series
 would compare the wrong things. A quantile query is also read block by block (a range
-query, one series at most; a step without a value is None). A histogram query answers
+query, one value per instant; a step without a value is None). A histogram query answers
 one series per pod and bucket (``sum by (le, pod)``), and every pod must have the same
 buckets. Any failure to get an answer (connection refused, timeout, HTTP error, bad
 PromQL) is :class:`MetricsUnavailable` with a one-line message naming the address and
@@ -315,12 +315,8 @@ class PrometheusReader:
         result_type, result = self._query(where, promql, extra, steps=(first, end, f"{block}s"))
         if result_type != "matrix":
             raise self._unavailable(f"{where}: unexpected answer shape", extra, "answer")
-        if len(result) > 1:
-            raise self._unavailable(
-                f"{where} returned {len(result)} series; aggregate it to one number per arm",
-                extra,
-                "answer",
-            )
+        # Several series are one arm's only if they never answer at the same instant (the
+        # labels of an unaggregated template change when a pod is replaced).
         by_time: dict[float, float | None] = {}
         for item in result:
             try:
@@ -333,6 +329,13 @@ class PrometheusReader:
                     f"{where}: a series without values", extra, "answer"
                 ) from None
             for at, value in samples:
+                if at in by_time:
+                    raise self._unavailable(
+                        f"{where} returned {len(result)} series at one instant; aggregate it"
+                        " to one number per arm",
+                        extra,
+                        "answer",
+                    )
                 by_time[at] = self._checked(value, "latency", where, extra)
         steps = range(round(first.timestamp()), round(end.timestamp()) + 1, block)
         return tuple(by_time.get(float(at)) for at in steps)
