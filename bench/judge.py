@@ -435,8 +435,12 @@ class Setup:
         )
 
 
-def make_setup(args: argparse.Namespace) -> Setup:
-    spec = LLMDeploymentSpec.model_validate(
+def bench_spec(
+    initial_minutes: int, step_minutes: int, analysis: dict[str, Any]
+) -> LLMDeploymentSpec:
+    """The spec the simulated rollouts follow: the product's defaults, a fresh baseline
+    (the gatewayAPI router), the given steps and analysis."""
+    return LLMDeploymentSpec.model_validate(
         {
             "model": {"name": "tiny-llm", "repository": "pvc://models/repo"},
             "triton": {"maxBatchSize": 8},
@@ -444,11 +448,17 @@ def make_setup(args: argparse.Namespace) -> Setup:
             "resources": {"gpus": 1, "cpu": "8", "memory": "64Gi"},
             "traffic": {"router": "gatewayAPI"},
             "canary": {
-                "initialStepInterval": f"{args.initial_step_minutes}m",
-                "stepInterval": f"{args.step_minutes}m",
-                "analysis": {"interval": f"{args.interval_seconds}s"},
+                "initialStepInterval": f"{initial_minutes}m",
+                "stepInterval": f"{step_minutes}m",
+                "analysis": analysis,
             },
         }
+    )
+
+
+def make_setup(args: argparse.Namespace) -> Setup:
+    spec = bench_spec(
+        args.initial_step_minutes, args.step_minutes, {"interval": f"{args.interval_seconds}s"}
     )
     if spec.baseline != "fresh":
         raise SystemExit(
@@ -933,6 +943,16 @@ def targets(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def emit(text: str, figures: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the Markdown; keep it (``--markdown``) and the figures (``--json``)."""
+    print()
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -956,13 +976,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     figures = run(args)
-    text = markdown(figures)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str))
+    emit(markdown(figures), figures, args)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ Not a test: nothing here asserts. Pure Python and numpy.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -56,6 +55,8 @@ from judge import (
     Requests,
     Result,
     Scenario,
+    bench_spec,
+    emit,
     outcome_table,
     summarise,
     targets,
@@ -64,7 +65,7 @@ from judge import (
 from llmcanary.analysis.sequential import design
 from llmcanary.analysis.types import ArmReading, LatencyReading
 from llmcanary.analysis.verdict import Check, Judgement, judge, min_samples
-from llmcanary.api.spec import AnalysisSpec, LLMDeploymentSpec
+from llmcanary.api.spec import AnalysisSpec
 
 Array = np.ndarray[Any, Any]
 BLOCK_SECONDS = 60  # Triton's summary window: the operator's blocks for it
@@ -114,19 +115,8 @@ class Setup:
 
 
 def make_setup(args: argparse.Namespace) -> Setup:
-    spec = LLMDeploymentSpec.model_validate(
-        {
-            "model": {"name": "llama", "repository": "pvc://models/repo"},
-            "triton": {"maxBatchSize": 8},
-            "replicas": 2,
-            "resources": {"gpus": 1, "cpu": "8", "memory": "64Gi"},
-            "traffic": {"router": "gatewayAPI"},
-            "canary": {
-                "initialStepInterval": f"{args.initial_step_minutes}m",
-                "stepInterval": f"{args.step_minutes}m",
-                "analysis": {"interval": "1m", "metrics": "triton"},
-            },
-        }
+    spec = bench_spec(
+        args.initial_step_minutes, args.step_minutes, {"interval": "1m", "metrics": "triton"}
     )
     analysis = spec.canary.analysis
     rules = analysis.rules
@@ -345,13 +335,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     figures = run(args)
-    text = markdown(figures)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str))
+    emit(markdown(figures), figures, args)
 
 
 if __name__ == "__main__":
