@@ -132,7 +132,9 @@ def block_seconds(window_seconds: float, interval_seconds: float) -> int:
     return max(1, math.ceil(interval_seconds), math.ceil(window_seconds / blocks))
 
 
-def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> float:
+def design_effect(
+    blocks: Sequence[Histogram] | None, at: float, q: float, alpha: float = 0.05
+) -> float:
     """How many times the variance of independent requests the share of requests at or
     below ``at`` (the ``q`` quantile of the whole window) has, judged by how that share
     moves between consecutive time blocks (Kish's design effect, by batch means).
@@ -146,7 +148,7 @@ def design_effect(blocks: Sequence[Histogram] | None, at: float, q: float) -> fl
         return 1.0
     n = sum(b.count for b in seen)
     between = _between(_residuals(seen, at))
-    return max(1.0, between / (q * (1 - q) / n) * _few_blocks(len(seen) - 1))
+    return max(1.0, between / (q * (1 - q) / n) * _few_blocks(len(seen) - 1, _z(alpha)))
 
 
 def _residuals(blocks: Sequence[Histogram], at: float) -> list[float]:
@@ -170,6 +172,7 @@ def paired_design_effect(
     reference: Histogram,
     reference_blocks: Sequence[Histogram] | None,
     q: float,
+    alpha: float = 0.05,
 ) -> float | None:
     """The design effect of the *difference* of two arms' log ``q`` quantiles, from
     blocks cut at the same instants in both: what slows both arms at once (the node, the
@@ -201,12 +204,12 @@ def paired_design_effect(
         independent += slope * slope * q * (1 - q) / n
     mine, theirs = terms
     between = _between([a - b for a, b in zip(mine, theirs, strict=True)])
-    return max(1.0, between / independent * _few_blocks(len(paired) - 1))
+    return max(1.0, between / independent * _few_blocks(len(paired) - 1, _z(alpha)))
 
 
-def _few_blocks(freedom: int, z: float = 1.959964) -> float:
+def _few_blocks(freedom: int, z: float) -> float:
     """A variance estimated from a few blocks is itself uncertain: inflate it so that a
-    normal bound at ``z`` (97.5% by default) is as wide as Student's t with ``freedom``
+    normal bound at ``z`` (the test's own level) is as wide as Student's t with ``freedom``
     degrees of freedom (Cornish-Fisher's expansion of t in z, within 1% from 5 degrees on
     at 97.5%; it understates t further out in the tail at very few degrees). The
     binomial floor is known, not estimated: only what the blocks add over it is
@@ -256,8 +259,12 @@ def block_mean(
     # Each batch mean of m blocks is floored at floor / sqrt(m), as m blocks' would be.
     spread = sum((m - mean) ** 2 for m in means) / (batches - 1)
     spread = max(spread, floor * floor * batches / k)
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    return Estimate(mean, spread / batches * _few_blocks(batches - 1, z))
+    return Estimate(mean, spread / batches * _few_blocks(batches - 1, _z(alpha)))
+
+
+def _z(alpha: float) -> float:
+    """The normal quantile of a two-sided test at ``alpha``."""
+    return NormalDist().inv_cdf(1 - alpha / 2)
 
 
 def proportion(events: float, total: float) -> Estimate:

@@ -334,16 +334,19 @@ def _latency(
     increase = criterion.max_increase_percent
     ceiling = criterion.max_milliseconds
     coarse = _coarse(canary_reading, q, increase) if increase is not None else None
-    own = _log_estimate(canary_reading, q)  # under the canary's own design effect
+    alpha = context.plan.confidence_alpha
+    own = _log_estimate(canary_reading, q, alpha)  # under the canary's own design effect
     outcomes: list[CriterionResult] = []
     if increase is not None and compared:
         assert theirs.value is not None
-        theirs_log = _log_estimate(reference_reading, q)
+        theirs_log = _log_estimate(reference_reading, q, alpha)
         if own is None or theirs_log is None:
             outcomes.append(result("inconclusive", _no_interval(name)))
         else:
             # Blocks cut at the same instants in both arms: what slowed both cancels.
-            mine_log, theirs_log = _paired(canary_reading, reference_reading, q, (own, theirs_log))
+            mine_log, theirs_log = _paired(
+                canary_reading, reference_reading, q, (own, theirs_log), alpha
+            )
             estimate = sequential.difference(mine_log.estimate, theirs_log.estimate)
             limit = math.log(1 + increase / 100)
             half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
@@ -524,12 +527,12 @@ class _LogQuantile:
     design_effect: float  # its variance over that of independent requests
 
 
-def _log_estimate(reading: LatencyReading, q: float) -> _LogQuantile | None:
+def _log_estimate(reading: LatencyReading, q: float, alpha: float) -> _LogQuantile | None:
     histogram = reading.histogram
     point = None if histogram is None else histogram.quantile(q)
     if histogram is None or point is None:
         return None
-    effect = sequential.design_effect(reading.blocks, point, q)
+    effect = sequential.design_effect(reading.blocks, point, q, alpha)
     estimate = sequential.log_quantile(histogram, q, effect)
     return None if estimate is None else _LogQuantile(estimate, effect)
 
@@ -539,12 +542,15 @@ def _paired(
     reference: LatencyReading,
     q: float,
     unpaired: tuple[_LogQuantile, _LogQuantile],
+    alpha: float,
 ) -> tuple[_LogQuantile, _LogQuantile]:
     """Both arms' estimates under the design effect of their difference, where their
     blocks pair; else each under its own."""
     mine, theirs = canary.histogram, reference.histogram
     assert mine is not None and theirs is not None
-    effect = sequential.paired_design_effect(mine, canary.blocks, theirs, reference.blocks, q)
+    effect = sequential.paired_design_effect(
+        mine, canary.blocks, theirs, reference.blocks, q, alpha
+    )
     if effect is None:
         return unpaired
     paired = []
