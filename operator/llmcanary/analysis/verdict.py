@@ -348,15 +348,12 @@ def _latency(
                 canary_reading, reference_reading, q, (own, theirs_log), alpha
             )
             estimate = sequential.difference(mine_log.estimate, theirs_log.estimate)
-            limit = math.log(1 + increase / 100)
-            half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
+            limit, half = _relative_test(increase)
             outcome = sequential.sequential_test(estimate, limit, half, context.plan)
             effect = _percent_effect(outcome)
-            describe = (
-                f"canary {name} {ms(mine.value)} vs {arm} {ms(theirs.value)}:"
-                f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
-                f"{_clustered(mine_log, theirs_log)}"
-            )
+            describe = _relative_reason(
+                name, mine.value, arm, theirs.value, effect, increase
+            ) + _clustered(mine_log, theirs_log)
             if coarse:
                 describe += f"; {coarse}"
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
@@ -371,16 +368,36 @@ def _latency(
                 over, 0.0, sequential.ABSOLUTE_HALF_WIDTH, context.plan
             )
             effect = _percent_effect(outcome)
-            describe = (
-                f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
-                f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
-                f"{_clustered(own)}"
-            )
+            describe = _ceiling_reason(name, mine.value, effect, ceiling) + _clustered(own)
             outcomes.append(_decided(criterion, outcome, describe, theirs, mine, effect))
     if not outcomes:
         # A relative criterion with the canary at 100%: nothing left to compare with.
         return result("pass", f"canary {name} {ms(mine.value)}: no {arm} traffic at 100%")
     return _combine(outcomes)
+
+
+def _relative_test(increase: float) -> tuple[float, float]:
+    """A ``maxIncreasePercent`` as the test's limit on the log ratio, and the half width
+    of its SPRT (the limit at half and one and a half times the increase)."""
+    limit = math.log(1 + increase / 100)
+    half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
+    return limit, half
+
+
+def _relative_reason(
+    name: str, mine: float, arm: str, theirs: float, effect: Effect, increase: float
+) -> str:
+    return (
+        f"canary {name} {ms(mine)} vs {arm} {ms(theirs)}:"
+        f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
+    )
+
+
+def _ceiling_reason(name: str, mine: float, effect: Effect, ceiling: float) -> str:
+    return (
+        f"canary {name} {ms(mine)} ({ms(ceiling * (1 + effect.lower / 100))}"
+        f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
+    )
 
 
 def _by_blocks(
@@ -440,8 +457,7 @@ def _blockwise(
             _geometric_mean([row[1] for row in logs]) if logs else reference.quantile(q)
         )
     if increase is not None:
-        limit = math.log(1 + increase / 100)
-        half = (math.log(1 + 1.5 * increase / 100) - math.log(1 + 0.5 * increase / 100)) / 2
+        limit, half = _relative_test(increase)
         floor = sequential.BLOCK_FLOOR * math.sqrt(2)
         estimate = sequential.block_mean(
             [row[0] - row[1] for row in logs], context.plan.confidence_alpha, floor
@@ -470,17 +486,13 @@ def _blockwise(
     assert mine.value is not None
     if increase is not None:
         assert theirs.value is not None
-        describe = (
-            f"canary {name} {ms(mine.value)} vs {context.reference} {ms(theirs.value)}:"
-            f" {_signed(effect.value)} ({_bounds(effect)}), limit +{increase:g}%"
+        describe = _relative_reason(
+            name, mine.value, context.reference, theirs.value, effect, increase
         )
     else:
         ceiling = criterion.max_milliseconds
         assert ceiling is not None
-        describe = (
-            f"canary {name} {ms(mine.value)} ({ms(ceiling * (1 + effect.lower / 100))}"
-            f"..{ms(ceiling * (1 + effect.upper / 100))}), maxMilliseconds {ceiling:g}"
-        )
+        describe = _ceiling_reason(name, mine.value, effect, ceiling)
     describe += f"; {len(logs)} time blocks of {canary.method}"
     return _decided(criterion, outcome, describe, theirs, mine, effect)
 
