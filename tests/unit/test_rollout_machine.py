@@ -84,6 +84,7 @@ class Sim:
     _baseline_replicas: int = 0
     # The router: whether it reads back the weights asked of it, or fails to be written.
     router_holds: bool = True
+    unheld: str | None = None  # why the router does not hold, when it says
     route_error: Problem | None = None
     settled: Settled | None = None  # the last tick's outcome
 
@@ -162,7 +163,8 @@ class Sim:
         else:
             plan = decision.plan
             asked = plan.canary_weight > 0
-            applied = Applied(verified=self.router_holds if asked else None)
+            held = self.router_holds if asked else None
+            applied = Applied(verified=held, unheld=None if held is not False else self.unheld)
         settled = settle(decision, applied)
         # Round-trip through the wire format, as the API server would store it.
         self.status = LLMDeploymentStatus.model_validate(status_to_wire(settled.status))
@@ -821,6 +823,42 @@ def test_a_weight_the_router_did_not_take_is_neither_recorded_nor_announced() ->
     assert sim.events[-1][1:] == ("WeightChanged", "canary weight 5% (step 0)")
     degraded = next(c for c in sim.status.conditions if c.type == "Degraded")
     assert degraded.status == "False"
+
+
+def test_a_gateway_that_stops_serving_the_route_mid_step_starts_the_step_over() -> None:
+    sim = stable_sim()
+    sim.tick()
+    sim.tick(5)
+    assert sim.status.canary_weight == 5 and sim.status.step_started_at is not None
+    sim.run(seconds=30)
+    checks = sim.checks
+    # The canary's Service is deleted: the Gateway says it cannot resolve the route.
+    sim.router_holds = False
+    sim.unheld = (
+        "Gateway gw/local refuses the HTTPRoute: ResolvedRefs=False (BackendNotFound):"
+        ' Cannot load HTTPBackendRef ns/tiny-canary: service "tiny-canary" not found'
+    )
+    sim.tick(5)
+    assert sim.status.step_started_at is None and sim.status.weight_verified is False
+    assert sim.status.message == (
+        f"the gatewayAPI router does not hold canary 5% yet ({sim.unheld}): step 0 begins when"
+        " it does"
+    )
+    assert sim.events[-1][:2] == ("Warning", "TrafficNotHeld")
+    assert "no longer holds canary 5% (Gateway gw/local refuses" in sim.events[-1][2]
+    sim.run(seconds=300)
+    # Nothing judged, no step taken, while the split is not what it says.
+    assert sim.checks == checks and sim.status.current_step == 0
+    assert sim.status.canary_weight == 5
+
+    sim.router_holds = True
+    sim.tick(5)
+    assert sim.status.step_started_at is not None
+    restarted = sim.now
+    sim.run(seconds=65)
+    assert sim.status.current_step == 1
+    assert sim.now - restarted >= timedelta(seconds=60)  # a whole interval from the restart
+    assert sum(1 for e in sim.events if e[1] == "TrafficNotHeld") == 1  # once, when lost
 
 
 def test_a_steps_clock_starts_only_when_the_router_holds_its_weight() -> None:

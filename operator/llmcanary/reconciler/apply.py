@@ -36,7 +36,7 @@ from llmcanary.rollout.decision import Applied, Plan
 from llmcanary.rollout.observation import RevisionConfig, WorkloadObservation
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.steps import asked_weights
-from llmcanary.routing import Router, Weights, router_for
+from llmcanary.routing import Router, WeightCheck, Weights, router_for
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Routed:
     """What the weigh step found: the router, and whether it holds the weights."""
 
     router: Router
-    verified: bool | None
+    check: WeightCheck | None  # None: not read back this pass
     traffic_note: str | None
 
 
@@ -107,7 +107,13 @@ class PlanApplier:
             problem = deferred[0] if deferred else None
         if routed is None:
             return Applied(routed=False, verified=None, problem=problem)
-        return Applied(verified=routed.verified, traffic_note=routed.traffic_note, problem=problem)
+        check = routed.check
+        return Applied(
+            verified=None if check is None else check.held,
+            unheld=None if check is None else check.why,
+            traffic_note=routed.traffic_note,
+            problem=problem,
+        )
 
     # --- the steps ----------------------------------------------------------------
 
@@ -189,13 +195,13 @@ class PlanApplier:
             router_for(self.kube, previous).finalize(owner)
         asked = (plan.canary_weight, plan.baseline_weight)
         held = status.weight_verified and asked_weights(spec, status) == asked
-        verified = None
-        if plan.canary_weight and not held:
-            verified = router.verify_weights(owner, weights)
+        check = None
+        if plan.canary_weight and (router.data_plane_reports or not held):
+            check = router.verify_weights(owner, weights)
         note = None
         if router.approximate and plan.canary_revision is not None:
             note = self.share_note(owner, router, plan)
-        return Routed(router, verified, note)
+        return Routed(router, check, note)
 
     def label_pods(self, owner: Owner, tracks: Mapping[str, Track]) -> None:
         """Pods carry the track of their revision (analysis reads metrics by track)."""

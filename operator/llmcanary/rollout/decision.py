@@ -89,6 +89,8 @@ class Event:
 # replicas for it: posted only when the router took it.
 WEIGHT_CHANGED = "WeightChanged"
 WEIGHT_LOST = "CanaryUnavailable"
+# The router (a Gateway) stopped holding a split it had held: the step starts over.
+SPLIT_LOST = "TrafficNotHeld"
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class Applied:
     routed: bool = True
     # The router reads back the weights asked of it; None: not read this pass.
     verified: bool | None = True
+    # Why the router does not hold them (a Gateway's refusal), when it says.
+    unheld: str | None = None
     # How an approximate router's actual split differs from the weight, if it does.
     traffic_note: str | None = None
     # Why carrying out the plan stopped, if it did.

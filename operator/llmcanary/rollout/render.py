@@ -9,11 +9,13 @@ from llmcanary.problems import Problem
 from llmcanary.rollout.checks import headline
 from llmcanary.rollout.conditions import set_condition
 from llmcanary.rollout.decision import (
+    SPLIT_LOST,
     WEIGHT_CHANGED,
     WEIGHT_LOST,
     Applied,
     Decision,
     Draft,
+    Event,
     Settled,
 )
 from llmcanary.rollout.observation import WorkloadObservation
@@ -36,20 +38,39 @@ def settle(decision: Decision, applied: Applied) -> Settled:
         draft.weight_verified = old.weight_verified
         events = tuple(e for e in events if e.reason not in (WEIGHT_CHANGED, WEIGHT_LOST))
     elif draft.canary_revision is not None and draft.canary_weight:
+        router = basis.spec.traffic.router
         if applied.verified is not None:
             draft.weight_verified = applied.verified
+        if applied.verified is False and draft.step_started_at is not None:
+            # Held when the step began, not now (a Gateway refuses the route): what is
+            # measured meanwhile is not this split, so the step starts over once it is.
+            draft.step_started_at = None
+            if draft.phase == "Progressing":
+                events += (
+                    Event(
+                        "Warning",
+                        SPLIT_LOST,
+                        f"the {router} router no longer holds canary {draft.canary_weight}%"
+                        f"{_because(applied.unheld)}: step {draft.current_step or 0} starts over"
+                        " when it does",
+                    ),
+                )
         if draft.step_started_at is None and draft.phase == "Progressing":
             if draft.weight_verified:
                 draft.step_started_at = timestamp(now)
             else:
                 draft.message = (
-                    f"the {basis.spec.traffic.router} router does not hold canary"
-                    f" {draft.canary_weight}% yet: step {draft.current_step or 0} begins when"
+                    f"the {router} router does not hold canary {draft.canary_weight}% yet"
+                    f"{_because(applied.unheld)}: step {draft.current_step or 0} begins when"
                     " it does"
                 )
     else:
         draft.weight_verified = None
     return Settled(render_status(decision, draft, applied), events, applied.problem)
+
+
+def _because(why: str | None) -> str:
+    return f" ({why})" if why else ""
 
 
 def render_status(decision: Decision, draft: Draft, applied: Applied) -> LLMDeploymentStatus:

@@ -12,7 +12,7 @@ from typing import get_args
 
 from llmcanary.api.spec import RouterKind
 from llmcanary.kube.client import KubeApi
-from llmcanary.routing.base import Resource, Router, Weights
+from llmcanary.routing.base import Resource, Router, WeightCheck, Weights
 from llmcanary.routing.gateway_api import GatewayAPIRouter
 from llmcanary.routing.istio import IstioRouter
 from llmcanary.routing.replicas import ReplicasRouter
@@ -38,4 +38,4 @@ def watched_selectors() -> tuple[tuple[str, ...], ...]:
     return tuple(dict.fromkeys(selectors))
 
 
-__all__ = ["ROUTERS", "ROUTER_KINDS", "Resource", "Router", "Weights", "router_for"]
+__all__ = ["ROUTERS", "ROUTER_KINDS", "Resource", "Router", "WeightCheck", "Weights", "router_for"]

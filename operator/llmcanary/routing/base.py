@@ -39,6 +39,28 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class WeightCheck:
+    """Whether the cluster holds a split; when it does not, why (status shows it)."""
+
+    held: bool
+    why: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.held
+
+
+HELD = WeightCheck(True)
+
+
+def _split(weights: Weights) -> str:
+    """``canary 5%, baseline 5%``: how a reason names a split."""
+    parts = [f"canary {weights.canary}%"]
+    if weights.baseline:
+        parts.append(f"baseline {weights.baseline}%")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class Resource:
     """The API resource a router's object is, as kopf watches it and as errors name it."""
 
@@ -81,6 +103,10 @@ class Router(ABC):
     watched: ClassVar[bool] = True
     #: What to do when the cluster does not serve :attr:`resource`.
     missing_api_hint: ClassVar[str] = "choose another spec.traffic.router"
+    #: Whether a data plane reports on the router's object (a Gateway's route status):
+    #: the split is then read back at every pass with canary traffic, not only after a
+    #: change, because the data plane can stop holding it at any time.
+    data_plane_reports: ClassVar[bool] = False
 
     def __init__(self, kube: KubeApi) -> None:
         self.kube = kube
@@ -93,10 +119,13 @@ class Router(ABC):
     def get_weights(self, owner: Owner) -> Weights | None:
         """The split as the cluster holds it now, or None if the router is not set up."""
 
-    def verify_weights(self, owner: Owner, weights: Weights) -> bool:
+    def verify_weights(self, owner: Owner, weights: Weights) -> WeightCheck:
         """Whether the cluster holds the split (Argo Rollouts' VerifyWeight): a step's
         clock starts only once it does."""
-        return self.get_weights(owner) == weights
+        actual = self.get_weights(owner)
+        if actual == weights:
+            return HELD
+        return WeightCheck(False, None if actual is None else f"it holds {_split(actual)}")
 
     @abstractmethod
     def finalize(self, owner: Owner) -> None:

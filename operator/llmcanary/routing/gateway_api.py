@@ -1,5 +1,10 @@
 """Gateway API router: weights on the backendRefs of an HTTPRoute named like the
-LLMDeployment (the default router)."""
+LLMDeployment (the default router).
+
+The route holds a split only once the Gateways it names say so: a Gateway's controller
+writes, per parent, whether it accepted the route (``Accepted``) and could resolve its
+backends (``ResolvedRefs``), for the route's generation. Until every named parent has,
+the weights are asked, not applied, and status says which Gateway refuses and why."""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from llmcanary.builders import Owner
 from llmcanary.builders.meta import common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
 from llmcanary.kube.children import ensure, remove
+from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import MissingApi
-from llmcanary.routing.base import Resource, Router, Weights
+from llmcanary.routing.base import HELD, Resource, Router, WeightCheck, Weights
 
 HTTPROUTE = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 
@@ -50,27 +56,109 @@ def route_weights(route: dict[str, Any]) -> dict[str, int]:
     return {ref["name"]: int(ref.get("weight", 1)) for ref in rules[0].get("backendRefs", [])}
 
 
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def _parent_key(ref: dict[str, Any], namespace: str) -> tuple[object, ...]:
+    """A parentRef with the Gateway API's defaults filled in, to compare spec and status."""
+    return (
+        ref.get("group", GATEWAY_GROUP),
+        ref.get("kind", "Gateway"),
+        ref.get("namespace") or namespace,
+        ref["name"],
+        ref.get("sectionName"),
+        ref.get("port"),
+    )
+
+
+def _parent_name(ref: dict[str, Any], namespace: str) -> str:
+    group, kind, ns, name, section, port = _parent_key(ref, namespace)
+    where = f"{kind} {ns}/{name}" if (group, kind) != (GATEWAY_GROUP, "Gateway") else f"{ns}/{name}"
+    where += f" ({section})" if section else ""
+    return where + (f" port {port}" if port else "")
+
+
+def route_refusal(route: dict[str, Any]) -> str | None:
+    """Why the Gateways the route names do not (yet) serve its current generation, or
+    None when every one has accepted it and resolved its backends. Pure.
+
+    A route without parentRefs attaches to nothing the operator can ask about: it is
+    taken as held (the weights alone are checked), as before Gateways reported."""
+    meta = route.get("metadata") or {}
+    namespace = meta.get("namespace", "")
+    generation = int(meta.get("generation") or 0)
+    parents = (route.get("status") or {}).get("parents") or []
+    for ref in (route.get("spec") or {}).get("parentRefs") or []:
+        key = _parent_key(ref, namespace)
+        name = _parent_name(ref, namespace)
+        reports = [
+            p for p in parents if _parent_key(p.get("parentRef") or {"name": ""}, namespace) == key
+        ]
+        if not reports:
+            return (
+                f"Gateway {name} has not reported on HTTPRoute {namespace}/{meta.get('name')}"
+                " (is that Gateway there, and its controller running?)"
+            )
+        for report in reports:
+            conditions = {c.get("type"): c for c in report.get("conditions") or []}
+            accepted = conditions.get("Accepted")
+            stale = [
+                c for c in conditions.values() if int(c.get("observedGeneration") or 0) < generation
+            ]
+            if accepted is None or stale:
+                return f"Gateway {name} has not taken generation {generation} of the HTTPRoute yet"
+            for kind in ("Accepted", "ResolvedRefs"):
+                condition = conditions.get(kind)
+                if condition is not None and condition.get("status") != "True":
+                    said = f": {condition['message']}" if condition.get("message") else ""
+                    return (
+                        f"Gateway {name} refuses the HTTPRoute: {kind}={condition.get('status')}"
+                        f" ({condition.get('reason', 'no reason')}){said}"
+                    )
+    return None
+
+
 class GatewayAPIRouter(Router):
     kind = "gatewayAPI"
     resource = HTTPROUTE
     missing_api_hint = (
         "install the Gateway API CRDs (standard channel) or choose another spec.traffic.router"
     )
+    data_plane_reports = True
+
+    def __init__(self, kube: KubeApi) -> None:
+        super().__init__(kube)
+        # The route as this pass last read or wrote it: verifying needs no second read.
+        self._route: dict[str, Any] | None = None
 
     def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
         # The whole route is ours, so applying it with the new weights is the update.
         try:
-            ensure(self.kube, build_httproute(owner, spec.traffic.gateway_api, weights))
-        except MissingApi:
-            raise self.missing_api() from None
-
-    def get_weights(self, owner: Owner) -> Weights | None:
-        try:
-            route = self.kube.get(
-                HTTPROUTE.api_version, HTTPROUTE.kind, owner.namespace, owner.name
+            _, self._route = ensure(
+                self.kube, build_httproute(owner, spec.traffic.gateway_api, weights)
             )
         except MissingApi:
             raise self.missing_api() from None
+
+    def _read(self, owner: Owner) -> dict[str, Any] | None:
+        if self._route is not None:
+            return self._route
+        try:
+            return self.kube.get(HTTPROUTE.api_version, HTTPROUTE.kind, owner.namespace, owner.name)
+        except MissingApi:
+            raise self.missing_api() from None
+
+    def verify_weights(self, owner: Owner, weights: Weights) -> WeightCheck:
+        """The route asks for ``weights`` and every Gateway it names serves it."""
+        held = super().verify_weights(owner, weights)
+        if not held:
+            return held
+        route = self._read(owner)
+        refusal = route_refusal(route) if route is not None else None
+        return HELD if refusal is None else WeightCheck(False, refusal)
+
+    def get_weights(self, owner: Owner) -> Weights | None:
+        route = self._read(owner)
         if route is None:
             return None
         weights = route_weights(route)

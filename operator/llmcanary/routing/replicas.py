@@ -27,7 +27,7 @@ from llmcanary.builders.meta import LABEL_DEPLOYMENT, common_labels, service_nam
 from llmcanary.builders.workload import GRPC_PORT, HTTP_PORT
 from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.pods import pod_serving
-from llmcanary.routing.base import Resource, Router, Weights
+from llmcanary.routing.base import HELD, Resource, Router, WeightCheck, Weights
 
 SERVICE = Resource("", "v1", "Service", "services")
 
@@ -137,15 +137,22 @@ class ReplicasRouter(Router):
         share = min(max((200 * canary + total) // (2 * total), 1), 100 if canary == total else 99)
         return Weights(100 - share, share)
 
-    def verify_weights(self, owner: Owner, weights: Weights) -> bool:
+    def verify_weights(self, owner: Owner, weights: Weights) -> WeightCheck:
         """Service NAME serves exactly the Ready pods of both revisions, and the canary's
         among them exactly when its weight is above 0 (the share itself is the pods')."""
         pods = self.pods(owner)
         if pods is None:
-            return False
+            return WeightCheck(False, f"Service {shared_service_name(owner.name)} is not set up")
         ready = pods.stable + pods.canary
-        exact = (pods.serving, pods.serving_canary) == (ready, pods.canary)
-        return exact and (pods.canary > 0) == (weights.canary > 0)
+        if (pods.serving, pods.serving_canary) != (ready, pods.canary):
+            return WeightCheck(
+                False,
+                f"Service {shared_service_name(owner.name)} selects {pods.serving} Ready pods,"
+                f" not the {ready} of both revisions",
+            )
+        if (pods.canary > 0) != (weights.canary > 0):
+            return WeightCheck(False, f"{pods.canary} canary pods are Ready")
+        return HELD
 
     def finalize(self, owner: Owner) -> None:
         # Only the Service this LLMDeployment owns: another's Service by that name stays.

@@ -1,0 +1,125 @@
+"""The Gateway API router reads a Gateway's verdict on its route: a step's clock starts
+only once every Gateway the route names accepted its current generation and resolved
+its backends. The statuses below are as Traefik 3.6 writes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmcanary.routing.gateway_api import route_refusal
+
+GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "local"}
+
+
+def condition(kind: str, status: str = "True", generation: int = 2, **extra: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "observedGeneration": generation,
+        "reason": extra.get("reason", kind),
+        "message": extra.get("message", ""),
+        "lastTransitionTime": "2026-12-01T09:00:00Z",
+    }
+
+
+def route(
+    parents: list[dict[str, Any]], refs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ml", "name": "tiny", "generation": 2},
+        "spec": {
+            "parentRefs": refs if refs is not None else [{"name": "local", "namespace": "gw"}]
+        },
+        "status": {"parents": parents},
+    }
+
+
+def parent(*conditions: dict[str, Any], namespace: str = "gw") -> dict[str, Any]:
+    return {
+        "parentRef": {**GATEWAY, "namespace": namespace},
+        "controllerName": "traefik.io/gateway-controller",
+        "conditions": list(conditions),
+    }
+
+
+def test_a_route_every_gateway_accepted_and_resolved_is_held() -> None:
+    assert route_refusal(route([parent(condition("Accepted"), condition("ResolvedRefs"))])) is None
+
+
+def test_a_gateway_that_cannot_resolve_a_backend_says_which_and_why() -> None:
+    why = route_refusal(
+        route(
+            [
+                parent(
+                    condition("Accepted"),
+                    condition(
+                        "ResolvedRefs",
+                        "False",
+                        reason="BackendNotFound",
+                        message="Cannot load HTTPBackendRef ml/tiny-canary: getting service:"
+                        ' service "tiny-canary" not found',
+                    ),
+                )
+            ]
+        )
+    )
+    assert why == (
+        "Gateway gw/local refuses the HTTPRoute: ResolvedRefs=False (BackendNotFound): Cannot"
+        ' load HTTPBackendRef ml/tiny-canary: getting service: service "tiny-canary" not found'
+    )
+
+
+def test_a_gateway_that_does_not_allow_the_namespace_refuses_it() -> None:
+    why = route_refusal(
+        route([parent(condition("Accepted", "False", reason="NotAllowedByListeners"))])
+    )
+    assert why == "Gateway gw/local refuses the HTTPRoute: Accepted=False (NotAllowedByListeners)"
+
+
+def test_a_status_of_an_older_generation_is_not_taken_for_the_new_weights() -> None:
+    # The operator has just written new weights (generation 2): the Gateway's word on
+    # generation 1 says nothing about them.
+    stale = parent(condition("Accepted", generation=1), condition("ResolvedRefs", generation=1))
+    assert route_refusal(route([stale])) == (
+        "Gateway gw/local has not taken generation 2 of the HTTPRoute yet"
+    )
+
+
+def test_a_gateway_that_never_reported_is_named() -> None:
+    why = route_refusal(route([]))
+    assert why is not None and why.startswith("Gateway gw/local has not reported on HTTPRoute")
+    assert "is that Gateway there, and its controller running?" in why
+
+
+@pytest.mark.parametrize(
+    ("refs", "reported_namespace"),
+    [
+        # parentRef without a namespace: the route's own.
+        ([{"name": "local"}], None),
+        ([{"name": "local", "namespace": "ml"}], "ml"),
+    ],
+)
+def test_parent_refs_match_with_the_gateway_api_defaults(
+    refs: list[dict[str, Any]], reported_namespace: str | None
+) -> None:
+    reported = parent(condition("Accepted"), condition("ResolvedRefs"))
+    if reported_namespace is None:
+        del reported["parentRef"]["namespace"]
+    else:
+        reported["parentRef"]["namespace"] = reported_namespace
+    assert route_refusal(route([reported], refs)) is None
+
+
+def test_each_named_gateway_must_hold_it_and_other_controllers_parents_do_not_count() -> None:
+    refs = [{"name": "local", "namespace": "gw"}, {"name": "edge", "namespace": "gw"}]
+    accepted = parent(condition("Accepted"), condition("ResolvedRefs"))
+    assert route_refusal(route([accepted], refs)) is not None  # edge has said nothing
+    edge = parent(condition("Accepted"), condition("ResolvedRefs"))
+    edge["parentRef"]["name"] = "edge"
+    assert route_refusal(route([accepted, edge], refs)) is None
+
+
+def test_a_route_without_parents_is_judged_on_its_weights_alone() -> None:
+    assert route_refusal(route([], refs=[])) is None
