@@ -27,6 +27,12 @@ def manifest(name: str = "bad", **spec: Any) -> dict[str, Any]:
     return base
 
 
+def _gateway_metrics_behind_istio() -> dict[str, Any]:
+    doc = _with("traffic", {"router": "istio", "istio": {"hosts": ["tiny"]}})
+    doc["spec"].setdefault("canary", {}).setdefault("analysis", {})["metrics"] = "traefik"
+    return doc
+
+
 def _with(path: str, value: Any) -> dict[str, Any]:
     """A valid manifest with one field (dotted path under spec) replaced."""
     doc = manifest()
@@ -209,6 +215,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         "istio router without hosts",
         _with("traffic.router", "istio"),
         ["spec.traffic.istio", "router istio needs"],
+    ),
+    (
+        "gateway metrics without the gateway's router",
+        _gateway_metrics_behind_istio(),
+        ["spec.canary.analysis.metrics", "the traefik metrics preset reads the gateway's"],
     ),
     ("bad cpu quantity", _with("resources.cpu", "lots"), ["spec.resources.cpu"]),
     (

@@ -391,12 +391,13 @@ def test_needs_lists_each_signal_with_its_quantiles() -> None:
 def test_defaults_follow_the_preset() -> None:
     labels = {
         preset: [c.label for c in AnalysisSpec(metrics=preset).rules]  # type: ignore[arg-type]
-        for preset in ("tritonVLLM", "triton", "istio")
+        for preset in ("tritonVLLM", "triton", "istio", "traefik")
     }
     assert labels == {
         "tritonVLLM": ["e2eLatency p95", "ttft p95", "tpot p95", "errorRate"],
         "triton": ["e2eLatency p95", "errorRate"],
         "istio": ["e2eLatency p95", "errorRate"],
+        "traefik": ["e2eLatency p95", "errorRate"],
     }
     assert AnalysisSpec().rules[0].max_increase_percent == 20
 
@@ -586,3 +587,20 @@ def test_a_burst_that_slowed_both_arms_cancels_in_their_difference() -> None:
     at = ttft.histogram.quantile(0.95)
     assert at is not None
     assert sequential.design_effect(ttft.blocks, at, 0.95) > 3
+
+
+def test_the_traefik_preset_reads_each_arms_backend_service_at_the_gateway() -> None:
+    queries = arm_queries(AnalysisSpec(metrics="traefik"), SCOPE)
+    backend = 'service="ns-tiny-canary-http-8000@kubernetesgateway"'
+    e2e = queries.latency["e2eLatency"]
+    assert isinstance(e2e, HistogramQuery) and e2e.to_ms == 1000
+    assert e2e.promql(queries.values) == (
+        "sum by (le, pod) (increase(traefik_service_request_duration_seconds_bucket"
+        f"{{{backend}}}[20s]))"
+    )
+    assert queries.requests == (
+        f'sum(increase(traefik_service_requests_total{{{backend},code!~"5.."}}[20s]))'
+    )
+    assert queries.errors == (
+        f'sum(increase(traefik_service_requests_total{{{backend},code=~"5.."}}[20s]))'
+    )

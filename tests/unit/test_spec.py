@@ -36,6 +36,13 @@ def spec(**overrides: Any) -> dict[str, Any]:
             "replicas router cannot give a baseline its own weight",
         ),
         (
+            {
+                "traffic": {"router": "replicas"},
+                "canary": {"analysis": {"metrics": "traefik", "baseline": "stable"}},
+            },
+            "traefik metrics preset reads the gateway's series of each arm's Service",
+        ),
+        (
             {"canary": {"initialStepInterval": "1m", "analysis": {"warmup": "1m"}}},
             "warmup must be shorter than every step",
         ),

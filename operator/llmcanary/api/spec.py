@@ -625,7 +625,7 @@ CriterionMetric = Literal["e2eLatency", "ttft", "tpot", "errorRate"]
 LATENCY_METRICS: tuple[CriterionMetric, ...] = ("e2eLatency", "ttft", "tpot")
 DEFAULT_QUANTILE = 0.95
 
-MetricsPreset = Literal["tritonVLLM", "triton", "istio"]
+MetricsPreset = Literal["tritonVLLM", "triton", "istio", "traefik"]
 # What the canary is compared with (docs/canary.md, "Matched arms").
 BaselineMode = Literal["fresh", "stable"]
 # With a fresh baseline the canary and the baseline each take the weight, so a matched
@@ -637,7 +637,11 @@ PRESET_SIGNALS: dict[MetricsPreset, tuple[CriterionMetric, ...]] = {
     "tritonVLLM": ("e2eLatency", "ttft", "tpot", "errorRate"),
     "triton": ("e2eLatency", "ttft", "errorRate"),
     "istio": ("e2eLatency", "errorRate"),
+    "traefik": ("e2eLatency", "errorRate"),
 }
+# Presets that read the gateway's series per backend Service (NAME-stable, NAME-canary,
+# NAME-baseline): only a router that sends each arm through its own Service has them.
+GATEWAY_PRESETS: tuple[MetricsPreset, ...] = ("traefik",)
 
 
 class Criterion(ApiModel):
@@ -856,7 +860,8 @@ class AnalysisSpec(ApiModel):
     """Which metrics the pods publish (docs/canary.md has each preset's PromQL): tritonVLLM
     (the Triton vLLM backend's TTFT, TPOT and end-to-end histograms), triton (Triton's own
     request summary, and its first-response histogram from 2.52), istio (the mesh's
-    request-duration histogram and 5xx)."""
+    request-duration histogram and 5xx), traefik (the Gateway API gateway's per-backend
+    request-duration histogram and 5xx, as clients see them; needs the gatewayAPI router)."""
     criteria: list[Criterion] | None = Field(default=None, min_length=1, max_length=16)
     """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
     over the reference arm, error rate at most 1 point above it, and for tritonVLLM TTFT
@@ -1039,6 +1044,11 @@ class PreflightSpec(ApiModel):
 
 # --- the spec --------------------------------------------------------------------------
 
+GATEWAY_PRESET_ROUTER = (
+    "the traefik metrics preset reads the gateway's series of each arm's Service: it needs"
+    " traffic.router gatewayAPI"
+)
+
 
 class LLMDeploymentSpec(ApiModel):
     model_config = ConfigDict(
@@ -1052,7 +1062,16 @@ class LLMDeploymentSpec(ApiModel):
                     "the replicas router cannot give a baseline its own weight: use"
                     " baseline: stable, or the gatewayAPI or istio router",
                     ".canary.analysis.baseline",
-                )
+                ),
+                cel(
+                    "!has(self.canary) || !has(self.canary.analysis)"
+                    " || !has(self.canary.analysis.metrics)"
+                    " || self.canary.analysis.metrics != 'traefik'"
+                    " || !has(self.traffic) || !has(self.traffic.router)"
+                    " || self.traffic.router == 'gatewayAPI'",
+                    GATEWAY_PRESET_ROUTER,
+                    ".canary.analysis.metrics",
+                ),
             ]
         }
     )
@@ -1098,6 +1117,12 @@ class LLMDeploymentSpec(ApiModel):
                 "canary.analysis.baseline: the replicas router cannot give a baseline its"
                 " own weight: use baseline: stable, or the gatewayAPI or istio router"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_metrics_need_its_router(self) -> Self:
+        if self.canary.analysis.metrics in GATEWAY_PRESETS and self.traffic.router != "gatewayAPI":
+            raise ValueError(f"canary.analysis.metrics: {GATEWAY_PRESET_ROUTER}")
         return self
 
     @property

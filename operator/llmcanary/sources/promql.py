@@ -51,6 +51,21 @@ MESH_REQUESTS = (
     "sum(increase(istio_requests_total{{" + _MESH + ',response_code!~"5.."}}[{window}]))'
 )
 MESH_ERRORS = "sum(increase(istio_requests_total{{" + _MESH + ',response_code=~"5.."}}[{window}]))'
+# Traefik's Gateway API provider names a backend Service <namespace>-<service>-<port
+# name>-<port>@kubernetesgateway in its metrics' service label; each arm is its own
+# Service (NAME-<arm>, port http 8000), so the label is the arm. Series come from the
+# gateway's pods: no pod label of ours is on them.
+_GATEWAY_BACKEND = 'service="{namespace}-{name}-{arm}-http-8000@kubernetesgateway"'
+GATEWAY_REQUESTS = (
+    "sum(increase(traefik_service_requests_total{{"
+    + _GATEWAY_BACKEND
+    + ',code!~"5.."}}[{window}]))'
+)
+GATEWAY_ERRORS = (
+    "sum(increase(traefik_service_requests_total{{"
+    + _GATEWAY_BACKEND
+    + ',code=~"5.."}}[{window}]))'
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,18 @@ PRESETS: dict[MetricsPreset, Preset] = {
         MESH_REQUESTS,
         MESH_ERRORS,
         {"e2eLatency": HistogramQuery("istio_request_duration_milliseconds", _MESH, 1)},
+    ),
+    # What the Gateway API gateway (Traefik) measured per backend: the whole response,
+    # every token streamed, and 5xx it answered itself (a backend that refused the
+    # connection), which Triton never counts.
+    "traefik": Preset(
+        GATEWAY_REQUESTS,
+        GATEWAY_ERRORS,
+        {
+            "e2eLatency": HistogramQuery(
+                "traefik_service_request_duration_seconds", _GATEWAY_BACKEND, 1000
+            )
+        },
     ),
 }
 
