@@ -39,9 +39,9 @@ helm-bin:  ## Build (or reuse) a pinned helm v3 from its Go module, for the char
 prometheus-bin:  ## Fetch (or reuse) Debian's prometheus binary for the tests
 	bash scripts/ensure-deb-binary.sh prometheus usr/bin/prometheus usr/bin/promtool
 
-.PHONY: nginx-bin
-nginx-bin:  ## Fetch (or reuse) Debian's nginx binary: the local stack's gateway
-	bash scripts/ensure-deb-binary.sh nginx usr/sbin/nginx
+.PHONY: traefik-bin
+traefik-bin:  ## Build (or reuse) a pinned Traefik v3 from its Go module: the local stack's gateway
+	bash scripts/ensure-traefik.sh
 
 .PHONY: crds
 crds: venv  ## Regenerate crds/ (and the chart's copy) and the CRD reference from the API models
@@ -73,16 +73,16 @@ integration: venv cluster-bins prometheus-bin helm-bin  ## The operator against 
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: venv cluster-bins prometheus-bin nginx-bin  ## The whole local stack with real Triton
+e2e: venv cluster-bins prometheus-bin traefik-bin  ## The whole local stack with real Triton
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 # e2e last: it hands pod readiness to the data plane (a KWOK restart) for its own tests.
 .PHONY: test
-test: lint venv cluster-bins prometheus-bin nginx-bin helm-bin  ## Everything CI runs
+test: lint venv cluster-bins prometheus-bin traefik-bin helm-bin  ## Everything CI runs
 	$(BIN)/pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: venv cluster-bins prometheus-bin nginx-bin  ## The local stack: v2 promoted, v3 rolled back, a chart
+demo: venv cluster-bins prometheus-bin traefik-bin  ## The local stack: v2 promoted, v3 rolled back, a chart
 	$(BIN)/llmcanary demo
 
 .PHONY: down

@@ -2,8 +2,8 @@
 
 Part (b) of the judge's benchmark (``bench/judge.py`` is part (a), the simulation). The
 local stack (``llmcanary stack up``: the dev cluster, one real ``tritonserver`` per pod,
-Prometheus, nginx), the operator as a process, steady closed-loop streaming load through
-nginx, and ``examples/local/tiny-llm.yaml`` exactly as it is (the product's rule: +20%
+Prometheus, Traefik), the operator as a process, steady closed-loop streaming load through
+the gateway, and ``examples/local/tiny-llm.yaml`` exactly as it is (the product's rule: +20%
 on end-to-end, TTFT and TPOT P95, the default minimum of requests, a fresh baseline).
 Then, one after another:
 
@@ -13,14 +13,15 @@ Then, one after another:
   regression promoted by mistake does not become the reference of the next one.
 
 For each rollout it prints the outcome, the highest weight the canary got, the checks,
-the seconds to the decision and the requests each arm served (nginx's access log), as
+the seconds to the decision and the requests each arm served (the gateway's access log), as
 Markdown for docs/benchmarks.md (``--markdown FILE``; ``--json FILE`` keeps the rows).
 
     .venv/bin/python bench/judge_stack.py --aa 5 --slowdowns 50 30 20 10
     .venv/bin/python bench/judge_stack.py --metrics triton --aa 3 --slowdowns 50 30
+    .venv/bin/python bench/judge_stack.py --metrics traefik --aa 3 --slowdowns 50 30
 
 Not a test: nothing here asserts. It needs what ``make demo`` needs (the cached binaries
-of ``make cluster-bins prometheus-bin nginx-bin``, the tiny-llm venv) and ~3 minutes per
+of ``make cluster-bins prometheus-bin traefik-bin``, the tiny-llm venv) and ~3 minutes per
 rollout on 2 cores.
 """
 
@@ -47,8 +48,13 @@ SUMMARY = {
 }
 
 
+# --metrics traefik: the canary judged on what the gateway measured per arm (end-to-end
+# latency and 5xx), with the example's steps.
+GATEWAY = {"canary": {"analysis": {"metrics": "traefik"}}}
+
+
 def chapters(aa: int, slowdowns: list[int], metrics: str) -> tuple[Chapter, ...]:
-    judged = SUMMARY if metrics == "triton" else {}
+    judged = {"triton": SUMMARY, "traefik": GATEWAY}.get(metrics, {})
     out = [
         Chapter(f"A/A {i + 1}", {**judged, "model": {"version": str(10 + i)}}, "Stable")
         for i in range(aa)
@@ -76,9 +82,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop streams")
     parser.add_argument(
         "--metrics",
-        choices=["tritonVLLM", "triton"],
+        choices=["tritonVLLM", "triton", "traefik"],
         default="tritonVLLM",
-        help="the preset the canaries are judged on (triton: Triton's summary, one step)",
+        help="the preset the canaries are judged on (triton: Triton's summary, one step;"
+        " traefik: the gateway's per-arm histograms)",
     )
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -118,7 +125,10 @@ def main() -> None:
     lines = [
         f"Local stack, {platform.machine()}, {os.cpu_count()} cores, {args.concurrency} streams,"
         f" examples/local/tiny-llm.yaml as committed"
-        + (", judged on Triton's summary in one step at 50%" if args.metrics == "triton" else "")
+        + {
+            "triton": ", judged on Triton's summary in one step at 50%",
+            "traefik": ", judged on the gateway's per-arm histograms (metrics: traefik)",
+        }.get(args.metrics, "")
         + f"; {minutes:.0f} min in all.",
         "",
         "| rollout | expected | outcome | max weight | checks | seconds |"

@@ -6,7 +6,6 @@
 #
 #   scripts/ensure-deb-binary.sh PACKAGE PATH_IN_PACKAGE...
 #   scripts/ensure-deb-binary.sh prometheus usr/bin/prometheus usr/bin/promtool
-#   scripts/ensure-deb-binary.sh nginx usr/sbin/nginx
 #
 # The first path is the one that must exist and answer -v/--version. Idempotent: when
 # it is there and runs, nothing else happens.

@@ -4,7 +4,8 @@ The dev cluster is the session's (shared with tests/integration: the same
 ``conftest_devcluster``); ``stack`` starts the data plane on free ports in a temporary
 directory, with pod readiness handed to it, and stops it (giving readiness back to KWOK)
 when the session ends. Each test gets a namespace, ``llmcanary run`` serving it, and a
-``LoadDriver`` that streams requests through nginx.
+``LoadDriver`` that streams requests through the gateway (Traefik), on the hostname
+:func:`routes.attach` gives the test's LLMDeployment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from conftest_devcluster import cluster  # noqa: F401  (the session's cluster)
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 from load_driver import LoadDriver
 from metrics import free_port
+from routes import route_host
 
 from llmcanary_dev.localstack import stack as local
 
@@ -39,8 +41,9 @@ def stack(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lo
     settings = local.StackSettings(
         state_dir=tmp_path_factory.mktemp("stack"),
         model_root=ROOT / "model_repo",
-        proxy_port=free_port(),
+        gateway_port=free_port(),
         prometheus_port=free_port(),
+        gateway_metrics_port=free_port(),
     )
     try:
         local.up(settings)
@@ -77,6 +80,6 @@ def operator(kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Opera
 
 @pytest.fixture
 def load(stack: local.StackSettings, namespace: str) -> Iterator[LoadDriver]:
-    driver = LoadDriver(f"{stack.proxy_url}/{namespace}/tiny-llm")
+    driver = LoadDriver(stack.gateway_url, host=route_host(namespace, "tiny-llm"))
     yield driver
     driver.stop()

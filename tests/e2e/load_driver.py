@@ -1,4 +1,4 @@
-"""Steady streaming load through the local stack's nginx, in a thread, for a test."""
+"""Steady streaming load through the local stack's gateway, in a thread, for a test."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from llmcanary_dev.loadgen.stats import RequestResult
 
 
 class LoadDriver:
-    """Closed-loop streaming load through nginx in a thread, until stopped."""
+    """Closed-loop streaming load through the gateway in a thread, until stopped."""
 
-    def __init__(self, url: str, concurrency: int = 4, model: str = "tiny-llm") -> None:
+    def __init__(
+        self, url: str, concurrency: int = 4, model: str = "tiny-llm", host: str | None = None
+    ) -> None:
         self.config = LoadConfig(
-            url=url, model=model, concurrency=concurrency, warmup_s=0, duration_s=None
+            url=url, model=model, host=host, concurrency=concurrency, warmup_s=0, duration_s=None
         )
         self.results: list[RequestResult] = []
         self._stop = threading.Event()

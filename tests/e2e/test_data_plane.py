@@ -1,5 +1,6 @@
-"""The operator on real inference: tiny-llm on real Triton, traffic through nginx by the
-operator's HTTPRoute, judged on what a real Prometheus scraped from those Tritons.
+"""The operator on real inference: tiny-llm on real Triton, traffic through a real Gateway
+API implementation (Traefik) serving the operator's HTTPRoute, judged on what a real
+Prometheus scraped from those Tritons.
 
 Bounded: every wait has a timeout; the stack and the namespaces are cleaned up by the
 fixtures (conftest.py).
@@ -22,12 +23,13 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
+from routes import arm_backend, attach, route_conditions
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of
 from llmcanary_dev.loadgen.stats import RequestResult, percentile
 from llmcanary_dev.localstack import stack as local
-from llmcanary_dev.localstack.proxy import count_requests
+from llmcanary_dev.localstack.gateway import count_requests
 
 pytestmark = pytest.mark.k8s
 
@@ -36,10 +38,13 @@ REPLICAS = 2
 SLOW = {"layers": "8", "hidden_size": "512", "heads": "8"}
 
 
-def manifest(stack: local.StackSettings, replicas: int = REPLICAS, **canary: Any) -> dict[str, Any]:
+def manifest(
+    stack: local.StackSettings, namespace: str, replicas: int = REPLICAS, **canary: Any
+) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load(
         (ROOT / "examples" / "local" / "tiny-llm.yaml").read_text()
     )
+    attach(doc, namespace)
     doc["spec"]["replicas"] = replicas
     doc["spec"]["canary"]["analysis"]["prometheus"]["address"] = stack.prometheus_url
     doc["spec"]["canary"].update(canary)
@@ -104,7 +109,7 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
 ) -> None:
     # The example as it is: one pod per revision, judged against a fresh baseline at
     # 25% then 50%, under the product's rule (+20%, 200 requests per arm at least).
-    doc = manifest(stack, replicas=1)
+    doc = manifest(stack, namespace, replicas=1)
     deploy_stable(kubectl, namespace, doc)
     load.start()
     time.sleep(5)  # both arms' series exist in Prometheus before the first check
@@ -157,8 +162,13 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
         for c in p["status"]["conditions"]
         if c["type"] == "Ready"
     )
-    counts = count_requests(stack.access_log)
-    assert counts[(f"{namespace}/{NAME}", f"{NAME}-canary")] > 0  # real traffic reached it
+    # Real traffic reached the canary, as the gateway logged it.
+    assert count_requests(stack.access_log)[arm_backend(namespace, NAME, "canary")] > 0
+    # The gateway accepted the route and resolved its backends, for its last generation.
+    assert route_conditions(kubectl, namespace, NAME) == {
+        "Accepted": "True",
+        "ResolvedRefs": "True",
+    }
     errors = [r for r in results if not r.ok]
     print(f"load: {len(results)} requests, {len(errors)} errors: {errors[:3]}")
     assert len(results) > 100
@@ -173,7 +183,7 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
     load: LoadDriver,
 ) -> None:
     # The example as it is: the canary and its baseline get 25% each at the first step.
-    doc = manifest(stack, replicas=1)
+    doc = manifest(stack, namespace, replicas=1)
     deploy_stable(kubectl, namespace, doc)
     # Closed-loop streams queue behind a slow canary: with 4 of them it finished under one
     # request a second and took four minutes to its 200th. Eight streams keep requests
@@ -216,13 +226,15 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
     assert re.search(pattern, reason), reason
     print(f"rollback: {reason}")
 
-    # While the route said 25%, the proxy sent the canary and the baseline 25% of the
-    # requests each: within three standard deviations of a binomial share over those n
-    # requests, plus half a point for requests in flight across nginx's reloads (1 s
-    # trimmed at each end). With n >= 250 that is at most +-8.7 points.
-    counts = count_requests(stack.access_log, since=seen["at_25"] + 1.0, until=seen["at_0"] - 1.0)
-    route = f"{namespace}/{NAME}"
-    arms = {arm: counts[(route, f"{NAME}-{arm}")] for arm in ("canary", "baseline", "stable")}
+    # While the route said 25%, the gateway sent the canary and the baseline 25% of the
+    # requests each, by its own access log: within three standard deviations of a
+    # binomial share over those n requests, plus half a point for requests in flight
+    # across the changes (Traefik applies a route within its 2 s throttle: 3 s trimmed at
+    # each end). With n >= 250 that is at most +-8.7 points.
+    counts = count_requests(stack.access_log, since=seen["at_25"] + 3.0, until=seen["at_0"] - 3.0)
+    arms = {
+        arm: counts[arm_backend(namespace, NAME, arm)] for arm in ("canary", "baseline", "stable")
+    }
     total = sum(arms.values())
     tolerance = 3 * math.sqrt(0.25 * 0.75 / total) + 0.005
     print(f"at 25%: {arms} of {total} requests (25% +-{tolerance:.2%} each for canary, baseline)")
@@ -268,8 +280,8 @@ def test_the_status_shows_ttft_and_tpot_per_arm_from_tiny_llms_own_histograms(
 ) -> None:
     """tiny-llm publishes the vLLM backend's histograms; the operator reads them per arm.
     At 5% the stable arm serves ~95% of the load, so its numbers are compared with what
-    the load generator measured through the proxy over the same windows."""
-    doc = manifest(stack, initialWeight=5, stepWeight=10, initialStepInterval="90s")
+    the load generator measured through the gateway over the same windows."""
+    doc = manifest(stack, namespace, initialWeight=5, stepWeight=10, initialStepInterval="90s")
     # Measure, do not judge: keep the canary at 5% whatever its checks say, compared
     # with the stable arm (no baseline) so that the reference serves most of the load.
     doc["spec"]["canary"]["analysis"].update(
@@ -337,7 +349,7 @@ def test_the_status_shows_ttft_and_tpot_per_arm_from_tiny_llms_own_histograms(
             assert 0.65 <= median <= 1.35, (criterion, mine)
         else:
             # tiny-llm's clock starts in execute(): a request's wait in Triton's queue
-            # (and the proxy) is not in it, so the server reads at most the client.
+            # (and the gateway) is not in it, so the server reads at most the client.
             assert median <= 1.1, (criterion, mine)
 
 
@@ -348,7 +360,7 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     stack: local.StackSettings,
     load: LoadDriver,
 ) -> None:
-    doc = manifest(stack, initialWeight=5, stepWeight=10)
+    doc = manifest(stack, namespace, initialWeight=5, stepWeight=10)
     # Preflight's environment diff would stop an instance group change before any pod:
     # this team allows it, so the config reaches Triton.
     doc["spec"]["preflight"]["envDiff"]["allowedDifferences"].append("triton.instanceGroup.*")
@@ -385,9 +397,8 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     assert route_weight(kubectl, namespace) == 0
     assert status(kubectl, namespace).get("canaryWeight", 0) == 0
     counts = count_requests(stack.access_log, since=since)
-    route = f"{namespace}/{NAME}"
-    assert counts[(route, f"{NAME}-canary")] == 0
-    assert counts[(route, f"{NAME}-stable")] > 0
+    assert counts[arm_backend(namespace, NAME, "canary")] == 0
+    assert counts[arm_backend(namespace, NAME, "stable")] > 0
     pod = kubectl.list("pod", namespace, f"llmcanary.io/revision={new}")[0]
     triton = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "triton")
     # Between back-offs the kubelet restarts the container, so its current state may be
@@ -404,7 +415,7 @@ def test_a_first_revision_whose_model_fails_to_load_says_why_then_is_replaced(
     operator: OperatorProcess,
     stack: local.StackSettings,
 ) -> None:
-    doc = manifest(stack, replicas=1)
+    doc = manifest(stack, namespace, replicas=1)
     # tiny-llm's initialize() refuses this size: Triton cannot load the model, exits, and
     # the kubelet restarts it. Before, only the pod said so.
     doc["spec"]["triton"]["parameters"] = {"hidden_size": "100", "heads": "3"}

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
+from routes import attach, route_host
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_config import parse_model_config
@@ -39,8 +40,12 @@ PIPELINE = "tiny-pipeline"
 STEPS = ["tiny-pipeline-preprocessing", "tiny-pipeline-model", "tiny-pipeline-postprocessing"]
 
 
-def pipeline_manifest(stack: local.StackSettings) -> dict[str, Any]:
+def pipeline_manifest(
+    stack: local.StackSettings, namespace: str, name: str = PIPELINE
+) -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples/local/tiny-pipeline.yaml").read_text())
+    doc["metadata"]["name"] = name
+    attach(doc, namespace)
     doc["spec"]["canary"]["analysis"]["prometheus"]["address"] = stack.prometheus_url
     doc["spec"]["canary"]["initialWeight"] = 50
     return doc
@@ -66,9 +71,11 @@ def stable(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> dict[str, A
     return found
 
 
-def generate(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def generate(url: str, host: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Host": host},
     )
     with urllib.request.urlopen(request, timeout=60) as answer:
         result: dict[str, Any] = json.loads(answer.read())
@@ -108,8 +115,7 @@ def test_a_python_model_that_declares_its_tensors_only_in_its_config_loads_and_s
     operator: OperatorProcess,
     stack: local.StackSettings,
 ) -> None:
-    doc = pipeline_manifest(stack)
-    doc["metadata"]["name"] = "prep"
+    doc = pipeline_manifest(stack, namespace, "prep")
     doc["spec"]["model"]["name"] = STEPS[0]
     doc["spec"]["triton"] = {
         "maxBatchSize": 4,
@@ -125,7 +131,8 @@ def test_a_python_model_that_declares_its_tensors_only_in_its_config_loads_and_s
     assert served.max_batch_size == 4
     assert served.dynamic_batching.max_queue_delay_microseconds == 1000
     answer = generate(
-        f"{stack.proxy_url}/{namespace}/prep/v2/models/{STEPS[0]}/generate",
+        f"{stack.gateway_url}/v2/models/{STEPS[0]}/generate",
+        route_host(namespace, "prep"),
         {"PROMPT": "a   canary \t of  tensors"},
     )
     assert answer["CLEAN_PROMPT"] == "a canary of tensors"
@@ -141,7 +148,7 @@ def test_an_ensemble_is_served_whole_a_slower_one_rolled_back_and_an_identical_o
     operator: OperatorProcess,
     stack: local.StackSettings,
 ) -> None:
-    doc = pipeline_manifest(stack)
+    doc = pipeline_manifest(stack, namespace)
     first = stable(kubectl, namespace, doc)
     config_map = kubectl.get("configmap", f"{PIPELINE}-{first['stableRevision']}-config", namespace)
     data = (config_map or {})["data"]
@@ -152,11 +159,13 @@ def test_an_ensemble_is_served_whole_a_slower_one_rolled_back_and_an_identical_o
     )
     ensemble = parse_model_config(data["config.pbtxt"])
     assert ensemble.platform == "ensemble" and len(ensemble.ensemble_scheduling.step) == 3
-    url = f"{stack.proxy_url}/{namespace}/{PIPELINE}"
-    answer = generate(f"{url}/v2/models/{PIPELINE}/generate", {"PROMPT": "hi", "MAX_TOKENS": 4})
+    url, host = stack.gateway_url, route_host(namespace, PIPELINE)
+    answer = generate(
+        f"{url}/v2/models/{PIPELINE}/generate", host, {"PROMPT": "hi", "MAX_TOKENS": 4}
+    )
     assert answer["model_name"] == PIPELINE and len(answer["TEXT"]) <= 4
 
-    load = LoadDriver(url, concurrency=8, model=PIPELINE).start()
+    load = LoadDriver(url, concurrency=8, model=PIPELINE, host=host).start()
     try:
         time.sleep(5)
         # A slower revision: its postprocessing step waits 250 ms per batch.

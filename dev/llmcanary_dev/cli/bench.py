@@ -39,13 +39,14 @@ def summary_table(summary: Summary, title: str) -> Table:
 
 def _default_url() -> str | None:
     info = running(StackSettings.from_env())
-    return None if info is None else str(info["proxy"])
+    return None if info is None else str(info["gateway"])
 
 
 @click.command()
 @click.option(
-    "--url", default=None, help="Triton or proxy base URL (default: the local stack's proxy)."
+    "--url", default=None, help="Triton or gateway base URL (default: the local stack's gateway)."
 )
+@click.option("--host", default=None, help="Host header (a gateway route's hostname).")
 @click.option("--model", default="tiny-llm", show_default=True)
 @click.option(
     "-c", "--concurrency", default=8, show_default=True, help="Closed loop: requests in flight."
@@ -68,6 +69,7 @@ def _default_url() -> str | None:
 @click.option("--seed", default=0, show_default=True)
 def bench(
     url: str | None,
+    host: str | None,
     model: str,
     concurrency: int,
     rate: float | None,
@@ -86,6 +88,7 @@ def bench(
     config = LoadConfig(
         url=url,
         model=model,
+        host=host,
         concurrency=concurrency,
         rate=rate,
         prompt_length=prompt_length,

@@ -77,7 +77,7 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
             split,
         )
     console.print(table)
-    console.print(summary_table(load, "The steady load through nginx, whole demo"))
+    console.print(summary_table(load, "The steady load through the gateway, whole demo"))
     console.print(
         f"{load.requests} requests ({load.succeeded} ok, errors {load.errors or 'none'}),"
         f" {load.output_tokens_per_s:.0f} output tokens/s"
@@ -85,6 +85,6 @@ def demo(rollout_timeout: int, concurrency: int) -> None:
     console.print(
         f"==> done in {time.monotonic() - t0:.0f}s. The stack is still up:\n"
         f"    kubectl --kubeconfig .devcluster/kubeconfig -n {NAMESPACE} get llmd,pods\n"
-        "    llmcanary bench            # load through the proxy\n"
+        "    llmcanary bench            # load through the gateway\n"
         "    llmcanary stack down       # stop everything"
     )

@@ -13,7 +13,7 @@ from llmcanary_dev.localstack import stack as local
 
 @click.group()
 def stack() -> None:
-    """The local stack: dev cluster, real Triton per pod, Prometheus, nginx."""
+    """The local stack: dev cluster, real Triton per pod, Prometheus, Traefik."""
 
 
 @stack.command()
@@ -24,7 +24,7 @@ def up(timeout: int) -> None:
         info = local.up(local.StackSettings.from_env(), timeout=timeout)
     except local.StackError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"proxy       {info['proxy']}")
+    click.echo(f"gateway     {info['gateway']}")
     click.echo(f"prometheus  {info['prometheus']}")
     click.echo(f"kubeconfig  {info['kubeconfig']}")
 
@@ -32,7 +32,7 @@ def up(timeout: int) -> None:
 @stack.command()
 @click.option("--keep-cluster", is_flag=True, help="Stop only the data plane.")
 def down(keep_cluster: bool) -> None:
-    """Stop the data plane (every Triton, nginx, Prometheus) and the cluster."""
+    """Stop the data plane (every Triton, Traefik, Prometheus) and the cluster."""
     local.down(local.StackSettings.from_env(), keep_cluster=keep_cluster)
 
 

@@ -1,9 +1,9 @@
 """``llmcanary demo``: the whole story on the local stack, told as it happens.
 
 1. ``llmcanary stack up``: the dev cluster, a real ``tritonserver`` per pod, Prometheus
-   and nginx (see :mod:`llmcanary_dev.localstack`); the CRD; the operator as a process.
+   and Traefik (see :mod:`llmcanary_dev.localstack`); the CRD; the operator as a process.
 2. tiny-llm revision 1 (``examples/local/tiny-llm.yaml``) until Stable.
-3. Steady streaming load through nginx, for the rest of the story.
+3. Steady streaming load through the gateway, for the rest of the story.
 4. Revision 2, as fast as 1: judged against a fresh baseline at 25% then 50%, promoted.
 5. Revision 3, the same model made 30% slower per token (tiny-llm's ``slowdown_percent``):
    rolled back, on the product's +20% rule.
@@ -38,7 +38,7 @@ from llmcanary_dev.devcluster.paths import find_repo_root
 from llmcanary_dev.loadgen.client import LoadConfig, run_load
 from llmcanary_dev.loadgen.stats import RequestResult, Summary, summarize
 from llmcanary_dev.localstack import stack as local
-from llmcanary_dev.localstack.proxy import count_requests
+from llmcanary_dev.localstack.gateway import backend_name, count_requests
 
 __all__ = ["CHAPTERS", "Chapter", "DemoError", "Story"]
 
@@ -169,9 +169,9 @@ class Story:
     # --- the story ------------------------------------------------------------------
 
     def run(self) -> Summary:
-        self.say("==> the local stack: dev cluster, Triton per pod, Prometheus, nginx")
+        self.say("==> the local stack: dev cluster, Triton per pod, Prometheus, Traefik")
         info = local.up(self.settings)
-        self.say(f"    proxy {info['proxy']}, Prometheus {info['prometheus']}")
+        self.say(f"    gateway {info['gateway']}, Prometheus {info['prometheus']}")
         kube = Kube.from_kubeconfig(info["kubeconfig"])
         kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         operator = self.start_operator(info["kubeconfig"])
@@ -186,8 +186,8 @@ class Story:
             self.say("==> revision 1 (2 layers, hidden size 128): kubectl apply")
             kube.apply(doc)
             self.follow(kube, "v1", lambda st: st.get("phase") == "Stable")
-            url = f"{info['proxy']}/{NAMESPACE}/{NAME}"
-            self.say(f"==> steady load: {self.concurrency} streams through nginx at {url}")
+            url = info["gateway"]
+            self.say(f"==> steady load: {self.concurrency} streams through Traefik at {url}")
             loader = threading.Thread(
                 target=self._drive, args=(url, stop_load), name="load", daemon=True
             )
@@ -202,9 +202,9 @@ class Story:
                 final = self.follow(kube, chapter.label, functools.partial(_finished, revision=new))
                 counts = count_requests(self.settings.access_log, since=since)
                 self.shares[chapter.label] = {
-                    backend: n
-                    for (route, backend), n in counts.items()
-                    if route == f"{NAMESPACE}/{NAME}"
+                    service: counts[backend_name(NAMESPACE, service)]
+                    for service in (f"{NAME}-{arm}" for arm in ("stable", "canary", "baseline"))
+                    if counts[backend_name(NAMESPACE, service)]
                 }
                 outcome = final.get("phase")
                 reason = (final.get("history") or [{}])[0].get("reason") or final.get("message")

@@ -62,8 +62,9 @@ def make_prompt(length: int, rng: random.Random) -> str:
 
 @dataclass(frozen=True)
 class LoadConfig:
-    url: str  # the Triton (or proxy) base URL, e.g. http://127.0.0.1:18080
+    url: str  # the Triton (or gateway) base URL, e.g. http://127.0.0.1:18080
     model: str = "tiny-llm"
+    host: str | None = None  # the Host header, for a gateway route with hostnames
     concurrency: int = 8
     rate: float | None = None  # requests/s (open loop); None: closed loop at `concurrency`
     prompt_length: int = 64
@@ -86,7 +87,8 @@ async def _one(session: aiohttp.ClientSession, config: LoadConfig, prompt: str) 
     tokens = 0
     body = {"PROMPT": prompt, "MAX_TOKENS": config.max_tokens}
     try:
-        async with session.post(config.endpoint, json=body) as answer:
+        headers = {"Host": config.host} if config.host else None
+        async with session.post(config.endpoint, json=body, headers=headers) as answer:
             if answer.status != 200:
                 detail = (await answer.text())[:200]
                 return RequestResult(
@@ -136,8 +138,8 @@ async def _run(
             on_result(result)
 
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-    # A connection per request: nginx closes idle keep-alive connections when it reloads
-    # (the local proxy does at every weight change), and a request racing that close
+    # A connection per request: a gateway may close idle keep-alive connections when its
+    # configuration changes (at every weight change), and a request racing that close
     # would count as an error of the model under test.
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:

@@ -1,9 +1,11 @@
-"""The local stack's Prometheus: Debian's binary scraping every Triton of the data plane.
+"""The local stack's Prometheus: Debian's binary scraping every Triton of the data plane,
+and the gateway.
 
-Targets come from file-based discovery (``targets/pods.json``, re-read every second)
+Tritons come from file-based discovery (``targets/pods.json``, re-read every second)
 with the labels a PodMonitor would attach in a cluster: ``namespace``, ``pod``,
 ``llmdeployment``, ``revision`` and ``track``. The operator's default queries select on
-exactly those.
+exactly those. Other components (the gateway) are static jobs, scraped as they are:
+their series name the backend themselves.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class Prometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, jobs: Mapping[str, str] | None = None) -> None:
+        """Start scraping the pod targets and ``jobs`` (job name: "HOST:PORT")."""
         if not self.binary.is_file():
             raise PrometheusError(
                 f"{self.binary} is missing: run `make prometheus-bin`"
@@ -64,7 +67,11 @@ class Prometheus:
                     "file_sd_configs": [
                         {"files": [str(self.targets_file)], "refresh_interval": "1s"}
                     ],
-                }
+                },
+                *(
+                    {"job_name": job, "static_configs": [{"targets": [address]}]}
+                    for job, address in (jobs or {}).items()
+                ),
             ],
         }
         config_file = self.work_dir / "prometheus.yml"

@@ -6,8 +6,11 @@ data plane (:func:`llmcanary_dev.devcluster.set_pod_readiness`), installs the CR
 ``llmcanary stack down``:
 
 - :class:`~llmcanary_dev.localstack.pods.PodRunner`: one ``tritonserver`` per pod;
-- :class:`~llmcanary_dev.localstack.prometheus.Prometheus` scraping them;
-- :class:`~llmcanary_dev.localstack.proxy.Nginx` splitting client traffic by the HTTPRoutes.
+- :class:`~llmcanary_dev.localstack.gateway.Traefik`, the Gateway API implementation that
+  serves the HTTPRoutes attached to the stack's Gateway, over EndpointSlices
+  :mod:`~llmcanary_dev.localstack.endpoints` mirrors from the pods;
+- :class:`~llmcanary_dev.localstack.prometheus.Prometheus` scraping the Tritons and the
+  gateway.
 
 It re-reads the cluster every half second and writes ``<state>/stack.json`` (URLs and
 its pid) once everything answers. ``down`` stops it (it stops its children), gives
@@ -32,16 +35,16 @@ from typing import Any
 from llmcanary.kube.client import Kube
 from llmcanary_dev import devcluster
 from llmcanary_dev.devcluster.paths import find_repo_root
+from llmcanary_dev.localstack.endpoints import MANAGED_BY, MANAGED_BY_LABEL, sync_slices
+from llmcanary_dev.localstack.gateway import Traefik, gateway_objects, traefik_binary
 from llmcanary_dev.localstack.pods import PodRunner
 from llmcanary_dev.localstack.prometheus import Prometheus, prometheus_binary
-from llmcanary_dev.localstack.proxy import Backend, Nginx, Route
 from llmcanary_dev.localstack.triton import find_triton
 
 __all__ = ["StackError", "StackSettings", "down", "running", "serve", "up"]
 
 log = logging.getLogger(__name__)
 
-HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 SYNC_INTERVAL_S = 0.5
 
 
@@ -53,8 +56,9 @@ class StackError(RuntimeError):
 class StackSettings:
     state_dir: Path
     model_root: Path
-    proxy_port: int = 18080
+    gateway_port: int = 18080
     prometheus_port: int = 19090
+    gateway_metrics_port: int = 18082
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -63,8 +67,9 @@ class StackSettings:
         return cls(
             state_dir=Path(env.get("LLMCANARY_STACK_DIR") or root / ".localstack").resolve(),
             model_root=Path(env.get("LLMCANARY_MODEL_REPO") or root / "model_repo").resolve(),
-            proxy_port=int(env.get("LLMCANARY_STACK_PROXY_PORT") or 18080),
+            gateway_port=int(env.get("LLMCANARY_STACK_GATEWAY_PORT") or 18080),
             prometheus_port=int(env.get("LLMCANARY_STACK_PROMETHEUS_PORT") or 19090),
+            gateway_metrics_port=int(env.get("LLMCANARY_STACK_GATEWAY_METRICS_PORT") or 18082),
         )
 
     def environment(self) -> dict[str, str]:
@@ -72,8 +77,9 @@ class StackSettings:
         return {
             "LLMCANARY_STACK_DIR": str(self.state_dir),
             "LLMCANARY_MODEL_REPO": str(self.model_root),
-            "LLMCANARY_STACK_PROXY_PORT": str(self.proxy_port),
+            "LLMCANARY_STACK_GATEWAY_PORT": str(self.gateway_port),
             "LLMCANARY_STACK_PROMETHEUS_PORT": str(self.prometheus_port),
+            "LLMCANARY_STACK_GATEWAY_METRICS_PORT": str(self.gateway_metrics_port),
         }
 
     @property
@@ -81,8 +87,8 @@ class StackSettings:
         return self.state_dir / "stack.json"
 
     @property
-    def proxy_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
 
     @property
     def prometheus_url(self) -> str:
@@ -90,69 +96,28 @@ class StackSettings:
 
     @property
     def access_log(self) -> Path:
-        return self.state_dir / "proxy" / "access.log"
+        return self.state_dir / "gateway" / "access.log"
 
     @property
     def starts_file(self) -> Path:
         return self.state_dir / "pods" / "starts.jsonl"
 
 
-def nginx_binary(cache_dir: Path) -> Path:
-    """Where ``scripts/ensure-nginx.sh`` puts Debian's binary."""
-    return cache_dir / "nginx" / "bin" / "nginx"
-
-
 # --- the serving process -----------------------------------------------------------
 
 
-def _ready_endpoints(
-    pods: list[dict[str, Any]], selector: dict[str, str], port: int
-) -> tuple[str, ...]:
-    found = []
-    for pod in pods:
-        labels = pod["metadata"].get("labels") or {}
-        status = pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if (
-            ready
-            and status.get("podIP")
-            and not pod["metadata"].get("deletionTimestamp")
-            and all(labels.get(k) == v for k, v in selector.items())
-        ):
-            found.append(f"{status['podIP']}:{port}")
-    return tuple(sorted(found))
-
-
-def read_routes(kube: Kube, pods: list[dict[str, Any]]) -> list[Route]:
-    """Every HTTPRoute with its backends' weights and Ready endpoints among ``pods``
-    (first rule). Two list calls (routes, Services), whatever the number of routes."""
-    routes = []
-    services = {
-        (s["metadata"]["namespace"], s["metadata"]["name"]): s
-        for s in kube.list_cluster("v1", "Service")
-    }
-    for item in sorted(
-        kube.list_cluster(*HTTPROUTE),
-        key=lambda r: (r["metadata"]["namespace"], r["metadata"]["name"]),
-    ):
-        namespace = item["metadata"]["namespace"]
-        rules = item.get("spec", {}).get("rules") or [{}]
-        backends = []
-        for ref in rules[0].get("backendRefs") or []:
-            service = services.get((namespace, ref["name"]))
-            selector = ((service or {}).get("spec") or {}).get("selector") or {}
-            in_namespace = [p for p in pods if p["metadata"]["namespace"] == namespace]
-            endpoints = (
-                _ready_endpoints(in_namespace, selector, int(ref.get("port", 8000)))
-                if selector
-                else ()
-            )
-            backends.append(Backend(ref["name"], int(ref.get("weight", 1)), endpoints))
-        routes.append(Route(namespace, item["metadata"]["name"], tuple(backends)))
-    return routes
+def sync_endpoints(kube: Kube, pods: list[dict[str, Any]]) -> int:
+    """Mirror every Service's pods into the FQDN EndpointSlices the gateway reads."""
+    return sync_slices(
+        kube,
+        kube.list_cluster("v1", "Service"),
+        pods,
+        kube.list_cluster(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+        ),
+    )
 
 
 def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
@@ -165,19 +130,28 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
     install = find_triton(work / "triton")
     runner = PodRunner(kube, install, work / "pods", settings.model_root)
     prometheus = Prometheus(work / "prometheus", prometheus_binary(cache), settings.prometheus_port)
-    proxy = Nginx(nginx_binary(cache), work / "proxy", f"127.0.0.1:{settings.proxy_port}")
+    gateway = Traefik(
+        traefik_binary(cache),
+        work / "gateway",
+        cluster.kubeconfig,
+        port=settings.gateway_port,
+        metrics_port=settings.gateway_metrics_port,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     claim = _claim_file(cluster)
     claim.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(settings.state_dir)}))
     try:
-        prometheus.start()
-        proxy.start(read_routes(kube, kube.list_cluster("v1", "Pod")))
+        for obj in gateway_objects(settings.gateway_port):
+            kube.apply(obj)
+        sync_endpoints(kube, kube.list_cluster("v1", "Pod"))
+        prometheus.start(jobs={"gateway": gateway.metrics_address})
+        gateway.start()
         settings.info_file.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
-                    "proxy": settings.proxy_url,
+                    "gateway": settings.gateway_url,
                     "prometheus": settings.prometheus_url,
                     "kubeconfig": str(cluster.kubeconfig),
                     "access_log": str(settings.access_log),
@@ -187,27 +161,26 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
         )
         log.info(
             "local data plane serving",
-            extra={"proxy": settings.proxy_url, "prometheus": settings.prometheus_url},
+            extra={"gateway": settings.gateway_url, "prometheus": settings.prometheus_url},
         )
         while not stop.is_set():
             try:
                 runner.sync(kube.list_cluster("v1", "Pod"))
                 prometheus.set_targets(runner.targets())
                 # Listed again: the runner has just patched readiness and pod IPs, and the
-                # operator may have re-pointed a Service meanwhile; routes built from the
+                # operator may have re-pointed a Service meanwhile; slices built from the
                 # first list would send traffic by a state that is already gone.
-                if proxy.update(read_routes(kube, kube.list_cluster("v1", "Pod"))):
-                    log.info("proxy reloaded")
+                sync_endpoints(kube, kube.list_cluster("v1", "Pod"))
             except Exception as exc:  # the API server restarting: try again next pass
                 log.warning("data plane sync failed", extra={"error": str(exc)})
-            if not proxy.process.running:
-                raise StackError(f"nginx exited:\n{proxy.process.log_tail()}")
+            if not gateway.process.running:
+                raise StackError(f"Traefik exited:\n{gateway.process.log_tail()}")
             stop.wait(SYNC_INTERVAL_S)
     finally:
         settings.info_file.unlink(missing_ok=True)
         claim.unlink(missing_ok=True)
         runner.stop_all()
-        proxy.stop()
+        gateway.stop()
         prometheus.stop()
 
 
@@ -284,7 +257,7 @@ def up(settings: StackSettings, *, timeout: float = 120.0) -> dict[str, Any]:
 
 
 def down(settings: StackSettings, *, keep_cluster: bool = False, timeout: float = 60.0) -> None:
-    """Stop the data plane (and its Tritons, nginx, Prometheus), then the cluster."""
+    """Stop the data plane (and its Tritons, Traefik, Prometheus), then the cluster."""
     info = running(settings)
     if info is not None:
         pid = int(info["pid"])
