@@ -121,5 +121,15 @@ def test_each_named_gateway_must_hold_it_and_other_controllers_parents_do_not_co
     assert route_refusal(route([accepted, edge], refs)) is None
 
 
+def test_a_listener_named_in_the_parent_ref_is_named_in_the_reason() -> None:
+    refs = [{"name": "local", "namespace": "gw", "sectionName": "team"}]
+    refused = parent(condition("Accepted", "False", reason="NotAllowedByListeners"))
+    refused["parentRef"]["sectionName"] = "team"
+    assert route_refusal(route([refused], refs)) == (
+        "Gateway gw/local listener team refuses the HTTPRoute: Accepted=False"
+        " (NotAllowedByListeners)"
+    )
+
+
 def test_a_route_without_parents_is_judged_on_its_weights_alone() -> None:
     assert route_refusal(route([], refs=[])) is None

@@ -74,7 +74,7 @@ def _parent_key(ref: dict[str, Any], namespace: str) -> tuple[object, ...]:
 def _parent_name(ref: dict[str, Any], namespace: str) -> str:
     group, kind, ns, name, section, port = _parent_key(ref, namespace)
     where = f"{kind} {ns}/{name}" if (group, kind) != (GATEWAY_GROUP, "Gateway") else f"{ns}/{name}"
-    where += f" ({section})" if section else ""
+    where += f" listener {section}" if section else ""
     return where + (f" port {port}" if port else "")
 
 
