@@ -99,10 +99,11 @@ def test_the_gateway_listens_on_the_stacks_port_and_takes_routes_from_every_name
     assert "--metrics.prometheus.addServicesLabels=true" in argv
 
 
-def test_histogram_bounds_are_never_more_than_20_percent_apart() -> None:
+def test_histogram_bounds_are_never_more_than_10_percent_apart() -> None:
+    # Rounded to 4 digits, they stay well inside the +20% rule's resolution.
     bounds = latency_buckets()
     assert bounds[0] == 0.005 and bounds[-1] >= 300
-    assert all(b / a <= 1.2 + 1e-3 for a, b in itertools.pairwise(bounds))
+    assert all(b / a <= 1.1 + 1e-3 for a, b in itertools.pairwise(bounds))
 
 
 def test_requests_are_counted_per_backend_from_the_access_log(tmp_path: Path) -> None:

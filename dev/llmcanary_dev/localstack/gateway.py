@@ -19,7 +19,7 @@ What comes back from it:
 
 - its Prometheus metrics (:attr:`Traefik.metrics_address`), with a histogram per
   backend Service, ``traefik_service_request_duration_seconds``, whose buckets the stack
-  sets to a fine ladder (:func:`latency_buckets`; Traefik's default has four);
+  sets to a fine ladder, 10% apart (:func:`latency_buckets`; Traefik's default has four);
 - its access log, one JSON object per request (``access.log``), which names the backend
   Service of every request that reached one: :func:`count_requests` reads the share each
   arm really got.
@@ -86,10 +86,11 @@ def backend_name(namespace: str, service: str, port_name: str = "http", port: in
     return f"{namespace}-{service}-{port_name}-{port}@{PROVIDER}"
 
 
-def latency_buckets(low: float = 0.005, high: float = 300.0, ratio: float = 1.2) -> list[float]:
-    """Histogram bounds (seconds) at most ``ratio`` apart from ``low`` to ``high``: a
-    quantile read from them is off by at most that ratio's width, where Traefik's default
-    (0.1, 0.3, 1.2, 5 s) cannot tell 1.3 s from 5 s."""
+def latency_buckets(low: float = 0.005, high: float = 300.0, ratio: float = 1.1) -> list[float]:
+    """Histogram bounds (seconds) at most ``ratio`` apart from ``low`` to ``high``: 10%,
+    half the product's +20% rule, so that a bucket never hides a rise the rule must see
+    (the judge flags a quantile in a bucket wider than its criterion as coarse). Traefik's
+    default (0.1, 0.3, 1.2, 5 s) cannot tell 1.3 s from 5 s."""
     count = math.ceil(math.log(high / low) / math.log(ratio))
     return [float(f"{low * ratio**k:.4g}") for k in range(count + 1)]
 
