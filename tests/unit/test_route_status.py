@@ -7,8 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fake_kube import FakeKube
+from specs import make_spec
 
-from llmcanary.routing.gateway_api import route_refusal
+from llmcanary.builders import Owner
+from llmcanary.routing.base import Weights
+from llmcanary.routing.gateway_api import GatewayAPIRouter, route_refusal
 
 GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "local"}
 
@@ -133,3 +137,37 @@ def test_a_listener_named_in_the_parent_ref_is_named_in_the_reason() -> None:
 
 def test_a_route_without_parents_is_judged_on_its_weights_alone() -> None:
     assert route_refusal(route([], refs=[])) is None
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_the_router_holds_a_refused_route_only_when_told_not_to_wait_for_gateways(
+    wait: bool,
+) -> None:
+    spec = make_spec(
+        traffic={
+            "gatewayAPI": {
+                "parentRefs": [{"name": "local", "namespace": "gw"}],
+                "waitForGateways": wait,
+            }
+        }
+    )
+    kube = FakeKube()
+    router = GatewayAPIRouter(kube)
+    owner = Owner(name="tiny", namespace="ml", uid="0000-uid")
+    router.reconcile(owner, spec, Weights.of(25))
+    # The Gateway refuses the route, for the generation the router wrote.
+    stored = kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "tiny")
+    assert stored is not None
+    generation = int(stored["metadata"].get("generation") or 0)
+    refused = parent(condition("Accepted", "False", generation, reason="NotAllowedByListeners"))
+    kube.patch_status(
+        "gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "tiny", {"parents": [refused]}
+    )
+    # The next pass: the same weights, read back with the Gateway's status.
+    router = GatewayAPIRouter(kube)
+    router.reconcile(owner, spec, Weights.of(25))
+    check = router.verify_weights(owner, Weights.of(25))
+    if wait:
+        assert not check and check.why is not None and "NotAllowedByListeners" in check.why
+    else:
+        assert check and check.why is None

@@ -569,6 +569,11 @@ class GatewayAPITraffic(ApiModel):
     """Gateways the HTTPRoute attaches to."""
     hostnames: list[Host] = Field(default_factory=list, max_length=16)
     """Hostnames of the HTTPRoute."""
+    wait_for_gateways: bool = True
+    """A step begins only once every Gateway in parentRefs has accepted the route's current
+    generation and resolved its backends (its status.parents), and starts over if one stops
+    serving it. false: only the weights are read back, for a Gateway controller that writes
+    no route status."""
 
 
 class IstioTraffic(ApiModel):

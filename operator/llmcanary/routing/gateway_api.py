@@ -130,9 +130,11 @@ class GatewayAPIRouter(Router):
         super().__init__(kube)
         # The route as this pass last read or wrote it: verifying needs no second read.
         self._route: dict[str, Any] | None = None
+        self._wait_for_gateways = True
 
     def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
         # The whole route is ours, so applying it with the new weights is the update.
+        self._wait_for_gateways = spec.traffic.gateway_api.wait_for_gateways
         try:
             _, self._route = ensure(
                 self.kube, build_httproute(owner, spec.traffic.gateway_api, weights)
@@ -149,9 +151,10 @@ class GatewayAPIRouter(Router):
             raise self.missing_api() from None
 
     def verify_weights(self, owner: Owner, weights: Weights) -> WeightCheck:
-        """The route asks for ``weights`` and every Gateway it names serves it."""
+        """The route asks for ``weights`` and every Gateway it names serves it (unless the
+        spec says not to wait for Gateways: ``traffic.gatewayAPI.waitForGateways``)."""
         held = super().verify_weights(owner, weights)
-        if not held:
+        if not held or not self._wait_for_gateways:
             return held
         route = self._read(owner)
         refusal = route_refusal(route) if route is not None else None
