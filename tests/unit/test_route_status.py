@@ -171,3 +171,20 @@ def test_the_router_holds_a_refused_route_only_when_told_not_to_wait_for_gateway
         assert not check and check.why is not None and "NotAllowedByListeners" in check.why
     else:
         assert check and check.why is None
+
+
+def test_a_gateways_long_message_is_cut_to_a_sentence_in_status() -> None:
+    long = "Cannot load HTTPBackendRef ml/tiny-canary: " + "x" * 5000
+    refused = parent(
+        condition("Accepted"),
+        condition("ResolvedRefs", "False", reason="BackendNotFound", message=long),
+    )
+    why = route_refusal(route([refused]))
+    assert why is not None and len(why) < 500
+    assert why.startswith("Gateway gw/local refuses the HTTPRoute: ResolvedRefs=False")
+
+
+def test_a_parent_of_another_kind_is_named_by_its_kind() -> None:
+    refs = [{"name": "edge", "namespace": "gw", "kind": "ListenerSet"}]
+    why = route_refusal(route([], refs))
+    assert why is not None and why.startswith("ListenerSet gw/edge has not reported")

@@ -17,7 +17,7 @@ from llmcanary.builders.meta import common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
 from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.client import KubeApi
-from llmcanary.kube.errors import MissingApi
+from llmcanary.kube.errors import MissingApi, capped
 from llmcanary.routing.base import HELD, Resource, Router, WeightCheck, Weights
 
 HTTPROUTE = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
@@ -72,10 +72,15 @@ def _parent_key(ref: dict[str, Any], namespace: str) -> tuple[object, ...]:
 
 
 def _parent_name(ref: dict[str, Any], namespace: str) -> str:
-    group, kind, ns, name, section, port = _parent_key(ref, namespace)
-    where = f"{kind} {ns}/{name}" if (group, kind) != (GATEWAY_GROUP, "Gateway") else f"{ns}/{name}"
+    """``Gateway NS/NAME listener L``: how a reason names a parent."""
+    _, kind, ns, name, section, port = _parent_key(ref, namespace)
+    where = f"{kind} {ns}/{name}"
     where += f" listener {section}" if section else ""
     return where + (f" port {port}" if port else "")
+
+
+# A Gateway's message is its own; status keeps a sentence of it, not a page.
+MESSAGE_CHARS = 300
 
 
 def route_refusal(route: dict[str, Any]) -> str | None:
@@ -96,7 +101,7 @@ def route_refusal(route: dict[str, Any]) -> str | None:
         ]
         if not reports:
             return (
-                f"Gateway {name} has not reported on HTTPRoute {namespace}/{meta.get('name')}"
+                f"{name} has not reported on HTTPRoute {namespace}/{meta.get('name')}"
                 " (is that Gateway there, and its controller running?)"
             )
         for report in reports:
@@ -106,13 +111,14 @@ def route_refusal(route: dict[str, Any]) -> str | None:
                 c for c in conditions.values() if int(c.get("observedGeneration") or 0) < generation
             ]
             if accepted is None or stale:
-                return f"Gateway {name} has not taken generation {generation} of the HTTPRoute yet"
+                return f"{name} has not taken generation {generation} of the HTTPRoute yet"
             for kind in ("Accepted", "ResolvedRefs"):
                 condition = conditions.get(kind)
                 if condition is not None and condition.get("status") != "True":
-                    said = f": {condition['message']}" if condition.get("message") else ""
+                    message = str(condition.get("message") or "")
+                    said = f": {capped(message, MESSAGE_CHARS)}" if message else ""
                     return (
-                        f"Gateway {name} refuses the HTTPRoute: {kind}={condition.get('status')}"
+                        f"{name} refuses the HTTPRoute: {kind}={condition.get('status')}"
                         f" ({condition.get('reason', 'no reason')}){said}"
                     )
     return None
