@@ -406,7 +406,8 @@ def _component_args(settings: Settings, pki: Pki, cfg: dict[str, Path]) -> dict[
             # The default set (deployments, replicasets, garbage collector, namespaces,
             # service accounts, node lifecycle, ...) less the Endpoints/EndpointSlice
             # controllers: the API rejects loopback endpoint addresses, and pod IPs
-            # are loopback here (Settings.pod_cidr); no kube-proxy would read them.
+            # are loopback here (Settings.pod_cidr). The local stack writes the
+            # gateway's slices itself (llmcanary_dev.localstack.endpoints, type FQDN).
             "--controllers=*,-endpoints-controller,-endpointslice-controller,"
             "-endpointslice-mirroring-controller",
             "--kube-api-qps=100",
