@@ -30,6 +30,13 @@ class Weights:
             )
         return cls(100 - canary - baseline, canary, baseline)
 
+    def describe(self) -> str:
+        """``canary 5%, baseline 5%``: how status names a split."""
+        parts = [f"canary {self.canary}%"]
+        if self.baseline:
+            parts.append(f"baseline {self.baseline}%")
+        return ", ".join(parts)
+
     def tracks(self) -> list[tuple[Track, int]]:
         """Stable and canary always, the baseline while it has a weight."""
         tracks: list[tuple[Track, int]] = [("stable", self.stable), ("canary", self.canary)]
@@ -50,14 +57,6 @@ class WeightCheck:
 
 
 HELD = WeightCheck(True)
-
-
-def _split(weights: Weights) -> str:
-    """``canary 5%, baseline 5%``: how a reason names a split."""
-    parts = [f"canary {weights.canary}%"]
-    if weights.baseline:
-        parts.append(f"baseline {weights.baseline}%")
-    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Router(ABC):
         actual = self.get_weights(owner)
         if actual == weights:
             return HELD
-        return WeightCheck(False, None if actual is None else f"it holds {_split(actual)}")
+        return WeightCheck(False, None if actual is None else f"it holds {actual.describe()}")
 
     @abstractmethod
     def finalize(self, owner: Owner) -> None:

@@ -134,23 +134,23 @@ class GatewayAPIRouter(Router):
 
     def __init__(self, kube: KubeApi) -> None:
         super().__init__(kube)
-        # The route as this pass last read or wrote it: verifying needs no second read.
-        self._route: dict[str, Any] | None = None
+        # The route as reconcile() just read or wrote it, for the verify_weights() that
+        # follows in the same pass (it needs no second read); used once, so that a later
+        # read never sees a stale copy.
+        self._written: dict[str, Any] | None = None
         self._wait_for_gateways = True
 
     def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
         # The whole route is ours, so applying it with the new weights is the update.
         self._wait_for_gateways = spec.traffic.gateway_api.wait_for_gateways
         try:
-            _, self._route = ensure(
+            _, self._written = ensure(
                 self.kube, build_httproute(owner, spec.traffic.gateway_api, weights)
             )
         except MissingApi:
             raise self.missing_api() from None
 
     def _read(self, owner: Owner) -> dict[str, Any] | None:
-        if self._route is not None:
-            return self._route
         try:
             return self.kube.get(HTTPROUTE.api_version, HTTPROUTE.kind, owner.namespace, owner.name)
         except MissingApi:
@@ -159,17 +159,21 @@ class GatewayAPIRouter(Router):
     def verify_weights(self, owner: Owner, weights: Weights) -> WeightCheck:
         """The route asks for ``weights`` and every Gateway it names serves it (unless the
         spec says not to wait for Gateways: ``traffic.gatewayAPI.waitForGateways``)."""
-        held = super().verify_weights(owner, weights)
-        if not held or not self._wait_for_gateways:
-            return held
-        route = self._read(owner)
-        refusal = route_refusal(route) if route is not None else None
+        route, self._written = self._written, None
+        if route is None:
+            route = self._read(owner)
+        actual = None if route is None else self._weights(owner, route)
+        if actual != weights:
+            return WeightCheck(False, None if actual is None else f"it holds {actual.describe()}")
+        refusal = route_refusal(route) if route is not None and self._wait_for_gateways else None
         return HELD if refusal is None else WeightCheck(False, refusal)
 
     def get_weights(self, owner: Owner) -> Weights | None:
         route = self._read(owner)
-        if route is None:
-            return None
+        return None if route is None else self._weights(owner, route)
+
+    @staticmethod
+    def _weights(owner: Owner, route: dict[str, Any]) -> Weights:
         weights = route_weights(route)
         return Weights(
             stable=weights.get(service_name(owner.name, "stable"), 0),
