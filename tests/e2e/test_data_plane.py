@@ -164,11 +164,16 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
     )
     # Real traffic reached the canary, as the gateway logged it.
     assert count_requests(stack.access_log)[arm_backend(namespace, NAME, "canary")] > 0
-    # The gateway accepted the route and resolved its backends, for its last generation.
-    assert route_conditions(kubectl, namespace, NAME) == {
-        "Accepted": "True",
-        "ResolvedRefs": "True",
-    }
+    # The gateway accepted the route and resolved its backends, for its last generation
+    # (the promotion's; Traefik writes it asynchronously, on two busy cores not at once).
+    wait_for(
+        "the gateway's Accepted and ResolvedRefs for the promoted route",
+        lambda: (
+            route_conditions(kubectl, namespace, NAME)
+            == {"Accepted": "True", "ResolvedRefs": "True"}
+        ),
+        timeout=30,
+    )
     errors = [r for r in results if not r.ok]
     print(f"load: {len(results)} requests, {len(errors)} errors: {errors[:3]}")
     assert len(results) > 100
