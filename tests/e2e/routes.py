@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
-from kubectl import Kubectl
+from kubectl import Kubectl, wait_for
 
 from llmcanary_dev.localstack.gateway import (
     GATEWAY_NAME,
@@ -54,3 +56,20 @@ def route_conditions(
             if c.get("observedGeneration") == generation
         }
     return {}
+
+
+def wait_until_served(gateway_url: str, host: str, timeout: float = 30) -> None:
+    """Until the gateway answers for ``host`` with a Ready backend (Triton's readiness
+    through the route). A revision is Stable once its pods are Ready; the gateway serves
+    them after the stack's EndpointSlice mirror (0.5 s) and Traefik's throttle (2 s):
+    load sent in between gets 503 "no available server"."""
+
+    def served() -> bool:
+        request = urllib.request.Request(f"{gateway_url}/v2/health/ready", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    wait_for(f"the gateway to serve {host}", served, timeout=timeout)

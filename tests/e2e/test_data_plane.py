@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
-from routes import arm_backend, attach, route_conditions
+from routes import arm_backend, attach, route_conditions, wait_until_served
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of
@@ -80,13 +80,17 @@ def triton_starts(stack: local.StackSettings, namespace: str, rev: str) -> int:
     return sum(1 for r in records if r["namespace"] == namespace and r["revision"] == rev)
 
 
-def deploy_stable(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> None:
+def deploy_stable(
+    kubectl: Kubectl, stack: local.StackSettings, namespace: str, doc: dict[str, Any]
+) -> None:
     kubectl.apply(doc, namespace)
     wait_for(
         "revision 1 Stable with Triton serving",
         lambda: status(kubectl, namespace).get("phase") == "Stable",
         timeout=180,
     )
+    traffic = doc["spec"]["traffic"]["gatewayAPI"]
+    wait_until_served(stack.gateway_url, traffic["hostnames"][0])
 
 
 def wait_for_or_none(probe: Any, timeout: float, every: float = 0.5) -> Any:
@@ -110,7 +114,7 @@ def test_a_healthy_revision_is_promoted_and_its_model_loads_once_per_replica(
     # The example as it is: one pod per revision, judged against a fresh baseline at
     # 25% then 50%, under the product's rule (+20%, 200 requests per arm at least).
     doc = manifest(stack, namespace, replicas=1)
-    deploy_stable(kubectl, namespace, doc)
+    deploy_stable(kubectl, stack, namespace, doc)
     load.start()
     time.sleep(5)  # both arms' series exist in Prometheus before the first check
     healthy = changed(doc, "2")
@@ -189,7 +193,7 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
 ) -> None:
     # The example as it is: the canary and its baseline get 25% each at the first step.
     doc = manifest(stack, namespace, replicas=1)
-    deploy_stable(kubectl, namespace, doc)
+    deploy_stable(kubectl, stack, namespace, doc)
     # Closed-loop streams queue behind a slow canary: with 4 of them it finished under one
     # request a second and took four minutes to its 200th. Eight streams keep requests
     # arriving at it (a production service's arrivals do not wait for its latency).
@@ -292,7 +296,7 @@ def test_the_status_shows_ttft_and_tpot_per_arm_from_tiny_llms_own_histograms(
     doc["spec"]["canary"]["analysis"].update(
         failureLimit=100, inconclusiveLimit=100, baseline="stable"
     )
-    deploy_stable(kubectl, namespace, doc)
+    deploy_stable(kubectl, stack, namespace, doc)
     # Monotonic (the load's clock) from wall-clock seconds (the status' times).
     offset = time.monotonic() - time.time()
     load.start()
@@ -369,7 +373,7 @@ def test_a_config_triton_rejects_never_gets_traffic_and_the_status_says_why(
     # Preflight's environment diff would stop an instance group change before any pod:
     # this team allows it, so the config reaches Triton.
     doc["spec"]["preflight"]["envDiff"]["allowedDifferences"].append("triton.instanceGroup.*")
-    deploy_stable(kubectl, namespace, doc)
+    deploy_stable(kubectl, stack, namespace, doc)
     load.start()
     # KIND_GPU on a machine without a GPU: the rendered config.pbtxt asks Triton for
     # something it cannot give, and Triton refuses to load the model.
@@ -469,7 +473,7 @@ def test_a_first_revision_whose_model_fails_to_load_says_why_then_is_replaced(
             },
         }
     ]
-    deploy_stable(kubectl, namespace, doc)
+    deploy_stable(kubectl, stack, namespace, doc)
     config = kubectl.get("configmap", f"{NAME}-{revision(doc)}-config", namespace) or {}
     assert 'model_warmup {\n  name: "short prompt"' in config["data"]["config.pbtxt"]
     final = status(kubectl, namespace)

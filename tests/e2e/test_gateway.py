@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
 from load_driver import LoadDriver
-from routes import attach, route_conditions
+from routes import attach, route_conditions, wait_until_served
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of
@@ -246,6 +246,7 @@ def test_a_rollout_waits_with_the_gateways_reason_while_a_gateway_refuses_its_ro
             ),
             timeout=180,
         )
+        wait_until_served(stack.gateway_url, doc["spec"]["traffic"]["gatewayAPI"]["hostnames"][0])
         load.start()
         doc["spec"]["model"]["version"] = "2"
         kubectl.apply(doc, namespace)

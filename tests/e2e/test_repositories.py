@@ -27,7 +27,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
-from routes import attach, route_host
+from routes import attach, route_host, wait_until_served
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders.triton_config import parse_model_config
@@ -60,7 +60,9 @@ def status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return found
 
 
-def stable(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+def stable(
+    kubectl: Kubectl, stack: local.StackSettings, namespace: str, doc: dict[str, Any]
+) -> dict[str, Any]:
     name = doc["metadata"]["name"]
     kubectl.apply(doc, namespace)
     found: dict[str, Any] = wait_for(
@@ -68,6 +70,7 @@ def stable(kubectl: Kubectl, namespace: str, doc: dict[str, Any]) -> dict[str, A
         lambda: (s := status(kubectl, namespace, name)).get("phase") == "Stable" and s,
         timeout=240,
     )
+    wait_until_served(stack.gateway_url, route_host(namespace, name))
     return found
 
 
@@ -122,7 +125,7 @@ def test_a_python_model_that_declares_its_tensors_only_in_its_config_loads_and_s
         "dynamicBatching": {"maxQueueDelayMicroseconds": 1000},
         "instanceGroup": {"kind": "KIND_CPU", "count": 1},
     }
-    stable(kubectl, namespace, doc)
+    stable(kubectl, stack, namespace, doc)
     config_map = kubectl.get("configmap", f"prep-{revision(doc)}-config", namespace) or {}
     served = parse_model_config(config_map["data"]["config.pbtxt"])
     # The repository's tensors are kept; the spec's batching is on them.
@@ -149,7 +152,7 @@ def test_an_ensemble_is_served_whole_a_slower_one_rolled_back_and_an_identical_o
     stack: local.StackSettings,
 ) -> None:
     doc = pipeline_manifest(stack, namespace)
-    first = stable(kubectl, namespace, doc)
+    first = stable(kubectl, stack, namespace, doc)
     config_map = kubectl.get("configmap", f"{PIPELINE}-{first['stableRevision']}-config", namespace)
     data = (config_map or {})["data"]
     # The ensemble and every step it names are staged; the ensemble's own config is kept.
