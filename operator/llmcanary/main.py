@@ -29,6 +29,7 @@ from llmcanary.builders.revision_read import LABEL_READ
 from llmcanary.config import OperatorConfig
 from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.routing import watched_selectors
+from llmcanary.routing.inference_pool import LABEL_PICKER
 from llmcanary.runtime import Runtime
 
 # The children's resources, (group, version, plural) as kopf's selectors take them (core
@@ -56,6 +57,11 @@ POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
 READ_LABELS: dict[str, str | MetaFilterToken] = {
     LABEL_MANAGED_BY: MANAGER,
     LABEL_READ: kopf.PRESENT,
+}
+#: A pool's endpoint picker (routing/inference_pool): its readiness gates the pool's weight.
+PICKER_LABELS: dict[str, str | MetaFilterToken] = {
+    LABEL_MANAGED_BY: MANAGER,
+    LABEL_PICKER: kopf.PRESENT,
 }
 #: How long SIGTERM waits for passes in progress before the process exits anyway.
 STOP_SECONDS = 5.0
@@ -124,6 +130,14 @@ async def read_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo
         memo.runtime.child_changed((namespace, labels[LABEL_READ]))
 
 
+async def picker_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    if namespace:
+        memo.runtime.child_changed((namespace, labels[LABEL_PICKER]))
+
+
 for _selector in CHILD_KINDS:
     kopf.on.event(*_selector, labels=CHILD_LABELS, id=f"child-{_selector[-1]}")(child_event)
 kopf.on.event(*_PODS, labels=READ_LABELS, id="repository-read")(read_event)
+kopf.on.event(*_PODS, labels=PICKER_LABELS, id="endpoint-picker")(picker_event)

@@ -13,7 +13,8 @@ from llmcanary.builders.workload import (
     image_refusal,
 )
 from llmcanary.routing.base import Weights
-from llmcanary.routing.gateway_api import build_httproute, route_weights
+from llmcanary.routing.gateway_api import build_httproute
+from llmcanary.routing.httproute import route_weights
 
 
 def container(deployment: dict[str, Any], name: str = "triton") -> dict[str, Any]:

@@ -13,9 +13,12 @@ import pytest
 
 from chart_render import CHART, ROOT, helm, one, render, values_args
 from llmcanary import __version__
+from llmcanary.api.spec import InferencePoolTraffic
+from llmcanary.builders import Owner
 from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
 from llmcanary.cli.run import run
 from llmcanary.main import CHILD_KINDS
+from llmcanary.routing.inference_pool import LABEL_PICKER, PICKER_METRICS_PORT, build_picker
 from llmcanary.sources.promql import PRESETS, SUMMARY_LATENCY, TRITON_REQUESTS, HistogramQuery
 
 Rules = dict[tuple[str, str], set[str]]
@@ -41,6 +44,7 @@ NAMESPACED: Rules = {
     ("", "events"): {"create"},
     ("batch", "jobs"): {"get", "create", "patch", "delete"},
     ("", "pods/log"): {"get"},
+    ("inference.networking.k8s.io", "inferencepools"): {"get", "list", "watch"},
 }
 CLUSTER: Rules = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -48,6 +52,23 @@ CLUSTER: Rules = {
     ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"},
 }
 ISTIO: Rules = {("networking.istio.io", "virtualservices"): {"get", "create", "patch", "delete"}}
+# rbac.inferencePool: the pools written, and what the pickers' Role grants them.
+INFERENCE_POOL: Rules = {
+    ("", "pods"): {"list", "watch", "patch", "get"},
+    ("inference.networking.k8s.io", "inferencepools"): {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    },
+    ("", "serviceaccounts"): {"get", "create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "roles"): {"get", "create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create", "patch", "delete"},
+    ("inference.networking.x-k8s.io", "inferenceobjectives"): {"get", "list", "watch"},
+    ("inference.networking.x-k8s.io", "inferencemodelrewrites"): {"get", "list", "watch"},
+}
 OPERATOR_METRICS = [
     "llmcanary_rollout_phase",
     "llmcanary_canary_weight",
@@ -213,6 +234,9 @@ def test_the_cluster_role_grants_exactly_the_reviewed_rules(tmp_path: Path) -> N
     assert with_istio == NAMESPACED | CLUSTER | ISTIO
     for verbs in with_istio.values():
         assert "*" not in verbs and not verbs & {"escalate", "bind", "impersonate"}
+    with_pools = rules_of(one(render(tmp_path, {"rbac": {"inferencePool": True}}), "ClusterRole"))
+    assert with_pools == NAMESPACED | CLUSTER | INFERENCE_POOL
+    assert not any(v & {"*", "escalate", "bind", "impersonate"} for v in with_pools.values())
     # Secrets are read one by one, by name, never listed or watched.
     assert rules[("", "secrets")] == {"get"}
     # Every revision's repository is read by a Job, its listing in the pod's log.
@@ -279,6 +303,40 @@ def test_the_pod_monitor_gives_triton_series_the_labels_the_analysis_selects(
     for label in ("namespace", "llmdeployment", "track"):
         assert f'{label}="' in SUMMARY_LATENCY and f'{label}="' in TRITON_REQUESTS
         assert label in targets
+
+
+def test_the_picker_pod_monitor_gives_its_series_the_arm_of_its_pool(tmp_path: Path) -> None:
+    docs = render(tmp_path, {"endpointPickerPodMonitor": {"enabled": True}})
+    monitor = one(docs, "PodMonitor")
+    assert monitor["metadata"]["name"].endswith("-endpoint-picker")
+    spec = monitor["spec"]
+    # It selects the picker pods the operator builds, and no Triton pod.
+    picker = build_picker(
+        Owner("tiny", "ml", "uid"),
+        "canary",
+        InferencePoolTraffic.model_validate({"parentRefs": [{"name": "gw"}]}),
+    )
+    labels = picker["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert not spec["selector"]["matchLabels"].items() <= pod_labels("tiny", "abc").items()
+    endpoint = spec["podMetricsEndpoints"][0]
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in picker["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert ports[endpoint["port"]] == PICKER_METRICS_PORT
+    targets = {r["targetLabel"]: r["sourceLabels"][0] for r in endpoint["relabelings"]}
+    assert targets == {
+        "namespace": "__meta_kubernetes_namespace",
+        "pod": "__meta_kubernetes_pod_name",
+        "llmdeployment": "__meta_kubernetes_pod_label_llmcanary_io_endpoint_picker",
+        "track": "__meta_kubernetes_pod_label_llmcanary_io_track",
+    }
+    assert labels[LABEL_PICKER] == "tiny" and labels[LABEL_TRACK] == "canary"
+    # What the preset selects on is what the relabelling sets.
+    preset = PRESETS["endpointPicker"]
+    for label in ("namespace", "llmdeployment", "track"):
+        assert f'{label}="' in preset.requests and label in targets
 
 
 def test_the_dashboard_charts_the_operator_metrics_and_triton_per_track(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from specs import make_spec
 
 from llmcanary.builders import Owner
 from llmcanary.routing.base import Weights
-from llmcanary.routing.gateway_api import GatewayAPIRouter, route_refusal
+from llmcanary.routing.gateway_api import GatewayAPIRouter
+from llmcanary.routing.httproute import route_refusal
 
 GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "local"}
 
@@ -154,7 +155,7 @@ def test_the_router_holds_a_refused_route_only_when_told_not_to_wait_for_gateway
     kube = FakeKube()
     router = GatewayAPIRouter(kube)
     owner = Owner(name="tiny", namespace="ml", uid="0000-uid")
-    router.reconcile(owner, spec, Weights.of(25))
+    router.reconcile(owner, spec, Weights.of(25), {"stable": "r1", "canary": "r2"})
     # The Gateway refuses the route, for the generation the router wrote.
     stored = kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "tiny")
     assert stored is not None
@@ -165,7 +166,7 @@ def test_the_router_holds_a_refused_route_only_when_told_not_to_wait_for_gateway
     )
     # The next pass: the same weights, read back with the Gateway's status.
     router = GatewayAPIRouter(kube)
-    router.reconcile(owner, spec, Weights.of(25))
+    router.reconcile(owner, spec, Weights.of(25), {"stable": "r1", "canary": "r2"})
     check = router.verify_weights(owner, Weights.of(25))
     if wait:
         assert not check and check.why is not None and "NotAllowedByListeners" in check.why

@@ -39,10 +39,11 @@ docs/install.md has the same table for readers.
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # Readiness of a revision's pods (list), their llmcanary.io/track label (patch), kopf's
-# child watch (watch).
+# child watch (watch); with rbac.inferencePool, get: granted on to the endpoint pickers'
+# Role (the operator may only grant what it holds).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"{{ if .Values.rbac.inferencePool }}, "get"{{ end }}]
 # Why a revision's Triton crashed: the crashed run's log (reconciler/observe.CrashLogs),
 # read once per crash; the kubelet's 2 KiB termination message rarely holds the model's
 # own error. Also the repository read's listing and the GPU probe's reading.
@@ -70,11 +71,34 @@ docs/install.md has the same table for readers.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The inferencePool router's InferencePools NAME-<track>: kopf's child watch (a Gateway's
+# word on a pool moves the rollout; read-only without the router, so that the watch never
+# fails where the CRD is installed); with rbac.inferencePool, created and re-pointed
+# (patch), deleted with their track or when the router is switched away.
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch"{{ if .Values.rbac.inferencePool }}, "create", "patch", "delete"{{ end }}]
 {{- if .Values.rbac.istio }}
 # rbac.istio: the istio router's VirtualService NAME (no watch: not a watched child).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
   verbs: ["get", "create", "patch", "delete"]
+{{- end }}
+{{- if .Values.rbac.inferencePool }}
+# rbac.inferencePool: each pool's endpoint picker runs as the ServiceAccount
+# NAME-endpoint-picker with a Role NAME-endpoint-picker of the LLMDeployment's namespace
+# (routing/inference_pool.build_picker_access): created once, deleted with the router.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch", "delete"]
+# What the pickers' Role grants them beyond pods and pools (read-only): the extension's
+# InferenceObjectives and model rewrites, which the operator itself never reads.
+- apiGroups: ["inference.networking.x-k8s.io"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
 {{- end -}}
 

@@ -63,7 +63,7 @@ Word = Annotated[str, Field(max_length=1024)]
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-RouterKind = Literal["gatewayAPI", "istio", "replicas"]
+RouterKind = Literal["gatewayAPI", "istio", "replicas", "inferencePool"]
 """The traffic routers (spec.traffic.router); :mod:`llmcanary.routing` has one per kind."""
 
 
@@ -576,11 +576,76 @@ class GatewayAPITraffic(ApiModel):
     no route status."""
 
 
+# The endpoint picker the operator runs for each InferencePool: the last release of the
+# Gateway API Inference Extension that ships it (v1.6 moved it to llm-d's router).
+ENDPOINT_PICKER_IMAGE = "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
+# Flags the operator sets on every picker (routing/inference_pool.py): a picker serves
+# the one pool they name, on the ports its Service and probes use.
+ENDPOINT_PICKER_FLAGS = (
+    r"^--?(pool-name|pool-namespace|pool-group|grpc-port|grpc-health-port|metrics-port)(=.*)?$"
+)
+OPERATOR_FLAG = (
+    "the pool's name, namespace and group and the picker's ports are set by the operator:"
+    " remove them from endpointPicker.args"
+)
+
+
+class EndpointPicker(ApiModel):
+    """The endpoint picker (EPP) of each InferencePool, which the operator runs: one
+    Deployment and Service per pool, since a picker serves the one pool its flags name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"!has(self.args) || self.args.all(a, !a.matches('{ENDPOINT_PICKER_FLAGS}'))",
+                    OPERATOR_FLAG,
+                    ".args",
+                )
+            ]
+        }
+    )
+
+    image: str = Field(
+        default=ENDPOINT_PICKER_IMAGE, min_length=1, max_length=512, pattern=r"^[^\s]+$"
+    )
+    """The picker's image (the operator's image allowlist applies to it)."""
+    args: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=32)
+    """Flags added after the operator's (a config file, verbosity, plugins)."""
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailClose"
+    """What the gateway does when the picker does not answer: FailClose refuses the
+    request, FailOpen sends it to any pod of the pool."""
+
+    @field_validator("args")
+    @classmethod
+    def _operator_flags(cls, args: list[str]) -> list[str]:
+        if any(re.match(ENDPOINT_PICKER_FLAGS, arg) for arg in args):
+            raise ValueError(OPERATOR_FLAG)
+        return args
+
+
+class InferencePoolTraffic(ApiModel):
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    """The inference Gateways the HTTPRoute attaches to (their implementation routes
+    InferencePool backends: Istio, agentgateway, GKE, Envoy AI Gateway, ...)."""
+    hostnames: list[Host] = Field(default_factory=list, max_length=16)
+    """Hostnames of the HTTPRoute."""
+    wait_for_gateways: bool = True
+    """A step begins only once every Gateway in parentRefs has accepted the route and
+    each weighted pool (their status.parents) and resolved their references, and starts
+    over if one stops. false: only the weights and the pickers are checked."""
+    endpoint_picker: EndpointPicker = Field(default_factory=EndpointPicker)
+    """The picker the operator runs for each pool."""
+
+
 class IstioTraffic(ApiModel):
     hosts: list[Host] = Field(min_length=1, max_length=16)
     """The VirtualService's hosts."""
     gateways: list[Host] = Field(default_factory=list, max_length=16)
     """The VirtualService's gateways."""
+
+
+INFERENCE_POOL_NEEDS = "router inferencePool needs traffic.inferencePool.parentRefs (its Gateways)"
 
 
 class TrafficSpec(ApiModel):
@@ -591,7 +656,12 @@ class TrafficSpec(ApiModel):
                     "self.router != 'istio' || has(self.istio)",
                     "router istio needs traffic.istio.hosts",
                     ".istio",
-                )
+                ),
+                cel(
+                    "self.router != 'inferencePool' || has(self.inferencePool)",
+                    INFERENCE_POOL_NEEDS,
+                    ".inferencePool",
+                ),
             ]
         }
     )
@@ -599,16 +669,21 @@ class TrafficSpec(ApiModel):
     router: RouterKind = "gatewayAPI"
     """gatewayAPI: an HTTPRoute NAME with weights; istio: a VirtualService NAME with
     weights; replicas: one Service NAME over both revisions' Ready pods (the split follows
-    pod counts)."""
+    pod counts); inferencePool: an InferencePool per track and an HTTPRoute NAME with
+    weights on them (the Gateway API Inference Extension)."""
     gateway_api: GatewayAPITraffic = Field(default_factory=GatewayAPITraffic, alias="gatewayAPI")
     """Settings of the HTTPRoute (router gatewayAPI)."""
     istio: IstioTraffic | None = None
     """Settings of the VirtualService (router istio)."""
+    inference_pool: InferencePoolTraffic | None = None
+    """Settings of the InferencePools and their HTTPRoute (router inferencePool)."""
 
     @model_validator(mode="after")
     def _router_config(self) -> Self:
         if self.router == "istio" and self.istio is None:
             raise ValueError("router istio needs traffic.istio.hosts")
+        if self.router == "inferencePool" and self.inference_pool is None:
+            raise ValueError(INFERENCE_POOL_NEEDS)
         return self
 
 
@@ -630,7 +705,7 @@ CriterionMetric = Literal["e2eLatency", "ttft", "tpot", "errorRate"]
 LATENCY_METRICS: tuple[CriterionMetric, ...] = ("e2eLatency", "ttft", "tpot")
 DEFAULT_QUANTILE = 0.95
 
-MetricsPreset = Literal["tritonVLLM", "triton", "istio", "traefik"]
+MetricsPreset = Literal["tritonVLLM", "triton", "istio", "traefik", "endpointPicker"]
 # What the canary is compared with (docs/canary.md, "Matched arms").
 BaselineMode = Literal["fresh", "stable"]
 # With a fresh baseline the canary and the baseline each take the weight, so a matched
@@ -643,10 +718,21 @@ PRESET_SIGNALS: dict[MetricsPreset, tuple[CriterionMetric, ...]] = {
     "triton": ("e2eLatency", "ttft", "errorRate"),
     "istio": ("e2eLatency", "errorRate"),
     "traefik": ("e2eLatency", "errorRate"),
+    "endpointPicker": ("e2eLatency", "ttft", "tpot", "errorRate"),
 }
-# Presets that read the gateway's series per backend Service (NAME-stable, NAME-canary,
-# NAME-baseline): only a router that sends each arm through its own Service has them.
-GATEWAY_PRESETS: tuple[MetricsPreset, ...] = ("traefik",)
+# Presets measured in front of the pods, per arm, by the one router whose objects make
+# the arms there: the gateway's per-Service series (traefik) need each arm behind its own
+# Service of the HTTPRoute; the endpoint picker's series need each arm its own pool.
+PRESET_ROUTERS: dict[MetricsPreset, RouterKind] = {
+    "traefik": "gatewayAPI",
+    "endpointPicker": "inferencePool",
+}
+PRESET_ROUTER_REASONS: dict[MetricsPreset, str] = {
+    "traefik": "the traefik metrics preset reads the gateway's series of each arm's Service:"
+    " it needs traffic.router gatewayAPI",
+    "endpointPicker": "the endpointPicker metrics preset reads the series of each arm's"
+    " InferencePool picker: it needs traffic.router inferencePool",
+}
 
 
 class Criterion(ApiModel):
@@ -866,7 +952,10 @@ class AnalysisSpec(ApiModel):
     (the Triton vLLM backend's TTFT, TPOT and end-to-end histograms), triton (Triton's own
     request summary, and its first-response histogram from 2.52), istio (the mesh's
     request-duration histogram and 5xx), traefik (the Gateway API gateway's per-backend
-    request-duration histogram and 5xx, as clients see them; needs the gatewayAPI router)."""
+    request-duration histogram and 5xx, as clients see them; needs the gatewayAPI router),
+    endpointPicker (the InferencePool endpoint picker's request-duration, TTFT and TPOT
+    histograms and errors, per pool; needs the inferencePool router; TTFT and TPOT only
+    where the picker's latency plugin records them)."""
     criteria: list[Criterion] | None = Field(default=None, min_length=1, max_length=16)
     """The rules a check applies, all of them (default: end-to-end latency P95 at most +20%
     over the reference arm, error rate at most 1 point above it, and for tritonVLLM TTFT
@@ -1049,10 +1138,14 @@ class PreflightSpec(ApiModel):
 
 # --- the spec --------------------------------------------------------------------------
 
-GATEWAY_PRESET_ROUTER = (
-    "the traefik metrics preset reads the gateway's series of each arm's Service: it needs"
-    " traffic.router gatewayAPI"
-)
+
+def _router_is(router: RouterKind) -> str:
+    """CEL: the spec's router is ``router`` (the default one when traffic is unset)."""
+    if router == "gatewayAPI":
+        return (
+            "!has(self.traffic) || !has(self.traffic.router) || self.traffic.router == 'gatewayAPI'"
+        )
+    return f"has(self.traffic) && has(self.traffic.router) && self.traffic.router == '{router}'"
 
 
 class LLMDeploymentSpec(ApiModel):
@@ -1068,14 +1161,16 @@ class LLMDeploymentSpec(ApiModel):
                     " baseline: stable, or the gatewayAPI or istio router",
                     ".canary.analysis.baseline",
                 ),
-                cel(
-                    "!has(self.canary) || !has(self.canary.analysis)"
-                    " || !has(self.canary.analysis.metrics)"
-                    " || self.canary.analysis.metrics != 'traefik'"
-                    " || !has(self.traffic) || !has(self.traffic.router)"
-                    " || self.traffic.router == 'gatewayAPI'",
-                    GATEWAY_PRESET_ROUTER,
-                    ".canary.analysis.metrics",
+                *(
+                    cel(
+                        "!has(self.canary) || !has(self.canary.analysis)"
+                        " || !has(self.canary.analysis.metrics)"
+                        f" || self.canary.analysis.metrics != '{preset}'"
+                        f" || {_router_is(router)}",
+                        PRESET_ROUTER_REASONS[preset],
+                        ".canary.analysis.metrics",
+                    )
+                    for preset, router in PRESET_ROUTERS.items()
                 ),
             ]
         }
@@ -1125,9 +1220,11 @@ class LLMDeploymentSpec(ApiModel):
         return self
 
     @model_validator(mode="after")
-    def _gateway_metrics_need_its_router(self) -> Self:
-        if self.canary.analysis.metrics in GATEWAY_PRESETS and self.traffic.router != "gatewayAPI":
-            raise ValueError(f"canary.analysis.metrics: {GATEWAY_PRESET_ROUTER}")
+    def _preset_needs_its_router(self) -> Self:
+        preset = self.canary.analysis.metrics
+        router = PRESET_ROUTERS.get(preset)
+        if router is not None and self.traffic.router != router:
+            raise ValueError(f"canary.analysis.metrics: {PRESET_ROUTER_REASONS[preset]}")
         return self
 
     @property

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from llmcanary.api import API_VERSION, KIND
 
 Track = Literal["stable", "canary", "baseline"]
+TRACKS: tuple[Track, ...] = get_args(Track)
 
 LABEL_DEPLOYMENT = "llmcanary.io/deployment"
 LABEL_REVISION = "llmcanary.io/revision"

@@ -36,7 +36,7 @@ from llmcanary.rollout.decision import Applied, Plan
 from llmcanary.rollout.observation import RevisionConfig, WorkloadObservation
 from llmcanary.rollout.revision import revision_of
 from llmcanary.rollout.steps import asked_weights
-from llmcanary.routing import Router, WeightCheck, Weights, router_for
+from llmcanary.routing import Backends, Router, WeightCheck, Weights, router_for
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ class PlanApplier:
         try:
             baseline = self.baseline(owner, plan)
             shrink = self.grow(owner, spec, plan, baseline, canary, deferred, config)
-            self.point_services(owner, plan, baseline is not None)
-            routed = self.weigh(owner, spec, plan, status)
+            backends = self.point_services(owner, plan, baseline is not None)
+            routed = self.weigh(owner, spec, plan, status, backends)
             self.label_pods(owner, self.tracks(plan, baseline is not None))
             self.shrink(owner, plan, shrink, baseline is not None)
         except ReconcileError as exc:
@@ -170,25 +170,34 @@ class PlanApplier:
                 deferred.append(exc.problem)
         return shrink
 
-    def point_services(self, owner: Owner, plan: Plan, baseline: bool) -> None:
+    def point_services(self, owner: Owner, plan: Plan, baseline: bool) -> Backends:
         """The track Services select their revisions' pods. At promotion both already
-        point at the promoted pods before the route sends everything to NAME-stable."""
+        point at the promoted pods before the route sends everything to NAME-stable.
+        Returns which revision each track's Service selects, for the router."""
         serving_canary = plan.canary_revision if plan.canary_replicas > 0 else None
-        ensure(self.kube, build_service(owner, "stable", plan.stable_revision))
-        ensure(self.kube, build_service(owner, "canary", serving_canary or plan.stable_revision))
+        backends: dict[Track, str] = {
+            "stable": plan.stable_revision,
+            "canary": serving_canary or plan.stable_revision,
+        }
         if baseline:
-            ensure(
-                self.kube, build_service(owner, "baseline", baseline_revision(plan.stable_revision))
-            )
+            backends["baseline"] = baseline_revision(plan.stable_revision)
+        for track, revision in backends.items():
+            ensure(self.kube, build_service(owner, track, revision))
+        return backends
 
     def weigh(
-        self, owner: Owner, spec: LLMDeploymentSpec, plan: Plan, status: LLMDeploymentStatus
+        self,
+        owner: Owner,
+        spec: LLMDeploymentSpec,
+        plan: Plan,
+        status: LLMDeploymentStatus,
+        backends: Backends,
     ) -> Routed:
         """Ask the router for the plan's weights, then read them back when they changed
         or were not held before (a step's clock waits for that)."""
-        router = router_for(self.kube, spec.traffic.router)
+        router = router_for(self.kube, spec.traffic.router, self.allowed_images)
         weights = Weights.of(plan.canary_weight, plan.baseline_weight)
-        router.reconcile(owner, spec, weights)
+        router.reconcile(owner, spec, weights, backends)
         previous = status.router
         if previous and previous != router.kind:
             # The user switched routers: the old one's objects would still split traffic.

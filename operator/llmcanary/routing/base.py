@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -58,6 +59,11 @@ class WeightCheck:
 
 HELD = WeightCheck(True)
 
+#: The revision each track's Service selects (``stable``, ``canary``, and ``baseline``
+#: while it exists), as the plan points them: a router whose objects select pods
+#: themselves (InferencePools) pins them to the same revisions.
+Backends = Mapping[Track, str]
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -107,12 +113,18 @@ class Router(ABC):
     #: change, because the data plane can stop holding it at any time.
     data_plane_reports: ClassVar[bool] = False
 
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
+        """``allowed_images``: the operator's image allowlist, for a router that runs
+        pods of its own (the inferencePool router's endpoint pickers)."""
         self.kube = kube
+        self.allowed_images = tuple(allowed_images)
 
     @abstractmethod
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
-        """Create or correct the router's objects so that they ask for ``weights``."""
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights, backends: Backends
+    ) -> None:
+        """Create or correct the router's objects so that they ask for ``weights``
+        between the tracks of ``backends``."""
 
     @abstractmethod
     def get_weights(self, owner: Owner) -> Weights | None:

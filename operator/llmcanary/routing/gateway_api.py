@@ -8,19 +8,24 @@ the weights are asked, not applied, and status says which Gateway refuses and wh
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from llmcanary.api.spec import GatewayAPITraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import common_labels, service_name
 from llmcanary.builders.workload import HTTP_PORT
-from llmcanary.kube.children import ensure, remove
+from llmcanary.kube.children import ensure
 from llmcanary.kube.client import KubeApi
-from llmcanary.kube.errors import MissingApi, capped
-from llmcanary.routing.base import HELD, Resource, Router, WeightCheck, Weights
-
-HTTPROUTE = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+from llmcanary.kube.errors import MissingApi
+from llmcanary.routing.base import HELD, Backends, Router, WeightCheck, Weights
+from llmcanary.routing.httproute import (
+    HTTPROUTE,
+    ROUTER_LABEL,
+    remove_route,
+    route_refusal,
+    route_weights,
+)
 
 
 def build_httproute(owner: Owner, traffic: GatewayAPITraffic, weights: Weights) -> dict[str, Any]:
@@ -45,83 +50,11 @@ def build_httproute(owner: Owner, traffic: GatewayAPITraffic, weights: Weights) 
     return {
         "apiVersion": HTTPROUTE.api_version,
         "kind": HTTPROUTE.kind,
-        "metadata": owner.metadata(owner.name, common_labels(owner.name)),
+        "metadata": owner.metadata(
+            owner.name, common_labels(owner.name) | {ROUTER_LABEL: "gatewayAPI"}
+        ),
         "spec": spec,
     }
-
-
-def route_weights(route: dict[str, Any]) -> dict[str, int]:
-    """The ``{service name: weight}`` of an HTTPRoute's first rule, as the cluster holds it."""
-    rules = route.get("spec", {}).get("rules") or [{}]
-    return {ref["name"]: int(ref.get("weight", 1)) for ref in rules[0].get("backendRefs", [])}
-
-
-GATEWAY_GROUP = "gateway.networking.k8s.io"
-
-
-def _parent_key(ref: dict[str, Any], namespace: str) -> tuple[object, ...]:
-    """A parentRef with the Gateway API's defaults filled in, to compare spec and status."""
-    return (
-        ref.get("group", GATEWAY_GROUP),
-        ref.get("kind", "Gateway"),
-        ref.get("namespace") or namespace,
-        ref["name"],
-        ref.get("sectionName"),
-        ref.get("port"),
-    )
-
-
-def _parent_name(ref: dict[str, Any], namespace: str) -> str:
-    """``Gateway NS/NAME listener L``: how a reason names a parent."""
-    _, kind, ns, name, section, port = _parent_key(ref, namespace)
-    where = f"{kind} {ns}/{name}"
-    where += f" listener {section}" if section else ""
-    return where + (f" port {port}" if port else "")
-
-
-# A Gateway's message is its own; status keeps a sentence of it, not a page.
-MESSAGE_CHARS = 300
-
-
-def route_refusal(route: dict[str, Any]) -> str | None:
-    """Why the Gateways the route names do not (yet) serve its current generation, or
-    None when every one has accepted it and resolved its backends. Pure.
-
-    A route without parentRefs attaches to nothing the operator can ask about: it is
-    taken as held (the weights alone are checked), as before Gateways reported."""
-    meta = route.get("metadata") or {}
-    namespace = meta.get("namespace", "")
-    generation = int(meta.get("generation") or 0)
-    parents = (route.get("status") or {}).get("parents") or []
-    for ref in (route.get("spec") or {}).get("parentRefs") or []:
-        key = _parent_key(ref, namespace)
-        name = _parent_name(ref, namespace)
-        reports = [
-            p for p in parents if _parent_key(p.get("parentRef") or {"name": ""}, namespace) == key
-        ]
-        if not reports:
-            return (
-                f"{name} has not reported on HTTPRoute {namespace}/{meta.get('name')}"
-                " (is that Gateway there, and its controller running?)"
-            )
-        for report in reports:
-            conditions = {c.get("type"): c for c in report.get("conditions") or []}
-            accepted = conditions.get("Accepted")
-            stale = [
-                c for c in conditions.values() if int(c.get("observedGeneration") or 0) < generation
-            ]
-            if accepted is None or stale:
-                return f"{name} has not taken generation {generation} of the HTTPRoute yet"
-            for kind in ("Accepted", "ResolvedRefs"):
-                condition = conditions.get(kind)
-                if condition is not None and condition.get("status") != "True":
-                    message = str(condition.get("message") or "")
-                    said = f": {capped(message, MESSAGE_CHARS)}" if message else ""
-                    return (
-                        f"{name} refuses the HTTPRoute: {kind}={condition.get('status')}"
-                        f" ({condition.get('reason', 'no reason')}){said}"
-                    )
-    return None
 
 
 class GatewayAPIRouter(Router):
@@ -132,15 +65,17 @@ class GatewayAPIRouter(Router):
     )
     data_plane_reports = True
 
-    def __init__(self, kube: KubeApi) -> None:
-        super().__init__(kube)
+    def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
+        super().__init__(kube, allowed_images)
         # The route as reconcile() just read or wrote it, for the verify_weights() that
         # follows in the same pass (it needs no second read); used once, so that a later
         # read never sees a stale copy.
         self._written: dict[str, Any] | None = None
         self._wait_for_gateways = True
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights, backends: Backends
+    ) -> None:
         # The whole route is ours, so applying it with the new weights is the update.
         self._wait_for_gateways = spec.traffic.gateway_api.wait_for_gateways
         try:
@@ -183,12 +118,4 @@ class GatewayAPIRouter(Router):
 
     def finalize(self, owner: Owner) -> None:
         # No HTTPRoute API means no HTTPRoute of ours to remove; another's is left alone.
-        with contextlib.suppress(MissingApi):
-            remove(
-                self.kube,
-                HTTPROUTE.api_version,
-                HTTPROUTE.kind,
-                owner.namespace,
-                owner.name,
-                owner.uid,
-            )
+        remove_route(self.kube, owner, self.kind)

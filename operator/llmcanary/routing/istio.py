@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from llmcanary.api.spec import IstioTraffic, LLMDeploymentSpec
@@ -13,7 +14,7 @@ from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import MissingApi
 from llmcanary.problems import ReconcileError
-from llmcanary.routing.base import Resource, Router, Weights
+from llmcanary.routing.base import Backends, Resource, Router, Weights
 
 VIRTUALSERVICE = Resource("networking.istio.io", "v1", "VirtualService", "virtualservices")
 CLUSTER_DOMAIN = "cluster.local"
@@ -74,15 +75,22 @@ class IstioRouter(Router):
         " spec.traffic.router"
     )
 
-    def __init__(self, kube: KubeApi, api_version: str = VIRTUALSERVICE.api_version) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        allowed_images: Sequence[str] = (),
+        api_version: str = VIRTUALSERVICE.api_version,
+    ) -> None:
         """``api_version``: ``networking.istio.io/v1beta1`` for Istio before 1.22."""
-        super().__init__(kube)
+        super().__init__(kube, allowed_images)
         self.api_version = api_version
 
     def missing_api(self) -> MissingApi:
         return MissingApi(self.api_version, VIRTUALSERVICE.kind, self.missing_api_hint)
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights, backends: Backends
+    ) -> None:
         if spec.traffic.istio is None:
             raise ReconcileError("InvalidSpec", "router istio needs spec.traffic.istio.hosts")
         desired = build_virtual_service(owner, spec.traffic.istio, weights)

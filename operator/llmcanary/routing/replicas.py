@@ -27,7 +27,7 @@ from llmcanary.builders.meta import LABEL_DEPLOYMENT, common_labels, service_nam
 from llmcanary.builders.workload import GRPC_PORT, HTTP_PORT
 from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.pods import pod_serving
-from llmcanary.routing.base import HELD, Resource, Router, WeightCheck, Weights
+from llmcanary.routing.base import HELD, Backends, Resource, Router, WeightCheck, Weights
 
 SERVICE = Resource("", "v1", "Service", "services")
 
@@ -73,7 +73,9 @@ class ReplicasRouter(Router):
     approximate = True
     resource = SERVICE
 
-    def reconcile(self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights) -> None:
+    def reconcile(
+        self, owner: Owner, spec: LLMDeploymentSpec, weights: Weights, backends: Backends
+    ) -> None:
         """The weights are the Deployments' sizes, which the reconciler sets; the spec
         refuses a fresh baseline with this router, which could not weight it."""
         desired = build_shared_service(owner)

@@ -66,6 +66,13 @@ GATEWAY_ERRORS = (
     + _GATEWAY_BACKEND
     + ',code=~"5.."}}[{window}]))'
 )
+# The InferencePool endpoint picker's per-request series. A picker serves one pool, and
+# its series name no pool: the arm is its pods' track label, which the chart's PodMonitor
+# (and the local stack) put on them. request_total counts every request the picker
+# scheduled, request_error_total those that failed (ModelServerError, Internal, ...).
+_PICKER_TOTAL = "sum(increase(inference_objective_request_total{{" + _ARM + "}}[{window}]))"
+PICKER_ERRORS = "sum(increase(inference_objective_request_error_total{{" + _ARM + "}}[{window}]))"
+PICKER_REQUESTS = f"{_PICKER_TOTAL} - ({PICKER_ERRORS} or vector(0))"
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,20 @@ PRESETS: dict[MetricsPreset, Preset] = {
             "e2eLatency": HistogramQuery(
                 "traefik_service_request_duration_seconds", _GATEWAY_BACKEND, 1000
             )
+        },
+    ),
+    # What the InferencePool's endpoint picker measured for the requests it scheduled on
+    # the arm's pool: end to end always, TTFT and TPOT where its latency plugin records
+    # them (otherwise those criteria wait for samples that never come: docs/canary.md).
+    "endpointPicker": Preset(
+        PICKER_REQUESTS,
+        PICKER_ERRORS,
+        {
+            "e2eLatency": HistogramQuery(
+                "inference_objective_request_duration_seconds", _ARM, 1000
+            ),
+            "ttft": HistogramQuery("inference_objective_request_ttft_seconds", _ARM, 1000),
+            "tpot": HistogramQuery("inference_objective_request_tpot_seconds", _ARM, 1000),
         },
     ),
 }
