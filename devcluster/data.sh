@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies the data files the dev cluster needs from pinned Go modules into
-# $LLMCANARY_CACHE: the Gateway API standard CRDs, Istio's VirtualService and
-# DestinationRule CRDs, and KWOK's default stages, RBAC and Logs CRD. Run by build.sh
+# $LLMCANARY_CACHE: the Gateway API standard CRDs, the Gateway API Inference
+# Extension's CRDs (InferencePool), Istio's VirtualService and DestinationRule
+# CRDs, and KWOK's default stages, RBAC and Logs CRD. Run by build.sh
 # (which holds the build lock); kept out of the binary's stamp so that a new
 # CRD release does not relink the binary.
 #
@@ -16,12 +17,18 @@ GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 # The istio.io/api release whose kubernetes/customresourcedefinitions.gen.yaml
 # the Istio CRDs are taken from (Istio 1.31).
 ISTIO_API_VERSION="${ISTIO_API_VERSION:-v1.31.4}"
+# The Gateway API Inference Extension release whose CRDs (InferencePool v1, and the
+# x-k8s.io alpha kinds its endpoint picker reads) the cluster installs: v1.5.0, the
+# last release that also ships the endpoint picker the operator runs by default (the
+# module serves exact versions only; v1.6.1's zip is not served).
+INFERENCE_EXTENSION_VERSION="${INFERENCE_EXTENSION_VERSION:-v1.5.0}"
 ISTIO_CRDS=(virtualservices destinationrules)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${LLMCANARY_CACHE:-$HOME/.cache/llmcanary}"
 gwcrds="$cache/gateway-api-crds"
 istiocrds="$cache/istio-crds"
+infcrds="$cache/inference-extension-crds"
 kwokdata="$cache/kwok"
 stampfile="$cache/.data-stamp"
 
@@ -34,7 +41,7 @@ log() { printf 'devcluster/data.sh: %s\n' "$*" >&2; }
 stamp="$(
   cd "$here"
   {
-    printf '%s\n' "$GATEWAY_API_VERSION" "$ISTIO_API_VERSION"
+    printf '%s\n' "$GATEWAY_API_VERSION" "$ISTIO_API_VERSION" "$INFERENCE_EXTENSION_VERSION"
     sha256sum data.sh go.mod go.sum
   } | sha256sum | cut -d' ' -f1
 )"
@@ -43,6 +50,7 @@ up_to_date() {
   [[ -f "$stampfile" && "$(cat "$stampfile")" == "$stamp" ]] || return 1
   local c
   for c in "${ISTIO_CRDS[@]}"; do [[ -s "$istiocrds/networking.istio.io_$c.yaml" ]] || return 1; done
+  [[ -s "$infcrds/inference.networking.k8s.io_inferencepools.yaml" ]] || return 1
   compgen -G "$gwcrds/*.yaml" >/dev/null && compgen -G "$kwokdata/stages/*.yaml" >/dev/null \
     && [[ -f "$kwokdata/rbac/role.yaml" && -f "$kwokdata/crds/kwok.x-k8s.io_logs.yaml" ]]
 }
@@ -73,6 +81,16 @@ rm -rf "$gwcrds.tmp" && mkdir -p "$gwcrds.tmp"
 cp "$gw"/config/crd/standard/*.yaml "$gwcrds.tmp/"
 publish "$gwcrds"
 log "Gateway API $GATEWAY_API_VERSION CRDs in $gwcrds"
+
+# The Inference Extension's CRDs: InferencePool (inference.networking.k8s.io/v1) and
+# the alpha kinds beside it.
+inf="$(moddir "sigs.k8s.io/gateway-api-inference-extension@$INFERENCE_EXTENSION_VERSION")"
+[[ -f "$inf/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml" ]] \
+  || { log "no InferencePool CRD in $inf/config/crd/bases"; exit 1; }
+rm -rf "$infcrds.tmp" && mkdir -p "$infcrds.tmp"
+cp "$inf"/config/crd/bases/*.yaml "$infcrds.tmp/"
+publish "$infcrds"
+log "Gateway API Inference Extension $INFERENCE_EXTENSION_VERSION CRDs in $infcrds"
 
 # Istio's traffic CRDs, picked out of the one generated file that holds all
 # of Istio's CRDs (documents separated by '---'; a CRD's metadata.name is the

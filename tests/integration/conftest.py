@@ -16,6 +16,9 @@ import pytest
 from conftest_devcluster import cluster  # noqa: F401  (re-exported session fixture)
 from conftest_metrics import exporter_fleet, prometheus  # noqa: F401  (re-exported fixtures)
 from kubectl import ROOT, Kubectl, OperatorProcess, wait_for
+from kubernetes import config
+
+from llmcanary.kube.client import Kube
 
 pytestmark = pytest.mark.k8s
 
@@ -23,6 +26,15 @@ pytestmark = pytest.mark.k8s
 @pytest.fixture(scope="session")
 def kubectl(cluster: Any) -> Kubectl:  # noqa: F811
     return Kubectl(Path(cluster.kubeconfig), str(cluster.settings.tool("kubectl")))
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: Any) -> Kube:  # noqa: F811
+    """The operator's own client, as an admin of the cluster."""
+    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig), persist_config=False
+    )
+    return Kube(api_client)
 
 
 @pytest.fixture(scope="session")

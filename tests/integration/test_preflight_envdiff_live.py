@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import yaml
 from kubectl import ROOT, Kubectl
-from kubernetes import config
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.api.status import PreflightStatus
@@ -36,14 +35,6 @@ OLD_TOKEN = "tok-old-7f3a9c1e5b"
 NEW_TOKEN = "tok-new-2d8e4f6a0c"
 SHARED_KEY = "hf-shared-91b2c3d4"
 ALLOWED = ["image", "model.version", "env.MODEL_*", "triton.dynamicBatching.*"]
-
-
-@pytest.fixture(scope="session")
-def kube(cluster: Any) -> Kube:
-    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.kubeconfig), persist_config=False
-    )
-    return Kube(api_client)
 
 
 def secret_ref(name: str, secret: str, key: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 from kubectl import ROOT, Kubectl, wait_for
-from kubernetes import config
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.builders import Owner
@@ -33,35 +32,46 @@ pytestmark = pytest.mark.k8s
 NAME = "tiny-llm"
 STABLE, CANARY = "r1", "r2"
 WALK = [0, 5, 15, 25, 35, 45, 55, 65, 75, 85, 95, 100]
+# The revision each track's Service selects, as the reconciler hands it to the router.
+BACKENDS = {"stable": STABLE, "canary": CANARY}
 TRAFFIC: dict[str, dict[str, Any]] = {
     "gatewayAPI": {"router": "gatewayAPI", "gatewayAPI": {"hostnames": ["llm.example.com"]}},
     "istio": {"router": "istio", "istio": {"hosts": ["llm.example.com"]}},
     "replicas": {"router": "replicas"},
+    # No Gateway controller runs here: the weights and pickers alone are checked
+    # (test_inference_pools.py plays the Gateway and its word on route and pools).
+    "inferencePool": {
+        "router": "inferencePool",
+        "inferencePool": {
+            "parentRefs": [{"name": "inference", "namespace": "gateways"}],
+            "waitForGateways": False,
+        },
+    },
 }
 # Where each router keeps its split.
 OBJECT = {
     "gatewayAPI": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     "istio": ("networking.istio.io/v1", "VirtualService"),
     "replicas": ("v1", "Service"),
+    "inferencePool": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
-
-
-@pytest.fixture(scope="session")
-def kube(cluster: Any) -> Kube:
-    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.kubeconfig), persist_config=False
-    )
-    return Kube(api_client)
 
 
 class Setup:
     """One LLMDeployment and its stable/canary workloads, built as the operator builds them."""
 
-    def __init__(self, kube: Kube, kubectl: Kubectl, namespace: str, router: str) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        kubectl: Kubectl,
+        namespace: str,
+        router: str,
+        traffic: dict[str, Any] | None = None,
+    ) -> None:
         doc = yaml.safe_load((ROOT / "examples" / "tiny-llm.yaml").read_text())
         doc = copy.deepcopy(doc)
         doc["spec"]["replicas"] = 2
-        doc["spec"]["traffic"] = TRAFFIC[router]
+        doc["spec"]["traffic"] = traffic or TRAFFIC[router]
         kubectl.apply(doc, namespace)
         created = kubectl.get("llmdeployment", NAME, namespace)
         assert created is not None
@@ -110,13 +120,13 @@ def test_reconcile_creates_the_owned_object(setup: Setup) -> None:
     assert setup.get() is None
     assert setup.router.get_weights(setup.owner) is None
     setup.workloads(stable=2, canary=1)
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5), BACKENDS)
     obj = setup.get()
     assert obj is not None
     [ref] = obj["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["uid"], ref["controller"]) == ("LLMDeployment", setup.owner.uid, True)
     # A second pass writes nothing.
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(5), BACKENDS)
     again = setup.get()
     assert again is not None
     assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
@@ -124,15 +134,15 @@ def test_reconcile_creates_the_owned_object(setup: Setup) -> None:
 
 @pytest.mark.parametrize("setup", ["gatewayAPI", "istio"], indirect=True)
 def test_weights_set_are_read_back(setup: Setup) -> None:
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0), BACKENDS)
     for weight in WALK:
-        setup.router.reconcile(setup.owner, setup.spec, Weights.of(weight))
+        setup.router.reconcile(setup.owner, setup.spec, Weights.of(weight), BACKENDS)
         assert setup.router.get_weights(setup.owner) == Weights(100 - weight, weight)
         assert setup.router.verify_weights(setup.owner, Weights.of(weight))
         other = weight + 1 if weight < 100 else 99
         assert not setup.router.verify_weights(setup.owner, Weights.of(other))
     # A fresh baseline's share is read back too.
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(15, 15))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(15, 15), BACKENDS)
     assert setup.router.verify_weights(setup.owner, Weights.of(15, 15))
     assert not setup.router.verify_weights(setup.owner, Weights.of(15))
 
@@ -141,7 +151,7 @@ def test_weights_set_are_read_back(setup: Setup) -> None:
 def test_replicas_share_follows_the_ready_pods(setup: Setup) -> None:
     router = setup.router
     setup.workloads(stable=2, canary=1)
-    router.reconcile(setup.owner, setup.spec, Weights.of(5))
+    router.reconcile(setup.owner, setup.spec, Weights.of(5), BACKENDS)
     service = setup.get()
     assert service is not None
     assert service["spec"]["selector"] == {"llmcanary.io/deployment": NAME}
@@ -155,7 +165,7 @@ def test_replicas_share_follows_the_ready_pods(setup: Setup) -> None:
     assert not router.verify_weights(setup.owner, Weights.of(0))
 
     # A new weight changes no object: the operator sizes the canary Deployment itself.
-    router.reconcile(setup.owner, setup.spec, Weights.of(60))
+    router.reconcile(setup.owner, setup.spec, Weights.of(60), BACKENDS)
     after = setup.get()
     assert after is not None
     assert after["metadata"]["resourceVersion"] == service["metadata"]["resourceVersion"]
@@ -188,7 +198,7 @@ def test_replicas_without_a_canary_revision_is_all_stable(setup: Setup) -> None:
     ensure(setup.kube, build_deployment(setup.owner, setup.spec, STABLE, "stable", 2))
     ensure(setup.kube, build_service(setup.owner, "stable", STABLE))
     ensure(setup.kube, build_service(setup.owner, "canary", STABLE))
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0), BACKENDS)
     ready_pods(setup, canary=0, total=2)
     assert setup.router.get_weights(setup.owner) == Weights(100, 0)
     assert setup.router.verify_weights(setup.owner, Weights.of(0))
@@ -222,13 +232,14 @@ HAND_EDITS: dict[str, Callable[[Setup], None]] = {
     "gatewayAPI": lambda s: _edit_backend_weights(s, "rules", "backendRefs"),
     "istio": lambda s: _edit_backend_weights(s, "http", "route"),
     "replicas": _narrow_selector,
+    "inferencePool": lambda s: _edit_backend_weights(s, "rules", "backendRefs"),
 }
 
 
 def test_a_hand_edited_split_is_detected_and_corrected(setup: Setup) -> None:
     router = setup.router
     setup.workloads(stable=2, canary=1)
-    router.reconcile(setup.owner, setup.spec, Weights.of(25))
+    router.reconcile(setup.owner, setup.spec, Weights.of(25), BACKENDS)
     if router.approximate:
         ready_pods(setup, canary=1, total=3)
     assert router.verify_weights(setup.owner, Weights.of(25))
@@ -239,7 +250,7 @@ def test_a_hand_edited_split_is_detected_and_corrected(setup: Setup) -> None:
         Weights(0, 100) if router.approximate else Weights(50, 50)
     )
 
-    router.reconcile(setup.owner, setup.spec, Weights.of(25))
+    router.reconcile(setup.owner, setup.spec, Weights.of(25), BACKENDS)
     if router.approximate:
         ready_pods(setup, canary=1, total=3)
     assert router.verify_weights(setup.owner, Weights.of(25))
@@ -247,7 +258,7 @@ def test_a_hand_edited_split_is_detected_and_corrected(setup: Setup) -> None:
 
 def test_finalize_removes_the_routers_object(setup: Setup) -> None:
     setup.workloads(stable=1, canary=0)
-    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0))
+    setup.router.reconcile(setup.owner, setup.spec, Weights.of(0), BACKENDS)
     assert setup.get() is not None
     setup.router.finalize(setup.owner)
     assert setup.get() is None
@@ -266,7 +277,7 @@ def test_istio_without_its_api_says_what_to_do(setup: Setup) -> None:
     # An API version no cluster serves stands in for a cluster without Istio.
     router = IstioRouter(setup.kube, api_version="networking.istio.io/v0missing")
     with pytest.raises(MissingApi) as raised:
-        router.reconcile(setup.owner, setup.spec, Weights.of(5))
+        router.reconcile(setup.owner, setup.spec, Weights.of(5), BACKENDS)
     assert raised.value.reason == "MissingAPI"
     assert "VirtualService (networking.istio.io/v0missing)" in raised.value.message
     assert "install Istio" in raised.value.message

@@ -4,7 +4,8 @@ Everything is read from the environment once, into a frozen :class:`Settings`:
 
 - ``LLMCANARY_CACHE`` (default ``~/.cache/llmcanary``): what ``devcluster/build.sh``
   produces: ``bin/`` (etcd, kube-apiserver, ... symlinks to one binary),
-  ``gateway-api-crds/``, ``istio-crds/`` (VirtualService, DestinationRule) and ``kwok/``
+  ``gateway-api-crds/``, ``inference-extension-crds/`` (InferencePool), ``istio-crds/``
+  (VirtualService, DestinationRule) and ``kwok/``
   (stages and RBAC), all copied from pinned Go modules by ``devcluster/data.sh``.
 - ``LLMCANARY_DEVCLUSTER_DIR`` (default ``<repo>/.devcluster``): certificates,
   kubeconfigs, etcd data, logs and pid files of the running cluster.
@@ -161,9 +162,19 @@ class Settings:
         return self.cache_dir / "istio-crds"
 
     @property
+    def inference_crds_dir(self) -> Path:
+        return self.cache_dir / "inference-extension-crds"
+
+    @property
     def crd_dirs(self) -> tuple[Path, ...]:
-        """The third-party CRDs ``up`` installs: Gateway API's, Istio's and KWOK's Logs."""
-        return (self.gateway_crds_dir, self.istio_crds_dir, self.kwok_crds_dir)
+        """The third-party CRDs ``up`` installs: Gateway API's, the Inference Extension's
+        (InferencePool), Istio's and KWOK's Logs."""
+        return (
+            self.gateway_crds_dir,
+            self.inference_crds_dir,
+            self.istio_crds_dir,
+            self.kwok_crds_dir,
+        )
 
     @property
     def kwok_stages_dir(self) -> Path:
