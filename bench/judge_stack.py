@@ -19,6 +19,7 @@ Markdown for docs/benchmarks.md (``--markdown FILE``; ``--json FILE`` keeps the 
     .venv/bin/python bench/judge_stack.py --aa 5 --slowdowns 50 30 20 10
     .venv/bin/python bench/judge_stack.py --metrics triton --aa 3 --slowdowns 50 30
     .venv/bin/python bench/judge_stack.py --metrics traefik --aa 3 --slowdowns 50 30
+    .venv/bin/python bench/judge_stack.py --metrics endpointPicker --aa 3 --slowdowns 50 30
 
 Not a test: nothing here asserts. It needs what ``make demo`` needs (the cached binaries
 of ``make cluster-bins prometheus-bin traefik-bin``, the tiny-llm venv) and ~3 minutes per
@@ -51,10 +52,13 @@ SUMMARY = {
 # --metrics traefik: the canary judged on what the gateway measured per arm (end-to-end
 # latency and 5xx), with the example's steps.
 GATEWAY = {"canary": {"analysis": {"metrics": "traefik"}}}
+# --metrics endpointPicker: the example routed through InferencePools (the stack's
+# inference gateway) and judged on each pool's picker's series, with the example's steps.
+PICKER = {"canary": {"analysis": {"metrics": "endpointPicker"}}}
 
 
 def chapters(aa: int, slowdowns: list[int], metrics: str) -> tuple[Chapter, ...]:
-    judged = {"triton": SUMMARY, "traefik": GATEWAY}.get(metrics, {})
+    judged = {"triton": SUMMARY, "traefik": GATEWAY, "endpointPicker": PICKER}.get(metrics, {})
     out = [
         Chapter(f"A/A {i + 1}", {**judged, "model": {"version": str(10 + i)}}, "Stable")
         for i in range(aa)
@@ -82,10 +86,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop streams")
     parser.add_argument(
         "--metrics",
-        choices=["tritonVLLM", "triton", "traefik"],
+        choices=["tritonVLLM", "triton", "traefik", "endpointPicker"],
         default="tritonVLLM",
         help="the preset the canaries are judged on (triton: Triton's summary, one step;"
-        " traefik: the gateway's per-arm histograms)",
+        " traefik: the gateway's per-arm histograms; endpointPicker: through InferencePools,"
+        " each pool's picker's histograms)",
     )
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -99,6 +104,7 @@ def main() -> None:
         strict=False,
         concurrency=args.concurrency,
         rollout_timeout_s=900.0,
+        router="inferencePool" if args.metrics == "endpointPicker" else "gatewayAPI",
     )
     started = time.time()
     story.run()
@@ -128,6 +134,8 @@ def main() -> None:
         + {
             "triton": ", judged on Triton's summary in one step at 50%",
             "traefik": ", judged on the gateway's per-arm histograms (metrics: traefik)",
+            "endpointPicker": ", routed through InferencePools and judged on each pool's"
+            " picker's histograms (router inferencePool, metrics: endpointPicker)",
         }.get(args.metrics, "")
         + f"; {minutes:.0f} min in all.",
         "",

@@ -44,6 +44,7 @@ def stack(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lo
         gateway_port=free_port(),
         prometheus_port=free_port(),
         gateway_metrics_port=free_port(),
+        inference_port=free_port(),
     )
     try:
         local.up(settings)

@@ -39,7 +39,7 @@ TRAFFIC: dict[str, dict[str, Any]] = {
     "istio": {"router": "istio", "istio": {"hosts": ["llm.example.com"]}},
     "replicas": {"router": "replicas"},
     # No Gateway controller runs here: the weights and pickers alone are checked
-    # (test_inference_pools.py plays the Gateway and its word on route and pools).
+    # (test_pool_router.py plays the Gateway and its word on route and pools).
     "inferencePool": {
         "router": "inferencePool",
         "inferencePool": {

@@ -1,6 +1,6 @@
 """The inferencePool router without a cluster: its objects, what a Gateway's word on a
 pool means for a step, and the spec's rules for it (the API server is in
-tests/integration/test_routers.py)."""
+tests/integration/test_pool_router.py)."""
 
 from __future__ import annotations
 

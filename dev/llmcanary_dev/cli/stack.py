@@ -25,6 +25,8 @@ def up(timeout: int) -> None:
     except local.StackError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"gateway     {info['gateway']}")
+    inference = info.get("inference_gateway", "(not in this stack: llmcanary stack down; up)")
+    click.echo(f"inference   {inference}  (InferencePool backends)")
     click.echo(f"prometheus  {info['prometheus']}")
     click.echo(f"kubeconfig  {info['kubeconfig']}")
 

@@ -37,6 +37,7 @@ from llmcanary_dev.demo.timeline import Sample, describe, sample_of
 from llmcanary_dev.devcluster.paths import find_repo_root
 from llmcanary_dev.loadgen.client import LoadConfig, run_load
 from llmcanary_dev.loadgen.stats import RequestResult, Summary, summarize
+from llmcanary_dev.localstack import inference_gateway, inference_routes
 from llmcanary_dev.localstack import stack as local
 from llmcanary_dev.localstack.gateway import backend_name, count_requests
 
@@ -106,6 +107,9 @@ class Story:
     # Stop at the first chapter that does not end as expected (the demo); a benchmark
     # records every outcome instead.
     strict: bool = True
+    #: gatewayAPI: through Traefik, as the example is; inferencePool: the example routed
+    #: through InferencePools and the stack's inference gateway instead.
+    router: str = "gatewayAPI"
     samples: list[Sample] = field(default_factory=list)
     load: list[RequestResult] = field(default_factory=list)
     shares: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -119,7 +123,24 @@ class Story:
         )
         doc["metadata"]["namespace"] = NAMESPACE
         doc["spec"]["canary"]["analysis"]["prometheus"]["address"] = prometheus
+        if self.router == "inferencePool":
+            doc["spec"]["traffic"] = {
+                "router": "inferencePool",
+                "inferencePool": {"parentRefs": [inference_routes.parent_ref()]},
+            }
         return doc
+
+    def arm_counts(self, since: float) -> dict[str, int]:
+        """Requests each arm's Service (or pool) served since ``since``, by the access log
+        of the gateway in front of them."""
+        names = [f"{NAME}-{arm}" for arm in ("stable", "canary", "baseline")]
+        if self.router == "inferencePool":
+            pools = inference_gateway.count_requests(self.settings.inference_access_log, since)
+            counts = {name: pools[f"{NAMESPACE}/{name}"] for name in names}
+        else:
+            services = count_requests(self.settings.access_log, since=since)
+            counts = {name: services[backend_name(NAMESPACE, name)] for name in names}
+        return {name: n for name, n in counts.items() if n}
 
     def start_operator(self, kubeconfig: str) -> subprocess.Popen[bytes]:
         log_file = self.settings.state_dir / "operator.log"
@@ -186,8 +207,10 @@ class Story:
             self.say("==> revision 1 (2 layers, hidden size 128): kubectl apply")
             kube.apply(doc)
             self.follow(kube, "v1", lambda st: st.get("phase") == "Stable")
-            url = info["gateway"]
-            self.say(f"==> steady load: {self.concurrency} streams through Traefik at {url}")
+            pools = self.router == "inferencePool"
+            url = info["inference_gateway"] if pools else info["gateway"]
+            through = "the inference gateway (InferencePools)" if pools else "Traefik"
+            self.say(f"==> steady load: {self.concurrency} streams through {through} at {url}")
             loader = threading.Thread(
                 target=self._drive, args=(url, stop_load), name="load", daemon=True
             )
@@ -200,12 +223,7 @@ class Story:
                 kube.apply(doc)
                 new = revision_of(LLMDeploymentSpec.model_validate(doc["spec"]))
                 final = self.follow(kube, chapter.label, functools.partial(_finished, revision=new))
-                counts = count_requests(self.settings.access_log, since=since)
-                self.shares[chapter.label] = {
-                    service: counts[backend_name(NAMESPACE, service)]
-                    for service in (f"{NAME}-{arm}" for arm in ("stable", "canary", "baseline"))
-                    if counts[backend_name(NAMESPACE, service)]
-                }
+                self.shares[chapter.label] = self.arm_counts(since)
                 outcome = final.get("phase")
                 reason = (final.get("history") or [{}])[0].get("reason") or final.get("message")
                 self.say(f"    {chapter.label}: {outcome}: {reason}")

@@ -1,11 +1,13 @@
 """The local stack's Prometheus: Debian's binary scraping every Triton of the data plane,
 and the gateway.
 
-Tritons come from file-based discovery (``targets/pods.json``, re-read every second)
+Tritons come from file-based discovery (``targets/triton.json``, re-read every second)
 with the labels a PodMonitor would attach in a cluster: ``namespace``, ``pod``,
 ``llmdeployment``, ``revision`` and ``track``. The operator's default queries select on
-exactly those. Other components (the gateway) are static jobs, scraped as they are:
-their series name the backend themselves.
+exactly those. The InferencePools' endpoint pickers come the same way
+(``targets/endpoint-picker.json``), with the labels of the chart's picker PodMonitor.
+Other components (the gateway) are static jobs, scraped as they are: their series name
+the backend themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class PrometheusError(RuntimeError):
     pass
 
 
+TRITON_JOB = "triton"
+PICKER_JOB = "endpoint-picker"
+#: The jobs whose targets come from files (:meth:`Prometheus.set_targets`).
+DISCOVERED_JOBS = (TRITON_JOB, PICKER_JOB)
+
+
 def prometheus_binary(cache_dir: Path) -> Path:
     """Where ``scripts/ensure-deb-binary.sh`` puts Debian's binary."""
     return cache_dir / "prometheus" / "bin" / "prometheus"
@@ -37,9 +45,11 @@ class Prometheus:
         self.binary = binary
         self.port = port
         self.scrape_interval = scrape_interval
-        self.targets_file = work_dir / "targets" / "pods.json"
         self.process = ManagedProcess("prometheus", work_dir / "prometheus.log")
-        self._targets: str | None = None
+        self._targets: dict[str, str] = {}
+
+    def targets_file(self, job: str) -> Path:
+        return self.work_dir / "targets" / f"{job}.json"
 
     @property
     def url(self) -> str:
@@ -52,9 +62,10 @@ class Prometheus:
                 f"{self.binary} is missing: run `make prometheus-bin`"
                 " (scripts/ensure-deb-binary.sh)"
             )
-        self.targets_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.targets_file.exists():
-            self.set_targets([])
+        for job in DISCOVERED_JOBS:
+            self.targets_file(job).parent.mkdir(parents=True, exist_ok=True)
+            if not self.targets_file(job).exists():
+                self.set_targets([], job=job)
         config = {
             "global": {
                 "scrape_interval": self.scrape_interval,
@@ -62,12 +73,15 @@ class Prometheus:
                 "evaluation_interval": self.scrape_interval,
             },
             "scrape_configs": [
-                {
-                    "job_name": "triton",
-                    "file_sd_configs": [
-                        {"files": [str(self.targets_file)], "refresh_interval": "1s"}
-                    ],
-                },
+                *(
+                    {
+                        "job_name": job,
+                        "file_sd_configs": [
+                            {"files": [str(self.targets_file(job))], "refresh_interval": "1s"}
+                        ],
+                    }
+                    for job in DISCOVERED_JOBS
+                ),
                 *(
                     {"job_name": job, "static_configs": [{"targets": [address]}]}
                     for job, address in (jobs or {}).items()
@@ -98,16 +112,20 @@ class Prometheus:
             time.sleep(0.1)
         raise PrometheusError(f"Prometheus not ready at {self.url}:\n{self.process.log_tail()}")
 
-    def set_targets(self, targets: Sequence[tuple[str, Mapping[str, str]]]) -> bool:
-        """Scrape exactly ``(address, labels)``; returns whether the file changed."""
+    def set_targets(
+        self, targets: Sequence[tuple[str, Mapping[str, str]]], job: str = TRITON_JOB
+    ) -> bool:
+        """Scrape exactly ``(address, labels)`` in ``job``; returns whether its file
+        changed."""
         groups = [{"targets": [address], "labels": dict(labels)} for address, labels in targets]
         text = json.dumps(sorted(groups, key=lambda g: g["targets"][0]), indent=1)
-        if text == self._targets:
+        if text == self._targets.get(job):
             return False
-        tmp = self.targets_file.with_suffix(".tmp")
+        path = self.targets_file(job)
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
-        tmp.replace(self.targets_file)  # Prometheus never reads half a file
-        self._targets = text
+        tmp.replace(path)  # Prometheus never reads half a file
+        self._targets[job] = text
         return True
 
     def stop(self) -> None:

@@ -9,8 +9,11 @@ data plane (:func:`llmcanary_dev.devcluster.set_pod_readiness`), installs the CR
 - :class:`~llmcanary_dev.localstack.gateway.Traefik`, the Gateway API implementation that
   serves the HTTPRoutes attached to the stack's Gateway, over EndpointSlices
   :mod:`~llmcanary_dev.localstack.endpoints` mirrors from the pods;
-- :class:`~llmcanary_dev.localstack.prometheus.Prometheus` scraping the Tritons and the
-  gateway.
+- :class:`~llmcanary_dev.localstack.inference_gateway.InferenceGateway`, the stack's own
+  stand-in for a Gateway that routes InferencePool backends, and the pools' endpoint
+  pickers' metrics (:mod:`~llmcanary_dev.localstack.inference_routes` says what it does);
+- :class:`~llmcanary_dev.localstack.prometheus.Prometheus` scraping the Tritons, the
+  gateway and the pickers.
 
 It re-reads the cluster every half second and writes ``<state>/stack.json`` (URLs and
 its pid) once everything answers. ``down`` stops it (it stops its children), gives
@@ -33,12 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from llmcanary.kube.client import Kube
+from llmcanary.kube.errors import ApiConflict
+from llmcanary.routing.httproute import HTTPROUTE
+from llmcanary.routing.inference_pool import INFERENCEPOOL
 from llmcanary_dev import devcluster
 from llmcanary_dev.devcluster.paths import find_repo_root
+from llmcanary_dev.localstack import inference_routes
 from llmcanary_dev.localstack.endpoints import MANAGED_BY, MANAGED_BY_LABEL, sync_slices
 from llmcanary_dev.localstack.gateway import Traefik, gateway_objects, traefik_binary
+from llmcanary_dev.localstack.inference_gateway import InferenceGateway
 from llmcanary_dev.localstack.pods import PodRunner
-from llmcanary_dev.localstack.prometheus import Prometheus, prometheus_binary
+from llmcanary_dev.localstack.prometheus import PICKER_JOB, Prometheus, prometheus_binary
 from llmcanary_dev.localstack.triton import find_triton
 
 __all__ = ["StackError", "StackSettings", "down", "running", "serve", "up"]
@@ -59,6 +67,7 @@ class StackSettings:
     gateway_port: int = 18080
     prometheus_port: int = 19090
     gateway_metrics_port: int = 18082
+    inference_port: int = 18084
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -70,6 +79,7 @@ class StackSettings:
             gateway_port=int(env.get("LLMCANARY_STACK_GATEWAY_PORT") or 18080),
             prometheus_port=int(env.get("LLMCANARY_STACK_PROMETHEUS_PORT") or 19090),
             gateway_metrics_port=int(env.get("LLMCANARY_STACK_GATEWAY_METRICS_PORT") or 18082),
+            inference_port=int(env.get("LLMCANARY_STACK_INFERENCE_PORT") or 18084),
         )
 
     def environment(self) -> dict[str, str]:
@@ -80,6 +90,7 @@ class StackSettings:
             "LLMCANARY_STACK_GATEWAY_PORT": str(self.gateway_port),
             "LLMCANARY_STACK_PROMETHEUS_PORT": str(self.prometheus_port),
             "LLMCANARY_STACK_GATEWAY_METRICS_PORT": str(self.gateway_metrics_port),
+            "LLMCANARY_STACK_INFERENCE_PORT": str(self.inference_port),
         }
 
     @property
@@ -97,6 +108,14 @@ class StackSettings:
     @property
     def access_log(self) -> Path:
         return self.state_dir / "gateway" / "access.log"
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.inference_port}"
+
+    @property
+    def inference_access_log(self) -> Path:
+        return self.state_dir / "inference-gateway" / "access.log"
 
     @property
     def starts_file(self) -> Path:
@@ -120,6 +139,37 @@ def sync_endpoints(kube: Kube, pods: list[dict[str, Any]]) -> int:
     )
 
 
+def sync_inference(kube: Kube, gateway: InferenceGateway, pods: list[dict[str, Any]]) -> None:
+    """Play the inference Gateway's controller for a pass: write what it says of each
+    route and pool attached to it, and serve the routing table."""
+    routes = kube.list_cluster(HTTPROUTE.api_version, HTTPROUTE.kind)
+    pools = kube.list_cluster(INFERENCEPOOL.api_version, INFERENCEPOOL.kind)
+    plan = inference_routes.plan(routes, pools, kube.list_cluster("v1", "Service"), pods)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for resource, objects, wanted in (
+        (HTTPROUTE, routes, plan.route_status),
+        (INFERENCEPOOL, pools, plan.pool_status),
+    ):
+        by_key = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
+        for key, ours in wanted.items():
+            obj = by_key[key]
+            parents = inference_routes.merged_parents(obj, ours, now)
+            if parents is None:
+                continue
+            try:
+                kube.patch_status(
+                    resource.api_version,
+                    resource.kind,
+                    key[0],
+                    key[1],
+                    {"parents": parents},
+                    resource_version=obj["metadata"]["resourceVersion"],
+                )
+            except ApiConflict:  # another controller wrote meanwhile: next pass
+                continue
+    gateway.update(plan.table)
+
+
 def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
     """Run the data plane in this process until SIGTERM/SIGINT (or ``stop`` is set)."""
     stop = stop or threading.Event()
@@ -137,16 +187,20 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
         port=settings.gateway_port,
         metrics_port=settings.gateway_metrics_port,
     )
+    inference = InferenceGateway(work / "inference-gateway", port=settings.inference_port)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     claim = _claim_file(cluster)
     claim.write_text(json.dumps({"pid": os.getpid(), "state_dir": str(settings.state_dir)}))
     try:
-        for obj in gateway_objects(settings.gateway_port):
+        for obj in gateway_objects(settings.gateway_port) + inference_routes.gateway_objects(
+            settings.inference_port
+        ):
             kube.apply(obj)
         sync_endpoints(kube, kube.list_cluster("v1", "Pod"))
         prometheus.start(jobs={"gateway": gateway.metrics_address})
         gateway.start()
+        inference.start()
         settings.info_file.write_text(
             json.dumps(
                 {
@@ -155,6 +209,8 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
                     "prometheus": settings.prometheus_url,
                     "kubeconfig": str(cluster.kubeconfig),
                     "access_log": str(settings.access_log),
+                    "inference_gateway": settings.inference_url,
+                    "inference_access_log": str(settings.inference_access_log),
                     "starts": str(settings.starts_file),
                 }
             )
@@ -166,11 +222,14 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
         while not stop.is_set():
             try:
                 runner.sync(kube.list_cluster("v1", "Pod"))
-                prometheus.set_targets(runner.targets())
                 # Listed again: the runner has just patched readiness and pod IPs, and the
                 # operator may have re-pointed a Service meanwhile; slices built from the
                 # first list would send traffic by a state that is already gone.
-                sync_endpoints(kube, kube.list_cluster("v1", "Pod"))
+                pods = kube.list_cluster("v1", "Pod")
+                sync_endpoints(kube, pods)
+                sync_inference(kube, inference, pods)
+                prometheus.set_targets(runner.targets())
+                prometheus.set_targets(inference.targets(), job=PICKER_JOB)
             except Exception as exc:  # the API server restarting: try again next pass
                 log.warning("data plane sync failed", extra={"error": str(exc)})
             if not gateway.process.running:
@@ -180,6 +239,7 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
         settings.info_file.unlink(missing_ok=True)
         claim.unlink(missing_ok=True)
         runner.stop_all()
+        inference.stop()
         gateway.stop()
         prometheus.stop()
 

@@ -610,7 +610,7 @@ class EndpointPicker(ApiModel):
         default=ENDPOINT_PICKER_IMAGE, min_length=1, max_length=512, pattern=r"^[^\s]+$"
     )
     """The picker's image (the operator's image allowlist applies to it)."""
-    args: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=32)
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=16)
     """Flags added after the operator's (a config file, verbosity, plugins)."""
     failure_mode: Literal["FailOpen", "FailClose"] = "FailClose"
     """What the gateway does when the picker does not answer: FailClose refuses the
