@@ -24,12 +24,11 @@ from kopf._cogs.structs.references import Selector  # what settings.watching key
 from kopf._core.intents.filters import MetaFilterToken  # the type of kopf.PRESENT
 
 from llmcanary.api import GROUP, PLURAL, VERSION
-from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, MANAGER
+from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_MANAGED_BY, LABEL_PICKER, MANAGER
 from llmcanary.builders.revision_read import LABEL_READ
 from llmcanary.config import OperatorConfig
 from llmcanary.observability.metrics import OperatorMetrics
 from llmcanary.routing import watched_selectors
-from llmcanary.routing.inference_pool import LABEL_PICKER
 from llmcanary.runtime import Runtime
 
 # The children's resources, (group, version, plural) as kopf's selectors take them (core

@@ -34,8 +34,13 @@ from test_canary import (  # noqa: F401  (exporters: a fixture, used by name)
     status,
     weight_changes,
 )
+from test_pool_router import TRAFFIC as POOL_TRAFFIC
+from test_routers import Setup
 
 import chart_render
+from llmcanary.kube.client import Kube
+from llmcanary.routing import Weights
+from llmcanary.routing.inference_pool import PICKER_RULES
 
 pytestmark = pytest.mark.k8s
 
@@ -469,3 +474,56 @@ def test_the_namespaced_mode_runs_the_canary_flow_under_its_roles(
             proc.stop()
             show(proc, "namespaced", 6)
         helm(kubectl, "uninstall", name, "-n", system, "--wait")
+
+
+def test_the_inference_pool_rules_let_the_router_run_its_pickers(
+    kubectl: Kubectl,
+    cluster: Any,
+    crd: None,
+    release: Release,  # the CRDs, installed by the first release
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """rbac.inferencePool: the router's pools, pickers and the pickers' Role (which the API
+    server lets the operator create only if it holds every rule in it) under exactly the
+    chart's rules, and nothing of it without them."""
+    name, system = "llmcanary-pools", "llmcanary-pools-system"
+    helm(
+        kubectl,
+        *("upgrade", "--install", name, str(CHART), "-n", system, "--create-namespace"),
+        *("--set", "rbac.inferencePool=true", "--wait", "--timeout", "120s"),
+    )
+    try:
+        config = token_kubeconfig(kubectl, cluster, system, name, tmp_path / "sa.kubeconfig")
+        wait_for(
+            "the ClusterRole to take effect",
+            lambda: can_i(config, kubectl, "create", "inferencepools", "-n", namespace) == "yes",
+        )
+        # Granting a Role, not binding one it does not hold: no bind or escalate.
+        for verb, resource in (("bind", "roles"), ("escalate", "roles")):
+            assert can_i(config, kubectl, verb, resource, "-n", namespace) == "no"
+        pools = Setup(
+            Kube.from_kubeconfig(str(config)),
+            kubectl,
+            namespace,
+            "inferencePool",
+            traffic=POOL_TRAFFIC,
+        )
+        pools.workloads(stable=1, canary=1)
+        pools.reconcile(Weights.of(5))
+        role = kubectl.get("role", f"{NAME}-endpoint-picker", namespace)
+        assert role is not None and role["rules"] == PICKER_RULES
+        assert kubectl.get("deployment", f"{NAME}-canary-epp", namespace) is not None
+        assert pools.router.get_weights(pools.owner) == Weights.of(5)
+        pools.router.finalize(pools.owner)
+        assert kubectl.get("inferencepool", f"{NAME}-canary", namespace) is None
+        assert kubectl.get("role", f"{NAME}-endpoint-picker", namespace) is None
+    finally:
+        helm(kubectl, "uninstall", name, "-n", system, "--wait")
+    # The default release (rbac.inferencePool false) may read pools, never write them.
+    config = token_kubeconfig(
+        kubectl, cluster, release.namespace, release.service_account, tmp_path / "d.kubeconfig"
+    )
+    assert can_i(config, kubectl, "watch", "inferencepools", "-n", namespace) == "yes"
+    assert can_i(config, kubectl, "create", "inferencepools", "-n", namespace) == "no"
+    assert can_i(config, kubectl, "create", "roles", "-n", namespace) == "no"

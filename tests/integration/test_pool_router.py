@@ -17,7 +17,7 @@ import pytest
 from kubectl import Kubectl, wait_for
 from test_routers import CANARY, NAME, STABLE, Setup
 
-from llmcanary.builders.meta import baseline_revision, revision_selector
+from llmcanary.builders.meta import Track, baseline_revision, revision_selector
 from llmcanary.kube.client import Kube
 from llmcanary.routing import Weights
 from llmcanary.routing.inference_pool import INFERENCEPOOL, InferencePoolRouter
@@ -40,8 +40,8 @@ POOL = (INFERENCEPOOL.api_version, INFERENCEPOOL.kind)
 class Pools(Setup):
     router: InferencePoolRouter
 
-    def backends(self, stable: str, canary: str, baseline: bool = False) -> dict[str, str]:
-        backends = {"stable": stable, "canary": canary}
+    def backends(self, stable: str, canary: str, baseline: bool = False) -> dict[Track, str]:
+        backends: dict[Track, str] = {"stable": stable, "canary": canary}
         if baseline:
             backends["baseline"] = baseline_revision(stable)
         return backends
@@ -132,7 +132,7 @@ def test_pools_pickers_and_route_are_the_llmdeployments_and_pinned_per_revision(
     pools: Pools,
 ) -> None:
     pools.workloads(stable=2, canary=1)
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(5), pools.backends(STABLE, CANARY))
+    pools.reconcile(Weights.of(5), pools.backends(STABLE, CANARY))
     for track, revision in (("stable", STABLE), ("canary", CANARY)):
         pool = pools.obj(POOL, f"{NAME}-{track}")
         assert pool is not None
@@ -165,7 +165,7 @@ def test_pools_pickers_and_route_are_the_llmdeployments_and_pinned_per_revision(
         name: pools.obj(kind, name)["metadata"]["resourceVersion"]  # type: ignore[index]
         for kind, name in ((ROUTE, NAME), (POOL, f"{NAME}-stable"), (POOL, f"{NAME}-canary"))
     }
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(5), pools.backends(STABLE, CANARY))
+    pools.reconcile(Weights.of(5), pools.backends(STABLE, CANARY))
     for kind, name in ((ROUTE, NAME), (POOL, f"{NAME}-stable"), (POOL, f"{NAME}-canary")):
         assert pools.obj(kind, name)["metadata"]["resourceVersion"] == versions[name]  # type: ignore[index]
 
@@ -173,7 +173,7 @@ def test_pools_pickers_and_route_are_the_llmdeployments_and_pinned_per_revision(
 def test_a_weight_waits_for_the_gateways_word_on_route_and_pools(pools: Pools) -> None:
     pools.workloads(stable=2, canary=1)
     backends = pools.backends(STABLE, CANARY)
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(5), backends)
+    pools.reconcile(Weights.of(5), backends)
     # Nothing reported yet: the step waits, and says for whom.
     why = pools.held(Weights.of(5))
     assert why is not None and why.startswith(
@@ -212,7 +212,7 @@ def test_a_fresh_baseline_gets_its_own_pool_and_promotion_repoints_the_stable_on
 ) -> None:
     pools.workloads(stable=2, canary=1)
     with_baseline = pools.backends(STABLE, CANARY, baseline=True)
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(15, 15), with_baseline)
+    pools.reconcile(Weights.of(15, 15), with_baseline)
     baseline = pools.obj(POOL, f"{NAME}-baseline")
     assert baseline is not None
     assert baseline["spec"]["selector"]["matchLabels"] == revision_selector(
@@ -230,6 +230,12 @@ def test_a_fresh_baseline_gets_its_own_pool_and_promotion_repoints_the_stable_on
     assert promoted["metadata"]["uid"] == stable["metadata"]["uid"]  # the same pool
     assert promoted["spec"]["selector"]["matchLabels"] == revision_selector(NAME, CANARY)
     assert promoted["metadata"]["generation"] > stable["metadata"]["generation"]
+    # The route no longer weights the baseline's pool; the pool goes once the Gateway has
+    # taken that route (until then it may still send it requests).
+    assert pools.obj(POOL, f"{NAME}-baseline") is not None
+    pools.gateway_reports()
+    promote = pools.backends(CANARY, CANARY)
+    pools.router.reconcile(pools.owner, pools.spec, Weights.of(0), promote)
     wait_for(
         "the baseline's pool and picker gone",
         lambda: (
@@ -244,7 +250,7 @@ def test_a_fresh_baseline_gets_its_own_pool_and_promotion_repoints_the_stable_on
 def test_finalize_and_deletion_clean_up(pools: Pools, kubectl: Kubectl) -> None:
     pools.workloads(stable=1, canary=0)
     backends = pools.backends(STABLE, STABLE)
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(0), backends)
+    pools.reconcile(Weights.of(0), backends)
     pools.router.finalize(pools.owner)
     assert pools.obj(ROUTE, NAME) is None
     assert pools.obj(POOL, f"{NAME}-stable") is None
@@ -252,7 +258,7 @@ def test_finalize_and_deletion_clean_up(pools: Pools, kubectl: Kubectl) -> None:
     assert pools.router.get_weights(pools.owner) is None
 
     # Deleting the LLMDeployment takes everything the router made with it.
-    pools.router.reconcile(pools.owner, pools.spec, Weights.of(0), backends)
+    pools.reconcile(Weights.of(0), backends)
     assert pools.obj(POOL, f"{NAME}-canary") is not None
     ns = pools.owner.namespace
     kubectl.run("delete", "llmd", NAME, "-n", ns, "--wait=true", "--timeout=60s")

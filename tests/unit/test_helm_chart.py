@@ -15,10 +15,16 @@ from chart_render import CHART, ROOT, helm, one, render, values_args
 from llmcanary import __version__
 from llmcanary.api.spec import InferencePoolTraffic
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, LABEL_TRACK, pod_labels
+from llmcanary.builders.meta import (
+    LABEL_DEPLOYMENT,
+    LABEL_PICKER,
+    LABEL_REVISION,
+    LABEL_TRACK,
+    pod_labels,
+)
 from llmcanary.cli.run import run
 from llmcanary.main import CHILD_KINDS
-from llmcanary.routing.inference_pool import LABEL_PICKER, PICKER_METRICS_PORT, build_picker
+from llmcanary.routing.inference_pool import PICKER_METRICS_PORT, build_picker
 from llmcanary.sources.promql import PRESETS, SUMMARY_LATENCY, TRITON_REQUESTS, HistogramQuery
 
 Rules = dict[tuple[str, str], set[str]]

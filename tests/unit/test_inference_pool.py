@@ -13,7 +13,12 @@ from specs import make_spec
 
 from llmcanary.api.spec import ENDPOINT_PICKER_IMAGE, InferencePoolTraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import LABEL_DEPLOYMENT, LABEL_REVISION, revision_selector
+from llmcanary.builders.meta import (
+    LABEL_DEPLOYMENT,
+    LABEL_PICKER,
+    LABEL_REVISION,
+    revision_selector,
+)
 from llmcanary.kube.client import Kube
 from llmcanary.problems import ReconcileError
 from llmcanary.routing import router_for
@@ -21,13 +26,13 @@ from llmcanary.routing.base import Weights
 from llmcanary.routing.httproute import ROUTER_LABEL, route_weights
 from llmcanary.routing.inference_pool import (
     INFERENCEPOOL,
-    LABEL_PICKER,
     PICKER_GRPC_PORT,
     build_picker,
     build_picker_access,
     build_picker_service,
     build_pool,
     build_pool_route,
+    picker_name,
     picker_refusal,
     pool_refusal,
 )
@@ -262,10 +267,42 @@ def test_a_pool_without_a_serving_picker_pod_holds_its_weight() -> None:
 # --- the router against a fake API --------------------------------------------------------
 
 
+def picker_pod(track: str, ready: bool = True) -> dict[str, Any]:
+    pod = ready_pod(ready)
+    pod.update(apiVersion="v1", kind="Pod")
+    pod["metadata"].update(
+        name=f"tiny-{track}-epp-1",
+        namespace="ml",
+        labels={LABEL_PICKER: "tiny", "llmcanary.io/track": track},
+    )
+    return pod
+
+
+def gateway_took(kube: FakeKube) -> None:
+    """The Gateway's word on the route's current generation, as gw/inference writes it."""
+    key = ("gateway.networking.k8s.io/v1", "HTTPRoute", "ml", "tiny")
+    route = kube.objects[key]
+    generation = route["metadata"].get("generation", 1)
+    route["metadata"]["generation"] = generation
+    route["status"] = {
+        "parents": [
+            {
+                "parentRef": {"name": "inference", "namespace": "gw"},
+                "conditions": [
+                    {"type": t, "status": "True", "observedGeneration": generation}
+                    for t in ("Accepted", "ResolvedRefs")
+                ],
+            }
+        ]
+    }
+
+
 def test_reconcile_makes_a_pool_and_picker_per_track_and_drops_a_finished_baseline(
     owner: Owner,
 ) -> None:
     kube = FakeKube()
+    for track in ("stable", "canary", "baseline"):
+        kube.add(picker_pod(track))
     router = router_for(cast(Kube, kube), "inferencePool")
     spec = spec_with()
     router.reconcile(owner, spec, Weights.of(10, 10), {**BACKENDS, "baseline": "r1-baseline"})
@@ -276,17 +313,49 @@ def test_reconcile_makes_a_pool_and_picker_per_track_and_drops_a_finished_baseli
         assert ("Service", f"tiny-{track}-epp") in names
     assert {("ServiceAccount", "tiny-endpoint-picker"), ("Role", "tiny-endpoint-picker")} <= names
     assert router.get_weights(owner) == Weights.of(10, 10)
-    # The rollout ends: the baseline's pool and picker go, the route holds two pools.
+    # The rollout ends: the route drops the baseline at once; its pool and picker go only
+    # once the Gateway has taken that route (until then it may still send them requests).
+    router.reconcile(owner, spec, Weights.of(0), BACKENDS)
+    assert router.get_weights(owner) == Weights.of(0)
+    assert ("InferencePool", "tiny-baseline") in {(k[1], k[3]) for k in kube.objects}
+    gateway_took(kube)
     router.reconcile(owner, spec, Weights.of(0), BACKENDS)
     names = {(key[1], key[3]) for key in kube.objects}
     assert ("InferencePool", "tiny-baseline") not in names
     assert ("Deployment", "tiny-baseline-epp") not in names
-    assert router.get_weights(owner) == Weights.of(0)
     router.finalize(owner)
-    assert kube.objects == {}
+    assert {key[1] for key in kube.objects} == {"Pod"}  # the test's picker pods
 
 
-def test_a_picker_image_outside_the_allowlist_is_never_run_but_the_weights_are(
+def test_no_weight_moves_onto_a_pool_whose_picker_does_not_serve(owner: Owner) -> None:
+    kube = FakeKube()
+    router = router_for(cast(Kube, kube), "inferencePool")
+    spec = spec_with()
+    # A new LLMDeployment: no route until the stable pool's picker serves.
+    router.reconcile(owner, spec, Weights.of(0), BACKENDS)
+    assert router.get_weights(owner) is None
+    check = router.verify_weights(owner, Weights.of(0))
+    assert not check.held and check.why is not None
+    assert "tiny-stable-epp has no Ready pod yet" in check.why
+    kube.add(picker_pod("stable"))
+    router.reconcile(owner, spec, Weights.of(0), BACKENDS)
+    assert router.get_weights(owner) == Weights.of(0)
+    # The canary's picker is not Ready: its first 5% waits, and status says why.
+    kube.add(picker_pod("canary", ready=False))
+    router.reconcile(owner, spec, Weights.of(5), BACKENDS)
+    assert router.get_weights(owner) == Weights.of(0)
+    check = router.verify_weights(owner, Weights.of(5))
+    assert check.why is not None and "InferencePool ml/tiny-canary" in check.why
+    kube.add(picker_pod("canary"))
+    router.reconcile(owner, spec, Weights.of(25), BACKENDS)
+    assert router.get_weights(owner) == Weights.of(25)
+    # Its picker fails: taking the weight away is never held back.
+    kube.add(picker_pod("canary", ready=False))
+    router.reconcile(owner, spec, Weights.of(0), BACKENDS)
+    assert router.get_weights(owner) == Weights.of(0)
+
+
+def test_a_picker_image_outside_the_allowlist_is_never_run_nor_routed_to(
     owner: Owner,
 ) -> None:
     kube = FakeKube()
@@ -296,17 +365,26 @@ def test_a_picker_image_outside_the_allowlist_is_never_run_but_the_weights_are(
     assert raised.value.reason == "ImageNotAllowed"
     kinds = {key[1] for key in kube.objects}
     assert "Deployment" not in kinds
-    assert router.get_weights(owner) == Weights.of(0)
+    assert router.get_weights(owner) is None  # no route onto pools nobody picks for
 
 
 def test_switching_from_gateway_api_keeps_the_pool_route(owner: Owner) -> None:
     kube = FakeKube()
+    kube.add(picker_pod("stable"))
     pools = router_for(cast(Kube, kube), "inferencePool")
     pools.reconcile(owner, spec_with(), Weights.of(0), BACKENDS)
     # The reconciler finalizes the previous router after the new one wrote its route:
     # both own an HTTPRoute NAME, and the gatewayAPI router must leave the pools' one.
     router_for(cast(Kube, kube), "gatewayAPI").finalize(owner)
     assert pools.get_weights(owner) == Weights.of(0)
+
+
+def test_a_long_name_still_gives_service_names_of_63_characters() -> None:
+    long = "a" * 52  # the longest LLMDeployment name
+    names = {picker_name(long, t) for t in ("stable", "canary", "baseline")}
+    assert len(names) == 3
+    assert all(len(n) <= 63 and n.endswith("-epp") for n in names)
+    assert picker_name("tiny", "baseline") == "tiny-baseline-epp"
 
 
 # --- the spec ----------------------------------------------------------------------------
@@ -320,7 +398,17 @@ def test_the_router_needs_its_gateways() -> None:
 
 
 @pytest.mark.parametrize(
-    "arg", ["--pool-name=x", "-pool-namespace", "--grpc-port=1", "--metrics-port=9"]
+    "arg",
+    [
+        "--pool-name=x",
+        "-pool-namespace",  # its value as the next argument
+        "--grpc-port=1",
+        "--metrics-port=9",
+        "--metrics-endpoint-auth=true",  # the PodMonitor scrapes without a token
+        "--enable-pprof=true",
+        "--ha-enable-leader-election",
+        "--pool-name=x\n--v=2",
+    ],
 )
 def test_the_pickers_pool_and_ports_are_the_operators(arg: str) -> None:
     with pytest.raises(ValueError, match="set by the operator"):

@@ -12,9 +12,11 @@ statuses of :mod:`.inference_routes`:
   A pool whose picker has no Ready pod refuses with 503 under ``FailClose`` and sends to
   any of its pods under ``FailOpen``; a backend that does not resolve gets 500, as the
   Gateway API asks of an implementation;
-- records, as the picker pod that scheduled each request would, the EPP's per-request
-  series (``inference_objective_request_total``, ``..._request_error_total``,
-  ``..._request_duration_seconds`` with the EPP's own buckets, ``..._running_requests``),
+- records, as the picker pod that scheduled each request would (the EPP v1.5's counting:
+  ``inference_objective_request_total`` once a pod is chosen, ``..._request_error_total``
+  with ``ModelServerError`` for a pod's answer other than 200 and ``ServiceUnavailable``
+  for a request no pod could take), ``..._request_duration_seconds`` with the EPP's own
+  buckets and ``..._running_requests``,
   and serves them at that pod's IP on its metrics port, so that Prometheus scrapes each
   picker as the chart's PodMonitor would. TTFT and TPOT are not recorded: the EPP
   records them only with its latency-predictor plugin, which this does not play;
@@ -25,6 +27,7 @@ statuses of :mod:`.inference_routes`:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import math
@@ -182,7 +185,9 @@ class InferenceGateway:
         self._session: ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
-        self._sites: dict[str, tuple[web.TCPSite, Key]] = {}
+        self._sites: dict[str, tuple[web.TCPSite, Key]] = {}  # the loop thread's only
+        # What Prometheus scrapes, rebuilt by the loop thread and swapped whole.
+        self._targets: tuple[tuple[str, dict[str, str]], ...] = ()
         self._log_file: Any = None
         self._ready = threading.Event()
         self._failed: BaseException | None = None
@@ -220,17 +225,21 @@ class InferenceGateway:
         )
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A stopping stack does not wait a whole generation for a stream to finish.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.address, self.port).start()
         metrics = web.Application()
         metrics.router.add_get("/metrics", self._serve_metrics)
-        self._metrics_runner = web.AppRunner(metrics, access_log=None)
+        self._metrics_runner = web.AppRunner(metrics, access_log=None, shutdown_timeout=1.0)
         await self._metrics_runner.setup()
 
     def stop(self) -> None:
+        """Stop serving; never raises (the stack stops its other parts after this)."""
         loop = self._loop
-        if loop is None:
+        if loop is None or not loop.is_running():
+            if self._log_file is not None:
+                self._log_file.close()
             return
 
         async def shutdown() -> None:
@@ -242,7 +251,10 @@ class InferenceGateway:
             if self._session is not None:
                 await self._session.close()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        except Exception as exc:  # a stop that hangs must not keep the others running
+            log.warning("the inference gateway did not stop cleanly", extra={"error": str(exc)})
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -254,13 +266,16 @@ class InferenceGateway:
     def update(self, table: Table) -> None:
         """Serve ``table`` from now on, and each of its pickers' metrics at its address."""
         self._table = table  # one reference swap: a request reads one table or the other
-        if self._loop is not None:
+        if self._loop is None:
+            return
+        try:
             asyncio.run_coroutine_threadsafe(self._sync_sites(table), self._loop).result(10)
+        except concurrent.futures.TimeoutError:
+            log.warning("the pickers' metrics sites are slow to follow; next pass")
 
     def targets(self) -> list[tuple[str, dict[str, str]]]:
         """Prometheus targets of the pickers whose metrics are served, PodMonitor-labelled."""
-        served = set(self._sites)
-        return [(p.address, p.labels) for p in self._table.pickers() if p.address in served]
+        return list(self._targets)
 
     async def _sync_sites(self, table: Table) -> None:
         assert self._metrics_runner is not None
@@ -291,6 +306,11 @@ class InferenceGateway:
                 )
                 continue
             self._sites[address] = (site, key)
+        self._targets = tuple(
+            (address, picker.labels)
+            for address, (picker, _) in wanted.items()
+            if address in self._sites
+        )
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
@@ -334,12 +354,13 @@ class InferenceGateway:
             if picker
             else None
         )
-        if metrics is not None:
-            metrics.requests[model] += 1
         if not pool.endpoints:
+            # As the EPP counts a request it could not schedule: an error, never a request.
             if metrics is not None:
                 metrics.errors[(model, "ServiceUnavailable")] += 1
             return self._logged(route.key, pool_name, 503, start_wall, "no Ready pod in the pool\n")
+        if metrics is not None:
+            metrics.requests[model] += 1  # scheduled
         if picker is None:
             endpoint = random.choice(pool.endpoints)  # FailOpen: any pod
         else:
@@ -358,7 +379,7 @@ class InferenceGateway:
             if metrics is not None:
                 metrics.running[model] -= 1
                 metrics.observe(model, time.monotonic() - started)
-                if status >= 500:
+                if status != 200:  # the EPP: any status but 200 from the pod
                     metrics.errors[(model, "ModelServerError")] += 1
             self._log(route.key, pool_name, status, start_wall, endpoint)
 

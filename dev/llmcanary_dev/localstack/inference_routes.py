@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcanary.builders.meta import LABEL_TRACK
+from llmcanary.builders.meta import LABEL_PICKER, LABEL_TRACK
 from llmcanary.kube.pods import pod_serving
-from llmcanary.routing.inference_pool import LABEL_PICKER, PICKER_METRICS_PORT
+from llmcanary.routing.inference_pool import PICKER_METRICS_PORT
 
 __all__ = [
     "CONTROLLER_NAME",

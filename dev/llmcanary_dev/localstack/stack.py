@@ -238,10 +238,12 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
     finally:
         settings.info_file.unlink(missing_ok=True)
         claim.unlink(missing_ok=True)
-        runner.stop_all()
-        inference.stop()
-        gateway.stop()
-        prometheus.stop()
+        # Each part stops whatever another one did.
+        for part in (runner.stop_all, inference.stop, gateway.stop, prometheus.stop):
+            try:
+                part()
+            except Exception as exc:
+                log.warning("a part of the data plane did not stop", extra={"error": str(exc)})
 
 
 # --- up / down ---------------------------------------------------------------------

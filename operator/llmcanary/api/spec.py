@@ -579,14 +579,19 @@ class GatewayAPITraffic(ApiModel):
 # The endpoint picker the operator runs for each InferencePool: the last release of the
 # Gateway API Inference Extension that ships it (v1.6 moved it to llm-d's router).
 ENDPOINT_PICKER_IMAGE = "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
-# Flags the operator sets on every picker (routing/inference_pool.py): a picker serves
-# the one pool they name, on the ports its Service and probes use.
+# Flags the operator sets on every picker (routing/inference_pool.py), and those that
+# would undo them: its pool, the ports its Service, probes and PodMonitor use, metrics
+# without a token and without pprof, one replica without a leader lease, and the pool's
+# pods chosen by the pool. A flag and its value may come as "--flag=value" or as two
+# arguments: either form is refused.
 ENDPOINT_PICKER_FLAGS = (
-    r"^--?(pool-name|pool-namespace|pool-group|grpc-port|grpc-health-port|metrics-port)(=.*)?$"
+    r"^--?(pool-name|pool-namespace|pool-group|grpc-port|grpc-health-port|metrics-port"
+    r"|model-server-metrics-port|metrics-endpoint-auth|enable-pprof|ha-enable-leader-election"
+    r"|endpoint-selector|endpoint-target-ports)(=|$)"
 )
 OPERATOR_FLAG = (
-    "the pool's name, namespace and group and the picker's ports are set by the operator:"
-    " remove them from endpointPicker.args"
+    "the picker's pool, ports, metrics settings and leader election are set by the operator"
+    " (routing/inference_pool.picker_args): remove them from endpointPicker.args"
 )
 
 
@@ -619,7 +624,7 @@ class EndpointPicker(ApiModel):
     @field_validator("args")
     @classmethod
     def _operator_flags(cls, args: list[str]) -> list[str]:
-        if any(re.match(ENDPOINT_PICKER_FLAGS, arg) for arg in args):
+        if any(re.search(ENDPOINT_PICKER_FLAGS, arg) for arg in args):
             raise ValueError(OPERATOR_FLAG)
         return args
 
@@ -1158,7 +1163,8 @@ class LLMDeploymentSpec(ApiModel):
                     " || self.canary.analysis.baseline != 'fresh'"
                     " || !has(self.traffic) || self.traffic.router != 'replicas'",
                     "the replicas router cannot give a baseline its own weight: use"
-                    " baseline: stable, or the gatewayAPI or istio router",
+                    " baseline: stable, or a router that weights a third arm"
+                    " (gatewayAPI, istio, inferencePool)",
                     ".canary.analysis.baseline",
                 ),
                 *(
@@ -1215,7 +1221,8 @@ class LLMDeploymentSpec(ApiModel):
         if self.canary.analysis.baseline == "fresh" and self.traffic.router == "replicas":
             raise ValueError(
                 "canary.analysis.baseline: the replicas router cannot give a baseline its"
-                " own weight: use baseline: stable, or the gatewayAPI or istio router"
+                " own weight: use baseline: stable, or a router that weights a third arm"
+                " (gatewayAPI, istio, inferencePool)"
             )
         return self
 

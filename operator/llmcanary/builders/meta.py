@@ -13,6 +13,9 @@ TRACKS: tuple[Track, ...] = get_args(Track)
 LABEL_DEPLOYMENT = "llmcanary.io/deployment"
 LABEL_REVISION = "llmcanary.io/revision"
 LABEL_TRACK = "llmcanary.io/track"
+#: On an InferencePool's endpoint picker and its pods: the LLMDeployment it serves. Not
+#: llmcanary.io/deployment, which names a revision's Triton pods (routing/inference_pool).
+LABEL_PICKER = "llmcanary.io/endpoint-picker"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "llmcanary"
 CONFIG_MOUNT = "/etc/llmcanary/model-config"

@@ -41,12 +41,11 @@ def build_httproute(owner: Owner, traffic: GatewayAPITraffic, weights: Weights) 
             }
         ]
     }
-    if traffic.parent_refs:
-        spec["parentRefs"] = [
-            p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs
-        ]
-    if traffic.hostnames:
-        spec["hostnames"] = list(traffic.hostnames)
+    # Always written, empty too: what is taken out of the spec is taken off the route.
+    spec["parentRefs"] = [
+        p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs
+    ]
+    spec["hostnames"] = list(traffic.hostnames)
     return {
         "apiVersion": HTTPROUTE.api_version,
         "kind": HTTPROUTE.kind,

@@ -1,29 +1,36 @@
 """InferencePool router: the Gateway API Inference Extension.
 
-Each track (``stable``, ``canary``, and ``baseline`` while it has a weight) is an
+Each track (``stable``, ``canary``, and ``baseline`` while a fresh baseline runs) is an
 ``InferencePool`` named like its Service, ``NAME-<track>``, whose selector is pinned to the
 track's revision exactly as the Service's is; one HTTPRoute ``NAME`` carries the weights
 on ``backendRefs`` of ``kind: InferencePool``. Promotion re-points the stable pool's
 selector at the promoted pods (no new pod); a rollback puts every weight on the stable
 pool at once.
 
-A pool is served through its endpoint picker (EPP), which schedules each request on a
-pod of the pool by queue depth and KV-cache use. A picker serves the one pool its flags
-name, and pools are per track, so the operator runs one per pool: a Deployment and a
-Service ``NAME-<track>-epp`` from ``traffic.inferencePool.endpointPicker``, as the
-extension's own chart does for a pool, under a ServiceAccount ``NAME-endpoint-picker``
-with a Role that reads what a picker reads (pods, the pools, InferenceObjectives).
+A pool is served through its endpoint picker (EPP), which the gateway asks which pod of
+the pool takes each request (scored by the load it reads from each pod's metrics). A
+picker serves the one pool its flags name, and pools are per track, so the operator runs
+one per pool: a Deployment and a Service ``NAME-<track>-epp`` from
+``traffic.inferencePool.endpointPicker``, as the extension's own chart does for a pool,
+under a ServiceAccount ``NAME-endpoint-picker`` with a Role that reads what a picker
+reads (pods, the pools, InferenceObjectives).
 
-A weight is applied only when the gateway says so: the route's ``status.parents`` and
-each weighted pool's ``status.parents`` for every Gateway the route names are
+Two rules keep traffic off what cannot serve it. No weight moves onto a pool whose picker
+has no Ready pod (under ``FailClose`` the gateway would refuse its every request): the
+route keeps its weights until it has one; weight taken away is written at once. A pool
+that leaves the route goes only once the Gateways have taken the route without it.
+
+A weight written counts as held only when the gateway says so: the route's
+``status.parents`` and each weighted pool's for every Gateway the route names are
 ``Accepted`` and ``ResolvedRefs`` for their current generation, and the pool's picker has
-an available replica (with ``FailClose`` a pool without one refuses every request).
+a Ready pod.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +42,7 @@ from llmcanary.api.spec import (
 from llmcanary.builders import Owner
 from llmcanary.builders.meta import (
     LABEL_MANAGED_BY,
+    LABEL_PICKER,
     LABEL_TRACK,
     MANAGER,
     TRACKS,
@@ -43,7 +51,12 @@ from llmcanary.builders.meta import (
     revision_selector,
     service_name,
 )
-from llmcanary.builders.workload import CONTAINER_SECURITY_CONTEXT, HTTP_PORT, image_refusal
+from llmcanary.builders.workload import (
+    CONTAINER_SECURITY_CONTEXT,
+    HTTP_PORT,
+    METRICS_PORT,
+    image_refusal,
+)
 from llmcanary.kube.children import ensure, remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import MissingApi
@@ -68,10 +81,8 @@ _OBJECTIVES_GROUP = "inference.networking.x-k8s.io"
 PICKER_GRPC_PORT = 9002
 PICKER_HEALTH_PORT = 9003
 PICKER_METRICS_PORT = 9090
-#: On a picker's objects and pods: the LLMDeployment it serves. Not llmcanary.io/deployment,
-#: which names a revision's Triton pods (and would make a picker look like a revision).
-LABEL_PICKER = "llmcanary.io/endpoint-picker"
 PICKER_APP = "endpoint-picker"
+DNS_LABEL_MAX = 63
 
 
 def pool_name(owner: str, track: Track) -> str:
@@ -80,7 +91,13 @@ def pool_name(owner: str, track: Track) -> str:
 
 
 def picker_name(owner: str, track: Track) -> str:
-    return f"{owner}-{track}-epp"
+    """``NAME-<track>-epp``, a Service name (63 characters at most): a long pool name is cut
+    and told apart by a hash of it."""
+    name = f"{pool_name(owner, track)}-epp"
+    if len(name) <= DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(pool_name(owner, track).encode()).hexdigest()[:6]
+    return f"{pool_name(owner, track)[: DNS_LABEL_MAX - 11]}-{digest}-epp"
 
 
 def picker_account(owner: str) -> str:
@@ -121,8 +138,15 @@ def build_pool(
 
 
 def picker_args(owner: Owner, track: Track, traffic: InferencePoolTraffic) -> list[str]:
-    """The picker's flags: its pool, its ports, metrics without a bearer token (scraped by
-    the PodMonitor like Triton's; they carry no secret), then the user's."""
+    """The picker's flags, then the user's:
+
+    - its pool and its ports (the Service's and the probes');
+    - each pod's load read from Triton's metrics port (8002; the picker's default is the
+      pool's target port, 8000, where Triton serves no /metrics);
+    - its own metrics without a bearer token, scraped by the PodMonitor like Triton's
+      (they carry no secret), and without pprof on that port (open to anyone who reaches
+      it once unauthenticated) or tracing (exported to a collector nobody runs: the
+      extension's chart turns it off too)."""
     return [
         f"--pool-name={pool_name(owner.name, track)}",
         f"--pool-namespace={owner.namespace}",
@@ -130,7 +154,10 @@ def picker_args(owner: Owner, track: Track, traffic: InferencePoolTraffic) -> li
         f"--grpc-port={PICKER_GRPC_PORT}",
         f"--grpc-health-port={PICKER_HEALTH_PORT}",
         f"--metrics-port={PICKER_METRICS_PORT}",
+        f"--model-server-metrics-port={METRICS_PORT}",
         "--metrics-endpoint-auth=false",
+        "--enable-pprof=false",
+        "--tracing=false",
         *traffic.endpoint_picker.args,
     ]
 
@@ -144,9 +171,10 @@ def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
 
 
 def build_picker(owner: Owner, track: Track, traffic: InferencePoolTraffic) -> dict[str, Any]:
-    """The Deployment of one pool's picker: one replica (a second needs leader election),
-    replaced whole on change (Recreate, as the extension's chart: two pickers of one pool
-    would each see half the load)."""
+    """The Deployment of one pool's picker: one replica (a second needs leader election).
+    A change rolls a new pod in before the old one goes (the extension's chart recreates
+    it: under FailClose every request of the pool fails meanwhile); for that moment two
+    pickers serve the pool, each scheduling the requests it is asked about."""
     labels = _picker_labels(owner.name, track)
     selector = {LABEL_PICKER: owner.name, LABEL_TRACK: track}
     return {
@@ -155,7 +183,10 @@ def build_picker(owner: Owner, track: Track, traffic: InferencePoolTraffic) -> d
         "metadata": owner.metadata(picker_name(owner.name, track), labels),
         "spec": {
             "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels},
@@ -196,7 +227,8 @@ def build_picker(owner: Owner, track: Track, traffic: InferencePoolTraffic) -> d
 
 
 def build_picker_service(owner: Owner, track: Track) -> dict[str, Any]:
-    """What the pool's ``endpointPickerRef`` names: the gateway calls the picker here."""
+    """What the pool's ``endpointPickerRef`` names: the gateway calls the picker here.
+    Its metrics are scraped from the pods (the PodMonitor), not through the Service."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -213,12 +245,6 @@ def build_picker_service(owner: Owner, track: Track) -> dict[str, Any]:
                     "targetPort": "grpc",
                     "protocol": "TCP",
                     "appProtocol": "http2",
-                },
-                {
-                    "name": "http-metrics",
-                    "port": PICKER_METRICS_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
                 },
             ],
         },
@@ -253,7 +279,7 @@ def build_picker_access(owner: Owner) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": owner.metadata(name, labels),
-            "rules": PICKER_RULES,
+            "rules": copy.deepcopy(PICKER_RULES),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -288,8 +314,8 @@ def build_pool_route(
             }
         ],
     }
-    if traffic.hostnames:
-        spec["hostnames"] = list(traffic.hostnames)
+    # Always written, empty too: hostnames taken out of the spec are taken off the route.
+    spec["hostnames"] = list(traffic.hostnames)
     return {
         "apiVersion": HTTPROUTE.api_version,
         "kind": HTTPROUTE.kind,
@@ -339,7 +365,10 @@ class InferencePoolRouter(Router):
 
     def __init__(self, kube: KubeApi, allowed_images: Sequence[str] = ()) -> None:
         super().__init__(kube, allowed_images)
+        # The route as reconcile() left it, for the verify_weights() that follows (used
+        # once), and why it kept its weights when it did.
         self._written: dict[str, Any] | None = None
+        self._held_back: str | None = None
         self._traffic: InferencePoolTraffic | None = None
 
     def reconcile(
@@ -359,22 +388,55 @@ class InferencePoolRouter(Router):
         try:
             for obj in build_picker_access(owner):
                 ensure(self.kube, obj)
-            for track in TRACKS:
-                revision = backends.get(track)
-                if revision is None:
-                    self._remove_track(owner, track)
-                    continue
+            for track, revision in backends.items():
                 if refused is None:
                     ensure(self.kube, build_picker(owner, track, traffic))
                 ensure(self.kube, build_picker_service(owner, track))
                 ensure(self.kube, build_pool(owner, track, revision, traffic))
-            _, self._written = ensure(self.kube, build_pool_route(owner, traffic, weights))
+            route = self._read_route(owner)
+            self._held_back = self._unserved(owner, route, weights)
+            if self._held_back is None:
+                _, route = ensure(self.kube, build_pool_route(owner, traffic, weights))
+            self._written = route
+            for track in TRACKS:
+                if track not in backends and self._unrouted(owner, route, track):
+                    self._remove_track(owner, track)
         except MissingApi:
             raise self.missing_api() from None
         if refused is not None:
-            # The route took its weights (an abort still empties the canary); a picker
-            # of an image the platform does not allow is never run.
+            # A picker of an image the platform does not allow is never run, and no weight
+            # moves onto a pool without one.
             raise ReconcileError("ImageNotAllowed", refused)
+
+    def _unserved(self, owner: Owner, route: dict[str, Any] | None, weights: Weights) -> str | None:
+        """Why the route cannot take ``weights`` yet: a pool they give more weight than it
+        has now whose picker has no Ready pod (under FailClose the gateway would refuse
+        its every request; under FailOpen it would skip the picker). Weight taken away is
+        never held back: an abort or rollback is written at once."""
+        held = _weights(owner, route) if route is not None else Weights(0, 0)
+        gaining = [track for track, weight in weights.tracks() if weight > getattr(held, track)]
+        if not gaining:
+            return None
+        pods = self.kube.list("v1", "Pod", owner.namespace, f"{LABEL_PICKER}={owner.name}")
+        for track in gaining:
+            mine = [
+                p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_TRACK) == track
+            ]
+            why = picker_refusal(mine, picker_name(owner.name, track))
+            if why is not None:
+                name = pool_name(owner.name, track)
+                return f"InferencePool {owner.namespace}/{name}: {why}; the route keeps its weights"
+        return None
+
+    def _unrouted(self, owner: Owner, route: dict[str, Any] | None, track: Track) -> bool:
+        """Whether a track's pool can go: the route no longer weights it, and the Gateways
+        have taken that route (until then they may still send it requests)."""
+        if route is not None and pool_name(owner.name, track) in route_weights(
+            route, kind=INFERENCEPOOL.kind
+        ):
+            return False
+        wait = self._traffic is None or self._traffic.wait_for_gateways
+        return route is None or not wait or route_refusal(route) is None
 
     def _read_route(self, owner: Owner) -> dict[str, Any] | None:
         try:
@@ -394,6 +456,8 @@ class InferencePoolRouter(Router):
         (unless ``waitForGateways: false``) every Gateway the route names has accepted
         the route and each weighted pool and resolved their references."""
         route, self._written = self._written, None
+        if self._held_back is not None:
+            return WeightCheck(False, self._held_back)
         if route is None:
             route = self._read_route(owner)
         actual = None if route is None else _weights(owner, route)

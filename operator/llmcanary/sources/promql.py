@@ -68,11 +68,21 @@ GATEWAY_ERRORS = (
 )
 # The InferencePool endpoint picker's per-request series. A picker serves one pool, and
 # its series name no pool: the arm is its pods' track label, which the chart's PodMonitor
-# (and the local stack) put on them. request_total counts every request the picker
-# scheduled, request_error_total those that failed (ModelServerError, Internal, ...).
+# (and the local stack) put on them. The EPP (v1.5 handlers/server.go) counts a request in
+# request_total once it scheduled it, and in request_error_total every request that
+# failed: with error_code ModelServerError when the pod answered other than 200 (those
+# are in request_total too), with a canonical code when it failed before a pod was
+# chosen (no candidate, bad request: those are not). So the arm's successes are the
+# scheduled ones less the model server's errors, and its errors are all of them: a pool
+# that refuses every request reads as failing, not as idle.
 _PICKER_TOTAL = "sum(increase(inference_objective_request_total{{" + _ARM + "}}[{window}]))"
+_PICKER_SERVER_ERRORS = (
+    "sum(increase(inference_objective_request_error_total{{"
+    + _ARM
+    + ',error_code="ModelServerError"}}[{window}]))'
+)
 PICKER_ERRORS = "sum(increase(inference_objective_request_error_total{{" + _ARM + "}}[{window}]))"
-PICKER_REQUESTS = f"{_PICKER_TOTAL} - ({PICKER_ERRORS} or vector(0))"
+PICKER_REQUESTS = f"{_PICKER_TOTAL} - ({_PICKER_SERVER_ERRORS} or vector(0))"
 
 
 @dataclass(frozen=True)
