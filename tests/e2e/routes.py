@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-from kubectl import Kubectl, wait_for
+from kubectl import Kubectl, canary_route_weight, wait_for
 
 from llmcanary_dev.localstack.gateway import (
     GATEWAY_NAME,
@@ -73,3 +75,33 @@ def wait_until_served(gateway_url: str, host: str, timeout: float = 30) -> None:
             return False
 
     wait_for(f"the gateway to serve {host}", served, timeout=timeout)
+
+
+class WeightWatch:
+    """Watches the canary's weight on the LLMDeployment's route, five times a second: when
+    it first reached ``weight`` (``seen["at_<weight>"]``) and when it then went back to 0
+    (``seen["at_0"]``), in epoch seconds, for counting the requests sent in between."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str, weight: int = 25) -> None:
+        self.kubectl, self.namespace, self.name, self.weight = kubectl, namespace, name, weight
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        key = f"at_{self.weight}"
+        while not self._stop.is_set():
+            weight = canary_route_weight(self.kubectl, self.namespace, self.name)
+            if weight == self.weight and key not in self.seen:
+                self.seen[key] = time.time()
+            if weight == 0 and key in self.seen and "at_0" not in self.seen:
+                self.seen["at_0"] = time.time()
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> WeightWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

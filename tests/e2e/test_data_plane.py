@@ -12,7 +12,6 @@ import copy
 import json
 import math
 import re
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
 from load_driver import LoadDriver
-from routes import arm_backend, attach, route_conditions, wait_until_served
+from routes import WeightWatch, arm_backend, attach, route_conditions, wait_until_served
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of
@@ -203,31 +202,15 @@ def test_a_slower_revision_gets_its_share_then_is_rolled_back(
     new = revision(slow)
     kubectl.apply(slow, namespace)
 
-    # Watch the route itself: when the canary got 5%, and when it lost it.
-    seen: dict[str, float] = {}
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            weight = route_weight(kubectl, namespace)
-            if weight == 25 and "at_25" not in seen:
-                seen["at_25"] = time.time()
-            if weight == 0 and "at_25" in seen and "at_0" not in seen:
-                seen["at_0"] = time.time()
-            stop.wait(0.2)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    # Watch the route itself: when the canary got 25%, and when it lost it.
+    with WeightWatch(kubectl, namespace, NAME) as watch:
         st = wait_for(
             "phase RolledBack",
             lambda: (s := status(kubectl, namespace)).get("phase") == "RolledBack" and s,
             timeout=480,
         )
-        wait_for("the route back at 0", lambda: "at_0" in seen, timeout=10)
-    finally:
-        stop.set()
-        watcher.join()
+        wait_for("the route back at 0", lambda: "at_0" in watch.seen, timeout=10)
+    seen = watch.seen
     load.stop()
     assert st["rolledBackRevision"] == new
     reason = st["history"][0]["reason"]

@@ -14,7 +14,6 @@ import copy
 import json
 import math
 import re
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -22,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kubectl import ROOT, Kubectl, OperatorProcess, canary_route_weight, promote, wait_for
+from kubectl import ROOT, Kubectl, OperatorProcess, promote, wait_for
 from load_driver import LoadDriver
-from routes import route_host, wait_until_served
+from routes import WeightWatch, route_host, wait_until_served
 
 from llmcanary.api.spec import LLMDeploymentSpec
 from llmcanary.rollout.revision import revision_of
@@ -123,30 +122,14 @@ def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools
         time.sleep(5)
         slow = changed(doc, "2", **SLOW)
         kubectl.apply(slow, namespace)
-        seen: dict[str, float] = {}
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                weight = canary_route_weight(kubectl, namespace, NAME)
-                if weight == 25 and "at_25" not in seen:
-                    seen["at_25"] = time.time()
-                if weight == 0 and "at_25" in seen and "at_0" not in seen:
-                    seen["at_0"] = time.time()
-                stop.wait(0.2)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
+        with WeightWatch(kubectl, namespace, NAME) as watch:
             st = wait_for(
                 "phase RolledBack",
                 lambda: (s := status(kubectl, namespace)).get("phase") == "RolledBack" and s,
                 timeout=480,
             )
-            wait_for("the route back at 0", lambda: "at_0" in seen, timeout=10)
-        finally:
-            stop.set()
-            watcher.join()
+            wait_for("the route back at 0", lambda: "at_0" in watch.seen, timeout=10)
+        seen = watch.seen
         assert st["rolledBackRevision"] == revision(slow)
         reason = st["history"][0]["reason"]
         assert re.search(r"canary e2eLatency p95 \d+ ms vs baseline \d+ ms: \+\d+%", reason), reason

@@ -95,7 +95,6 @@ def test_a_route_of_pools_is_routed_and_accepted_with_its_refs_resolved() -> Non
     assert canary.endpoints == ("127.0.0.4:8000",)
     # The canary's picker has a Ready pod: its metrics, labelled like the PodMonitor's.
     assert canary.scheduling is not None
-    assert canary.scheduling.address == "127.244.0.9:9090"
     assert canary.scheduling.labels == {
         "namespace": "ml",
         "pod": "epp-c",

@@ -52,6 +52,7 @@ __all__ = [
     "count_requests",
     "gateway_objects",
     "latency_buckets",
+    "listener_gateway",
     "parent_ref",
     "traefik_binary",
 ]
@@ -95,27 +96,26 @@ def latency_buckets(low: float = 0.005, high: float = 300.0, ratio: float = 1.1)
     return [float(f"{low * ratio**k:.4g}") for k in range(count + 1)]
 
 
-def gateway_objects(port: int) -> list[dict[str, Any]]:
-    """The namespace, GatewayClass and Gateway the stack applies: one HTTP listener on
-    ``port`` (Traefik serves a listener on the entryPoint with that port) that takes
-    routes from every namespace."""
+def listener_gateway(
+    *, gateway_class: str, controller: str, description: str, name: str, port: int
+) -> list[dict[str, Any]]:
+    """A namespace :data:`GATEWAY_NAMESPACE`, a GatewayClass of ``controller`` and its
+    Gateway ``name`` there, with one HTTP listener on ``port`` that takes routes from
+    every namespace: what the stack applies for each gateway it runs."""
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
         {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "GatewayClass",
-            "metadata": {"name": GATEWAY_CLASS},
-            "spec": {
-                "controllerName": CONTROLLER_NAME,
-                "description": "Traefik run by the llmcanary local stack",
-            },
+            "metadata": {"name": gateway_class},
+            "spec": {"controllerName": controller, "description": description},
         },
         {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "Gateway",
-            "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
+            "metadata": {"name": name, "namespace": GATEWAY_NAMESPACE},
             "spec": {
-                "gatewayClassName": GATEWAY_CLASS,
+                "gatewayClassName": gateway_class,
                 "listeners": [
                     {
                         "name": LISTENER,
@@ -127,6 +127,18 @@ def gateway_objects(port: int) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+def gateway_objects(port: int) -> list[dict[str, Any]]:
+    """Traefik's GatewayClass and Gateway (Traefik serves a listener on the entryPoint
+    with that port)."""
+    return listener_gateway(
+        gateway_class=GATEWAY_CLASS,
+        controller=CONTROLLER_NAME,
+        description="Traefik run by the llmcanary local stack",
+        name=GATEWAY_NAME,
+        port=port,
+    )
 
 
 def traefik_argv(

@@ -17,9 +17,10 @@ statuses of :mod:`.inference_routes`:
   with ``ModelServerError`` for a pod's answer other than 200 and ``ServiceUnavailable``
   for a request no pod could take), ``..._request_duration_seconds`` with the EPP's own
   buckets and ``..._running_requests``,
-  and serves them at that pod's IP on its metrics port, so that Prometheus scrapes each
-  picker as the chart's PodMonitor would. TTFT and TPOT are not recorded: the EPP
-  records them only with its latency-predictor plugin, which this does not play;
+  and serves them on a port of the stack's address per picker pod, where Prometheus
+  scrapes each with the labels the chart's PodMonitor would give it. TTFT and TPOT are
+  not recorded: the EPP records them only with its latency-predictor plugin, which this
+  does not play;
 - writes each request to a JSON access log (``access.log``): which pool served it, so
   that :func:`count_requests` reads the share each arm really got.
 """
@@ -32,6 +33,7 @@ import json
 import logging
 import math
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -185,7 +187,8 @@ class InferenceGateway:
         self._session: ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
-        self._sites: dict[str, tuple[web.TCPSite, Key]] = {}  # the loop thread's only
+        # Per picker pod, its metrics site and port: the loop thread's only.
+        self._sites: dict[Key, tuple[web.BaseSite, int]] = {}
         # What Prometheus scrapes, rebuilt by the loop thread and swapped whole.
         self._targets: tuple[tuple[str, dict[str, str]], ...] = ()
         self._log_file: Any = None
@@ -278,47 +281,40 @@ class InferenceGateway:
         return list(self._targets)
 
     async def _sync_sites(self, table: Table) -> None:
+        """Serve each Ready picker pod's metrics on a port of its own on the stack's
+        address. Not on the pod's IP: KWOK hands those out from memory, and restarted
+        while pods live (the stack restarts it once) it can give two pods one address."""
         assert self._metrics_runner is not None
-        wanted: dict[str, tuple[Picker, Pool]] = {
-            p.address: (p, pool) for pool in table.pools.values() for p in pool.pickers
+        wanted: dict[Key, tuple[Picker, Pool]] = {
+            (p.namespace, p.name): (p, pool) for pool in table.pools.values() for p in pool.pickers
         }
-        for address in [a for a in self._sites if a not in wanted]:
-            site, _ = self._sites.pop(address)
+        for key in [k for k in self._sites if k not in wanted]:
+            site, _ = self._sites.pop(key)
             await site.stop()
         # A picker pod that is gone takes its series with it, as a real one does.
-        live = {(p.namespace, p.name) for p, _ in wanted.values()}
-        self._metrics = {k: v for k, v in self._metrics.items() if k in live}
-        for address, (picker, pool) in wanted.items():
-            key = (picker.namespace, picker.name)
+        self._metrics = {k: v for k, v in self._metrics.items() if k in wanted}
+        for key, (_, pool) in wanted.items():
             metrics = self._metrics.setdefault(key, PickerMetrics())
             metrics.pool, metrics.ready_pods = pool.key[1], len(pool.endpoints)
-            if address in self._sites:
-                # The same address may now be another pod's (KWOK reuses IPs).
-                self._sites[address] = (self._sites[address][0], key)
+            if key in self._sites:
                 continue
-            host, port = address.rsplit(":", 1)
-            site = web.TCPSite(self._metrics_runner, host, int(port))
-            try:
-                await site.start()
-            except OSError as exc:  # an address still held by a stopped site: next pass
-                log.warning(
-                    "picker metrics not served", extra={"address": address, "error": str(exc)}
-                )
-                continue
-            self._sites[address] = (site, key)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((self.address, 0))
+            site = web.SockSite(self._metrics_runner, sock)
+            await site.start()
+            self._sites[key] = (site, sock.getsockname()[1])
         self._targets = tuple(
-            (address, picker.labels)
-            for address, (picker, _) in wanted.items()
-            if address in self._sites
+            (f"{self.address}:{self._sites[key][1]}", picker.labels)
+            for key, (picker, _) in wanted.items()
         )
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        address = f"{sockname[0]}:{sockname[1]}" if sockname else ""
-        entry = self._sites.get(address)
-        if entry is None:
+        port = sockname[1] if sockname else None
+        key = next((k for k, (_, p) in self._sites.items() if p == port), None)
+        if key is None:
             return web.Response(status=404, text="no picker here\n")
-        metrics = self._metrics.get(entry[1], PickerMetrics())
+        metrics = self._metrics.get(key, PickerMetrics())
         return web.Response(text=metrics.text(), content_type="text/plain")
 
     # --- requests --------------------------------------------------------------------

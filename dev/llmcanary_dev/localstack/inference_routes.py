@@ -27,7 +27,7 @@ from typing import Any
 
 from llmcanary.builders.meta import LABEL_PICKER, LABEL_TRACK
 from llmcanary.kube.pods import pod_serving
-from llmcanary.routing.inference_pool import PICKER_METRICS_PORT
+from llmcanary_dev.localstack.gateway import GATEWAY_NAMESPACE, listener_gateway
 
 __all__ = [
     "CONTROLLER_NAME",
@@ -48,7 +48,6 @@ __all__ = [
 
 CONTROLLER_NAME = "localstack.llmcanary.dev/inference-gateway"
 GATEWAY_CLASS = "llmcanary-local-inference"
-GATEWAY_NAMESPACE = "llmcanary-local"
 GATEWAY_NAME = "inference"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 POOL_GROUP = "inference.networking.k8s.io"
@@ -63,46 +62,23 @@ def parent_ref() -> dict[str, str]:
 
 
 def gateway_objects(port: int) -> list[dict[str, Any]]:
-    """The GatewayClass and Gateway the stack applies for its inference gateway: one
-    HTTP listener on ``port``, routes from every namespace."""
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "GatewayClass",
-            "metadata": {"name": GATEWAY_CLASS},
-            "spec": {
-                "controllerName": CONTROLLER_NAME,
-                "description": "The llmcanary local stack's gateway for InferencePool backends",
-            },
-        },
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
-            "spec": {
-                "gatewayClassName": GATEWAY_CLASS,
-                "listeners": [
-                    {
-                        "name": "http",
-                        "protocol": "HTTP",
-                        "port": port,
-                        "allowedRoutes": {"namespaces": {"from": "All"}},
-                    }
-                ],
-            },
-        },
-    ]
+    """The GatewayClass and Gateway of the stack's inference gateway."""
+    return listener_gateway(
+        gateway_class=GATEWAY_CLASS,
+        controller=CONTROLLER_NAME,
+        description="The llmcanary local stack's gateway for InferencePool backends",
+        name=GATEWAY_NAME,
+        port=port,
+    )
 
 
 @dataclass(frozen=True)
 class Picker:
-    """A Ready pod of a pool's endpoint picker: where its metrics are served, and the
-    labels the chart's PodMonitor would give its series."""
+    """A Ready pod of a pool's endpoint picker, and the labels the chart's PodMonitor
+    would give its series."""
 
     namespace: str
     name: str
-    address: str  # ip:port of its metrics
     llmdeployment: str
     track: str
 
@@ -198,25 +174,15 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: int) 
 
 def _selected(
     pods: Iterable[Mapping[str, Any]], namespace: str, selector: Mapping[str, str]
-) -> Iterator[tuple[Mapping[str, Any], str]]:
-    """The serving pods of ``namespace`` that ``selector`` selects, with their IPs."""
+) -> Iterator[Mapping[str, Any]]:
+    """The serving pods of ``namespace`` that ``selector`` selects."""
     for pod in pods:
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         if meta.get("namespace") != namespace or not selector:
             continue
         if all(labels.get(k) == v for k, v in selector.items()) and pod_serving(pod):
-            ip = (pod.get("status") or {}).get("podIP")
-            if ip:
-                yield pod, ip
-
-
-def _metrics_port(pod: Mapping[str, Any]) -> int:
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") == "metrics":
-                return int(port["containerPort"])
-    return PICKER_METRICS_PORT
+            yield pod
 
 
 def _pool_state(
@@ -229,7 +195,8 @@ def _pool_state(
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
     ports = spec.get("targetPorts") or [{}]
     port = int(ports[0].get("number") or 0)
-    endpoints = tuple(sorted(f"{ip}:{port}" for _, ip in _selected(pods, key[0], selector)))
+    ips = ((p.get("status") or {}).get("podIP") for p in _selected(pods, key[0], selector))
+    endpoints = tuple(sorted(f"{ip}:{port}" for ip in ips if ip))
     ref = spec.get("endpointPickerRef") or {}
     service = (
         services.get((key[0], ref.get("name", "")))
@@ -239,13 +206,12 @@ def _pool_state(
     pickers: list[Picker] = []
     if service is not None:
         picker_selector = (service.get("spec") or {}).get("selector") or {}
-        for pod, ip in _selected(pods, key[0], picker_selector):
+        for pod in _selected(pods, key[0], picker_selector):
             labels = (pod.get("metadata") or {}).get("labels") or {}
             pickers.append(
                 Picker(
                     namespace=key[0],
                     name=pod["metadata"]["name"],
-                    address=f"{ip}:{_metrics_port(pod)}",
                     llmdeployment=labels.get(LABEL_PICKER, ""),
                     track=labels.get(LABEL_TRACK, ""),
                 )
