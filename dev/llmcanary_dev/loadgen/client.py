@@ -75,6 +75,11 @@ class LoadConfig:
     timeout_s: float = 60.0
     seed: int = 0
     max_in_flight: int = 1024  # open loop: never more outstanding requests than this
+    # Closed loop: a stream whose request failed waits this long before its next, as a
+    # client backs off. Without it a failure that returns in 2 ms is retried at once, and
+    # a gateway's half-second gap (a pod stopped before the route that still lists it is
+    # re-read) counts as a thousand failures: the count measured the retry speed.
+    error_backoff_s: float = 0.1
 
     @property
     def endpoint(self) -> str:
@@ -147,7 +152,10 @@ async def _run(
 
             async def worker() -> None:
                 while more():
-                    record(await _one(session, config, make_prompt(config.prompt_length, rng)))
+                    result = await _one(session, config, make_prompt(config.prompt_length, rng))
+                    record(result)
+                    if not result.ok:
+                        await asyncio.sleep(config.error_backoff_s)
 
             await asyncio.gather(*(worker() for _ in range(config.concurrency)))
         else:
