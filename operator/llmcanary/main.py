@@ -17,6 +17,7 @@ stopped before the object goes.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
@@ -117,23 +118,21 @@ async def llmdeployment_event(
         memo.runtime.object_changed((namespace, name), body)
 
 
-async def child_event(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-) -> None:
-    if namespace:
-        memo.runtime.child_changed((namespace, labels[LABEL_DEPLOYMENT]))
+def _wakes_by(label: str) -> Callable[..., Awaitable[None]]:
+    """A kopf event handler that queues the LLMDeployment the object's ``label`` names."""
+
+    async def woken(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+        if namespace:
+            memo.runtime.child_changed((namespace, labels[label]))
+
+    return woken
 
 
-async def read_event(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    if namespace:
-        memo.runtime.child_changed((namespace, labels[LABEL_READ]))
-
-
-async def picker_event(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
-) -> None:
-    if namespace:
-        memo.runtime.child_changed((namespace, labels[LABEL_PICKER]))
+# A revision's children name their LLMDeployment in llmcanary.io/deployment, a repository
+# read's pod in its read label, a pool's picker pod in llmcanary.io/endpoint-picker.
+child_event = _wakes_by(LABEL_DEPLOYMENT)
+read_event = _wakes_by(LABEL_READ)
+picker_event = _wakes_by(LABEL_PICKER)
 
 
 for _selector in CHILD_KINDS:

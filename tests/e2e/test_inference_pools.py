@@ -24,9 +24,8 @@ import yaml
 from kubectl import ROOT, Kubectl, OperatorProcess, promote, wait_for
 from load_driver import LoadDriver
 from routes import WeightWatch, route_host, wait_until_served
+from test_data_plane import revision, status, wait_for_or_none
 
-from llmcanary.api.spec import LLMDeploymentSpec
-from llmcanary.rollout.revision import revision_of
 from llmcanary_dev.localstack import stack as local
 from llmcanary_dev.localstack.inference_gateway import count_requests
 from llmcanary_dev.localstack.inference_routes import parent_ref
@@ -62,15 +61,6 @@ def changed(doc: dict[str, Any], version: str, **parameters: str) -> dict[str, A
     return new
 
 
-def revision(doc: dict[str, Any]) -> str:
-    return revision_of(LLMDeploymentSpec.model_validate(doc["spec"]))
-
-
-def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = (kubectl.get("llmd", NAME, namespace) or {}).get("status") or {}
-    return found
-
-
 def pool_name(namespace: str, arm: str) -> str:
     """How the inference gateway's access log names an arm's pool."""
     return f"{namespace}/{NAME}-{arm}"
@@ -91,6 +81,21 @@ def pool_conditions(kubectl: Kubectl, namespace: str, arm: str) -> dict[str, str
     return {}
 
 
+def stable_pool_served(kubectl: Kubectl, namespace: str, rev: str) -> None:
+    """The stable pool selects ``rev``'s pods, and the Gateway has taken that selector."""
+    pool = kubectl.get("inferencepool", f"{NAME}-stable", namespace)
+    assert pool is not None
+    assert pool["spec"]["selector"]["matchLabels"]["llmcanary.io/revision"] == rev
+    wait_for(
+        f"the Gateway's word on the stable pool of {rev}",
+        lambda: (
+            pool_conditions(kubectl, namespace, "stable")
+            == {"Accepted": "True", "ResolvedRefs": "True"}
+        ),
+        timeout=30,
+    )
+
+
 def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools(
     kubectl: Kubectl, namespace: str, operator: OperatorProcess, stack: local.StackSettings
 ) -> None:
@@ -103,18 +108,7 @@ def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools
         timeout=180,
     )
     wait_until_served(stack.inference_url, host)
-    first = revision(doc)
-    stable_pool = kubectl.get("inferencepool", f"{NAME}-stable", namespace)
-    assert stable_pool is not None
-    assert stable_pool["spec"]["selector"]["matchLabels"]["llmcanary.io/revision"] == first
-    wait_for(
-        "the Gateway's word on the stable pool",
-        lambda: (
-            pool_conditions(kubectl, namespace, "stable")
-            == {"Accepted": "True", "ResolvedRefs": "True"}
-        ),
-        timeout=30,
-    )
+    stable_pool_served(kubectl, namespace, revision(doc))
 
     # Eight closed-loop streams, as the gatewayAPI test sends a slow canary.
     load = LoadDriver(stack.inference_url, concurrency=8, host=host).start()
@@ -161,7 +155,7 @@ def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools
             return s if s.get("stableRevision") == new and s.get("phase") == "Stable" else None
 
         started = time.monotonic()
-        final = _within(decided, 600)
+        final = wait_for_or_none(decided, 600)
         if final is None:
             # As in test_data_plane: a judge still collecting at the bound is promoted on
             # request; what must never happen is a rollback of identical arms.
@@ -179,17 +173,7 @@ def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools
 
     # Promotion re-pointed the stable pool at the promoted pods; the baseline's pool and
     # picker are gone; the Gateway took the re-pointed pool.
-    stable_pool = kubectl.get("inferencepool", f"{NAME}-stable", namespace)
-    assert stable_pool is not None
-    assert stable_pool["spec"]["selector"]["matchLabels"]["llmcanary.io/revision"] == new
-    wait_for(
-        "the Gateway's word on the re-pointed stable pool",
-        lambda: (
-            pool_conditions(kubectl, namespace, "stable")
-            == {"Accepted": "True", "ResolvedRefs": "True"}
-        ),
-        timeout=30,
-    )
+    stable_pool_served(kubectl, namespace, new)
     wait_for(
         "the baseline's pool gone",
         lambda: kubectl.get("inferencepool", f"{NAME}-baseline", namespace) is None,
@@ -210,13 +194,3 @@ def test_a_slow_revision_is_rolled_back_and_a_healthy_one_promoted_through_pools
     print(f"load: {len(results)} requests, {len(errors)} errors: {errors[:3]}")
     assert len(results) > 100
     assert len(errors) <= len(results) * 0.01
-
-
-def _within(probe: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = probe()
-        if answer:
-            return answer
-        time.sleep(0.5)
-    return None

@@ -125,11 +125,13 @@ class StackSettings:
 # --- the serving process -----------------------------------------------------------
 
 
-def sync_endpoints(kube: Kube, pods: list[dict[str, Any]]) -> int:
+def sync_endpoints(
+    kube: Kube, pods: list[dict[str, Any]], services: list[dict[str, Any]] | None = None
+) -> int:
     """Mirror every Service's pods into the FQDN EndpointSlices the gateway reads."""
     return sync_slices(
         kube,
-        kube.list_cluster("v1", "Service"),
+        kube.list_cluster("v1", "Service") if services is None else services,
         pods,
         kube.list_cluster(
             "discovery.k8s.io/v1",
@@ -139,12 +141,17 @@ def sync_endpoints(kube: Kube, pods: list[dict[str, Any]]) -> int:
     )
 
 
-def sync_inference(kube: Kube, gateway: InferenceGateway, pods: list[dict[str, Any]]) -> None:
+def sync_inference(
+    kube: Kube,
+    gateway: InferenceGateway,
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+) -> None:
     """Play the inference Gateway's controller for a pass: write what it says of each
     route and pool attached to it, and serve the routing table."""
     routes = kube.list_cluster(HTTPROUTE.api_version, HTTPROUTE.kind)
     pools = kube.list_cluster(INFERENCEPOOL.api_version, INFERENCEPOOL.kind)
-    plan = inference_routes.plan(routes, pools, kube.list_cluster("v1", "Service"), pods)
+    plan = inference_routes.plan(routes, pools, services, pods)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for resource, objects, wanted in (
         (HTTPROUTE, routes, plan.route_status),
@@ -226,8 +233,9 @@ def serve(settings: StackSettings, stop: threading.Event | None = None) -> None:
                 # operator may have re-pointed a Service meanwhile; slices built from the
                 # first list would send traffic by a state that is already gone.
                 pods = kube.list_cluster("v1", "Pod")
-                sync_endpoints(kube, pods)
-                sync_inference(kube, inference, pods)
+                services = kube.list_cluster("v1", "Service")
+                sync_endpoints(kube, pods, services)
+                sync_inference(kube, inference, pods, services)
                 prometheus.set_targets(runner.targets())
                 prometheus.set_targets(inference.targets(), job=PICKER_JOB)
             except Exception as exc:  # the API server restarting: try again next pass

@@ -48,11 +48,20 @@ def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
-def ensure(kube: KubeApi, desired: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
-    """Create ``desired`` or correct the fields it sets; never adopt a stranger's object."""
+#: ``ensure``'s ``current`` when the caller has not read the object.
+_UNREAD: Any = object()
+
+
+def ensure(
+    kube: KubeApi, desired: dict[str, Any], current: dict[str, Any] | None = _UNREAD
+) -> tuple[Outcome, dict[str, Any]]:
+    """Create ``desired`` or correct the fields it sets; never adopt a stranger's object.
+    ``current``: the object as the caller has just read it (None: absent), to spare a
+    second read."""
     key = ObjectKey.of(desired)
     owner_ref = desired["metadata"]["ownerReferences"][0]
-    current = kube.get(key.api_version, key.kind, key.namespace, key.name)
+    if current is _UNREAD:
+        current = kube.get(key.api_version, key.kind, key.namespace, key.name)
     if current is not None:
         if not owned_by(current, owner_ref["uid"]):
             raise ChildConflict(key.kind, key.name, owner_ref["name"])

@@ -13,7 +13,7 @@ from typing import Any
 
 from llmcanary.api.spec import GatewayAPITraffic, LLMDeploymentSpec
 from llmcanary.builders import Owner
-from llmcanary.builders.meta import common_labels, service_name
+from llmcanary.builders.meta import service_name
 from llmcanary.builders.workload import HTTP_PORT
 from llmcanary.kube.children import ensure
 from llmcanary.kube.client import KubeApi
@@ -21,7 +21,7 @@ from llmcanary.kube.errors import MissingApi
 from llmcanary.routing.base import HELD, Backends, Router, WeightCheck, Weights
 from llmcanary.routing.httproute import (
     HTTPROUTE,
-    ROUTER_LABEL,
+    build_route,
     remove_route,
     route_refusal,
     route_weights,
@@ -30,30 +30,16 @@ from llmcanary.routing.httproute import (
 
 def build_httproute(owner: Owner, traffic: GatewayAPITraffic, weights: Weights) -> dict[str, Any]:
     """An HTTPRoute named like the LLMDeployment with a weighted backend per track."""
-    spec: dict[str, Any] = {
-        "rules": [
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"name": service_name(owner.name, track), "port": HTTP_PORT, "weight": w}
-                    for track, w in weights.tracks()
-                ],
-            }
-        ]
-    }
-    # Always written, empty too: what is taken out of the spec is taken off the route.
-    spec["parentRefs"] = [
-        p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs
-    ]
-    spec["hostnames"] = list(traffic.hostnames)
-    return {
-        "apiVersion": HTTPROUTE.api_version,
-        "kind": HTTPROUTE.kind,
-        "metadata": owner.metadata(
-            owner.name, common_labels(owner.name) | {ROUTER_LABEL: "gatewayAPI"}
-        ),
-        "spec": spec,
-    }
+    return build_route(
+        owner,
+        "gatewayAPI",
+        [p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs],
+        list(traffic.hostnames),
+        [
+            {"name": service_name(owner.name, track), "port": HTTP_PORT, "weight": w}
+            for track, w in weights.tracks()
+        ],
+    )
 
 
 class GatewayAPIRouter(Router):

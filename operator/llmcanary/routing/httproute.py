@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 from llmcanary.builders import Owner
+from llmcanary.builders.meta import common_labels
 from llmcanary.kube.children import remove
 from llmcanary.kube.client import KubeApi
 from llmcanary.kube.errors import MissingApi, capped
@@ -126,3 +127,31 @@ def remove_route(kube: KubeApi, owner: Owner, router: str) -> None:
         if labels.get(ROUTER_LABEL, "gatewayAPI") != router:
             return
         remove(kube, HTTPROUTE.api_version, HTTPROUTE.kind, owner.namespace, owner.name, owner.uid)
+
+
+def build_route(
+    owner: Owner,
+    router: str,
+    parent_refs: list[dict[str, Any]],
+    hostnames: list[str],
+    backend_refs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The HTTPRoute ``NAME`` a Gateway router owns: one rule for every path, weighting
+    ``backend_refs``, labelled with the router that wrote it (:data:`ROUTER_LABEL`).
+    parentRefs and hostnames are always written, empty too: what is taken out of the spec
+    is taken off the route."""
+    return {
+        "apiVersion": HTTPROUTE.api_version,
+        "kind": HTTPROUTE.kind,
+        "metadata": owner.metadata(owner.name, common_labels(owner.name) | {ROUTER_LABEL: router}),
+        "spec": {
+            "parentRefs": parent_refs,
+            "hostnames": hostnames,
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": backend_refs,
+                }
+            ],
+        },
+    }

@@ -65,7 +65,7 @@ from llmcanary.problems import ReconcileError
 from llmcanary.routing.base import HELD, Backends, Resource, Router, WeightCheck, Weights
 from llmcanary.routing.httproute import (
     HTTPROUTE,
-    ROUTER_LABEL,
+    build_route,
     parents_refusal,
     remove_route,
     route_refusal,
@@ -295,35 +295,21 @@ def build_pool_route(
     owner: Owner, traffic: InferencePoolTraffic, weights: Weights
 ) -> dict[str, Any]:
     """The HTTPRoute ``NAME``: one rule, a weighted InferencePool backend per track."""
-    spec: dict[str, Any] = {
-        "parentRefs": [
-            p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs
-        ],
-        "rules": [
+    return build_route(
+        owner,
+        "inferencePool",
+        [p.model_dump(mode="json", by_alias=True, exclude_none=True) for p in traffic.parent_refs],
+        list(traffic.hostnames),
+        [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {
-                        "group": INFERENCEPOOL.group,
-                        "kind": INFERENCEPOOL.kind,
-                        "name": pool_name(owner.name, track),
-                        "weight": w,
-                    }
-                    for track, w in weights.tracks()
-                ],
+                "group": INFERENCEPOOL.group,
+                "kind": INFERENCEPOOL.kind,
+                "name": pool_name(owner.name, track),
+                "weight": w,
             }
+            for track, w in weights.tracks()
         ],
-    }
-    # Always written, empty too: hostnames taken out of the spec are taken off the route.
-    spec["hostnames"] = list(traffic.hostnames)
-    return {
-        "apiVersion": HTTPROUTE.api_version,
-        "kind": HTTPROUTE.kind,
-        "metadata": owner.metadata(
-            owner.name, common_labels(owner.name) | {ROUTER_LABEL: "inferencePool"}
-        ),
-        "spec": spec,
-    }
+    )
 
 
 def pool_refusal(pool: dict[str, Any], route: dict[str, Any]) -> str | None:
@@ -369,6 +355,8 @@ class InferencePoolRouter(Router):
         # once), and why it kept its weights when it did.
         self._written: dict[str, Any] | None = None
         self._held_back: str | None = None
+        # The pools as reconcile() left them, for the same verify_weights() (used once).
+        self._pools: dict[Track, dict[str, Any]] = {}
         self._traffic: InferencePoolTraffic | None = None
 
     def reconcile(
@@ -388,15 +376,18 @@ class InferencePoolRouter(Router):
         try:
             for obj in build_picker_access(owner):
                 ensure(self.kube, obj)
+            self._pools = {}
             for track, revision in backends.items():
                 if refused is None:
                     ensure(self.kube, build_picker(owner, track, traffic))
                 ensure(self.kube, build_picker_service(owner, track))
-                ensure(self.kube, build_pool(owner, track, revision, traffic))
+                _, self._pools[track] = ensure(
+                    self.kube, build_pool(owner, track, revision, traffic)
+                )
             route = self._read_route(owner)
             self._held_back = self._unserved(owner, route, weights)
             if self._held_back is None:
-                _, route = ensure(self.kube, build_pool_route(owner, traffic, weights))
+                _, route = ensure(self.kube, build_pool_route(owner, traffic, weights), route)
             self._written = route
             for track in TRACKS:
                 if track not in backends and self._unrouted(owner, route, track):
@@ -415,17 +406,22 @@ class InferencePoolRouter(Router):
         never held back: an abort or rollback is written at once."""
         held = _weights(owner, route) if route is not None else Weights(0, 0)
         gaining = [track for track, weight in weights.tracks() if weight > getattr(held, track)]
-        if not gaining:
+        why = self._pickers_refusal(owner, gaining)
+        return None if why is None else f"{why}; the route keeps its weights"
+
+    def _pickers_refusal(self, owner: Owner, tracks: list[Track]) -> str | None:
+        """Why the pool of one of ``tracks`` cannot take requests (its picker has no Ready
+        pod), or None; one list of the pickers' pods for all of them."""
+        if not tracks:
             return None
         pods = self.kube.list("v1", "Pod", owner.namespace, f"{LABEL_PICKER}={owner.name}")
-        for track in gaining:
+        for track in tracks:
             mine = [
                 p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_TRACK) == track
             ]
             why = picker_refusal(mine, picker_name(owner.name, track))
             if why is not None:
-                name = pool_name(owner.name, track)
-                return f"InferencePool {owner.namespace}/{name}: {why}; the route keeps its weights"
+                return f"InferencePool {owner.namespace}/{pool_name(owner.name, track)}: {why}"
         return None
 
     def _unrouted(self, owner: Owner, route: dict[str, Any] | None, track: Track) -> bool:
@@ -456,6 +452,7 @@ class InferencePoolRouter(Router):
         (unless ``waitForGateways: false``) every Gateway the route names has accepted
         the route and each weighted pool and resolved their references."""
         route, self._written = self._written, None
+        pools, self._pools = self._pools, {}
         if self._held_back is not None:
             return WeightCheck(False, self._held_back)
         if route is None:
@@ -467,26 +464,20 @@ class InferencePoolRouter(Router):
         refusal = route_refusal(route) if wait else None
         if refusal is not None:
             return WeightCheck(False, refusal)
-        for track, weight in weights.tracks():
-            if weight == 0:
-                continue
+        weighted = [track for track, weight in weights.tracks() if weight]
+        why = self._pickers_refusal(owner, weighted)
+        if why is not None:
+            return WeightCheck(False, why)
+        for track in weighted if wait else ():
             name = pool_name(owner.name, track)
-            picker = picker_name(owner.name, track)
-            pods = self.kube.list(
-                "v1", "Pod", owner.namespace, f"{LABEL_PICKER}={owner.name},{LABEL_TRACK}={track}"
+            pool = pools.get(track) or self.kube.get(
+                INFERENCEPOOL.api_version, INFERENCEPOOL.kind, owner.namespace, name
             )
-            why = picker_refusal(pods, picker)
-            if why is not None:
-                return WeightCheck(False, f"InferencePool {owner.namespace}/{name}: {why}")
-            if wait:
-                pool = self.kube.get(
-                    INFERENCEPOOL.api_version, INFERENCEPOOL.kind, owner.namespace, name
-                )
-                if pool is None:
-                    return WeightCheck(False, f"InferencePool {owner.namespace}/{name} is gone")
-                refusal = pool_refusal(pool, route)
-                if refusal is not None:
-                    return WeightCheck(False, refusal)
+            if pool is None:
+                return WeightCheck(False, f"InferencePool {owner.namespace}/{name} is gone")
+            refusal = pool_refusal(pool, route)
+            if refusal is not None:
+                return WeightCheck(False, refusal)
         return HELD
 
     def _remove_track(self, owner: Owner, track: Track) -> None:
